@@ -1,0 +1,122 @@
+"""``tenantflow``: the command line. Run ``tenantflow --help``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+import typer
+from pydantic import ValidationError
+
+from common.errors import TenantflowError
+from common.logging import configure_logging
+from common.settings import Settings
+
+app = typer.Typer(
+    name="tenantflow",
+    help="Durable schema migrations for fleets of tenant PostgreSQL databases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+def load_settings() -> Settings:
+    """Settings from the environment, or a readable error and exit code 2."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        typer.secho("invalid settings:", fg="red", err=True)
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "settings"
+            typer.secho(f"  {where}: {err['msg']}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def fail(error: TenantflowError) -> typer.Exit:
+    """Print a tenantflow error (never a traceback) and return the exit to raise."""
+    typer.secho(f"error: {error.message}", fg="red", err=True)
+    return typer.Exit(1)
+
+
+@app.command()
+def dev() -> None:
+    """Start the embedded stack: PostgreSQL, Temporal (with its Web UI), worker and gateway."""
+    from cli.dev import run_dev_stack
+
+    settings = load_settings()
+    try:
+        code = run_dev_stack(settings)
+    except TenantflowError as exc:
+        raise fail(exc) from None
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker() -> None:
+    """Run a Temporal worker on the configured task queue until SIGTERM."""
+    from worker.main import run_worker
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    try:
+        asyncio.run(run_worker(settings))
+    except TenantflowError as exc:
+        logging.getLogger("tenantflow.worker").error(exc.message, extra=exc.details)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def gateway() -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    from cli.stack import ensure_ports_free
+    from gateway.app import create_app
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    try:
+        ensure_ports_free(
+            {"gateway": (settings.gateway.port, "TENANTFLOW_GATEWAY__PORT")},
+            host=settings.gateway.host,
+        )
+    except TenantflowError as exc:
+        raise fail(exc) from None
+    uvicorn.run(
+        create_app(settings),
+        host=settings.gateway.host,
+        port=settings.gateway.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )
+
+
+@app.command()
+def check() -> None:
+    """Exit 0 when Temporal and the catalog answer, 1 otherwise (a container health check)."""
+    from cli.checks import check_dependencies
+
+    settings = load_settings()
+    results = asyncio.run(check_dependencies(settings))
+    for name, error in results.items():
+        if error is None:
+            typer.echo(f"{name}: up")
+        else:
+            typer.secho(f"{name}: down ({error})", fg="red", err=True)
+    raise typer.Exit(0 if all(e is None for e in results.values()) else 1)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # pragma: no cover - Ctrl-C outside a command's own handling
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""Exception handlers: every error leaves the gateway as the same envelope.
+
+``{"error": {"type", "message", "details"}, "request_id"}`` for tenantflow errors, request
+validation errors (422), framework HTTP errors (404 unknown route, 405, ...) and anything else
+(500, logged with its traceback, never shown to the client).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from common.errors import RateLimited, RequestValidationFailed, TenantflowError, error_for_status
+
+log = logging.getLogger("tenantflow.gateway")
+
+
+def _request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def error_response(
+    request: Request, error: TenantflowError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """Render ``error`` in the envelope with its status."""
+    headers = dict(headers or {})
+    if isinstance(error, RateLimited) and "retry_after_seconds" in error.details:
+        headers.setdefault("Retry-After", str(int(error.details["retry_after_seconds"])))
+    return JSONResponse(
+        status_code=error.status_code,
+        content={"error": error.to_dict(), "request_id": _request_id(request)},
+        headers=headers or None,
+    )
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    # Drop ``input`` and ``ctx``: the rejected value may be a password, and ctx may not serialise.
+    return [
+        {
+            "loc": [str(part) for part in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in exc.errors()
+    ]
+
+
+async def _tenantflow_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, TenantflowError)
+    if exc.status_code >= 500:
+        log.warning("request failed: %s", exc.message, extra={"error_type": exc.error_type})
+    return error_response(request, exc)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    error = RequestValidationFailed(
+        "the request does not match the schema", details={"errors": _validation_details(exc)}
+    )
+    return error_response(request, error)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 404 and exc.detail == "Not Found":
+        message = f"no route {request.method} {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(request, error_for_status(exc.status_code, message), exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that render every error as the envelope."""
+    app.add_exception_handler(TenantflowError, _tenantflow_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

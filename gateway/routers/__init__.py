@@ -1,0 +1,1 @@
+"""Feature routers of the gateway, one module per feature."""

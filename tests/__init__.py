@@ -1,0 +1,1 @@
+"""tenantflow's tests; the tree mirrors the source tree."""

@@ -1,0 +1,94 @@
+"""Liveness and readiness against real services, and readiness naming what is down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from common.settings import Settings
+from common.version import __version__
+from gateway.app import create_app
+from tests.conftest import make_settings, serve
+
+
+async def test_health_is_200_with_version(api: httpx.AsyncClient) -> None:
+    response = await api.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "version": __version__}
+
+
+async def test_ready_is_200_when_everything_answers(api: httpx.AsyncClient) -> None:
+    response = await api.get("/health/ready")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "up"
+    assert body["dependencies"]["temporal"]["status"] == "up"
+    assert body["dependencies"]["catalog"]["status"] == "up"
+    assert body["dependencies"]["catalog"]["latency_ms"] >= 0
+
+
+async def test_ready_is_503_naming_temporal_when_it_is_down(
+    postgres: EmbeddedPostgres, settings: Settings
+) -> None:
+    down = make_settings(
+        postgres,
+        f"127.0.0.1:{free_port()}",
+        gateway={"readiness_timeout_seconds": 1.0},
+    )
+    async for client in serve(create_app(down)):
+        response = await client.get("/health/ready")
+        assert response.status_code == 503
+        body = response.json()
+        assert body["status"] == "down"
+        assert body["dependencies"]["temporal"]["status"] == "down"
+        assert body["dependencies"]["temporal"]["error"] == "Temporal does not answer"
+        assert body["dependencies"]["catalog"]["status"] == "up"
+        # Liveness does not depend on Temporal.
+        assert (await client.get("/health")).status_code == 200
+    assert settings.temporal.address != down.temporal.address
+
+
+async def test_ready_follows_temporal_going_down_and_up(
+    postgres: EmbeddedPostgres, tmp_path: Path
+) -> None:
+    server = TemporalDevServer(tmp_path / "temporal", free_port(), None)
+    server.start()
+    try:
+        app = create_app(
+            make_settings(postgres, server.address, gateway={"readiness_timeout_seconds": 1.0})
+        )
+        async for client in serve(app):
+            assert (await client.get("/health/ready")).status_code == 200
+            server.stop()
+            response = await client.get("/health/ready")
+            assert response.status_code == 503
+            assert response.json()["dependencies"]["temporal"]["status"] == "down"
+            server.start()
+            assert (await client.get("/health/ready")).status_code == 200
+    finally:
+        server.stop()
+
+
+async def test_ready_is_503_naming_the_catalog_when_it_is_down(
+    tmp_path: Path, temporal_server: TemporalDevServer
+) -> None:
+    catalog = EmbeddedPostgres(tmp_path / "pg", free_port())
+    catalog.start()
+    try:
+        app = create_app(
+            make_settings(
+                catalog, temporal_server.address, gateway={"readiness_timeout_seconds": 1.0}
+            )
+        )
+        async for client in serve(app):
+            catalog.stop()
+            response = await client.get("/health/ready")
+            assert response.status_code == 503
+            body = response.json()
+            assert body["dependencies"]["catalog"]["status"] == "down"
+            assert body["dependencies"]["temporal"]["status"] == "up"
+            assert catalog.password not in response.text
+    finally:
+        catalog.stop()

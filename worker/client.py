@@ -1,0 +1,55 @@
+"""Builds every Temporal client, so the gateway, worker and CLI agree on the wire format."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from common.errors import DependencyUnavailable
+from common.settings import TemporalSettings
+
+
+async def connect_temporal(settings: TemporalSettings, *, lazy: bool = False) -> Client:
+    """Connect to Temporal with tenantflow's data converter.
+
+    ``lazy`` defers the first RPC until the client is used, so a gateway can start (and report
+    itself not ready) while Temporal is still down.
+    """
+    try:
+        return await Client.connect(
+            settings.address,
+            namespace=settings.namespace,
+            data_converter=pydantic_data_converter,
+            tls=settings.tls,
+            api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+            lazy=lazy,
+        )
+    except (RuntimeError, RPCError) as exc:
+        raise DependencyUnavailable(
+            f"Temporal is unreachable at {settings.address}",
+            details={
+                "dependency": "temporal",
+                "address": settings.address,
+                "cause": type(exc).__name__,
+            },
+        ) from None
+
+
+async def ping_temporal(client: Client, within_seconds: float) -> None:
+    """Raise ``DependencyUnavailable`` unless Temporal's frontend reports itself serving."""
+    try:
+        async with asyncio.timeout(within_seconds):
+            serving = await client.service_client.check_health(
+                timeout=timedelta(seconds=within_seconds)
+            )
+    except Exception as exc:  # RPCError, connection RuntimeError, TimeoutError
+        raise DependencyUnavailable(
+            "Temporal does not answer",
+            details={"dependency": "temporal", "cause": type(exc).__name__},
+        ) from None
+    if not serving:
+        raise DependencyUnavailable("Temporal reports it is not serving")

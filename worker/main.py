@@ -1,0 +1,61 @@
+"""Entry point of ``tenantflow worker``: poll the task queue until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from common.catalog import open_catalog
+from common.settings import Settings
+from worker.client import connect_temporal
+from worker.registry import WORKFLOWS, build_activities
+
+log = logging.getLogger(__name__)
+
+
+async def run_worker(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    install_signal_handlers: bool = True,
+) -> None:
+    """Run a worker until ``stop`` is set or the process receives SIGTERM/SIGINT.
+
+    On a stop request the worker stops polling, lets running activities finish (up to the graceful
+    timeout) and closes the catalog pool; a killed worker's activities are retried elsewhere by
+    Temporal.
+    """
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    if install_signal_handlers:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+
+    catalog = await open_catalog(settings.catalog)
+    try:
+        client = await connect_temporal(settings.temporal)
+        worker = Worker(
+            client,
+            task_queue=settings.temporal.task_queue,
+            workflows=list(WORKFLOWS),
+            activities=build_activities(catalog),
+            graceful_shutdown_timeout=timedelta(seconds=30),
+        )
+        log.info(
+            "worker started",
+            extra={
+                "task_queue": settings.temporal.task_queue,
+                "namespace": settings.temporal.namespace,
+                "temporal": settings.temporal.address,
+            },
+        )
+        async with worker:
+            await stop.wait()
+            log.info("worker stopping: draining running activities")
+        log.info("worker stopped")
+    finally:
+        await catalog.close()

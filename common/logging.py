@@ -20,11 +20,13 @@ from common.settings import LogSettings
 request_id_var: ContextVar[str | None] = ContextVar("tenantflow_request_id", default=None)
 
 SECRET_KEY_PATTERN = re.compile(
-    r"pass(word|wd)?|secret|token|authorization|api_?key|dsn|private|credential|cookie",
+    r"pass(word|wd)?|secret|token|authorization|api_?key|(^|_)key$|dsn|private|credential|cookie",
     re.IGNORECASE,
 )
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):[^@\s]*@", re.I)
-_KV_PASSWORD = re.compile(r"(?P<key>password|passwd|pwd|secret|token)=(?P<value>[^\s&,;]+)", re.I)
+_KV_PASSWORD = re.compile(
+    r"(?P<key>password|passwd|pwd|secret|token)\s*=\s*(?P<value>'(?:[^'\\]|\\.)*'|[^\s&,;]+)", re.I
+)
 _BEARER = re.compile(r"(Bearer\s+)[A-Za-z0-9._~+/=-]+", re.I)
 
 REDACTED = "***"
@@ -119,6 +121,6 @@ def configure_logging(settings: LogSettings, *, stream: Any = None) -> None:
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
     # Temporal's and asyncpg's chatter stays at WARNING unless we ask for DEBUG.
-    if settings.level != "DEBUG":
-        for name in ("temporalio", "asyncpg", "httpx", "httpcore"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    quiet = logging.WARNING if settings.level != "DEBUG" else logging.NOTSET
+    for name in ("temporalio", "asyncpg", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)

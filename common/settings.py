@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from models.auth import DEFAULT_ROLE_PERMISSIONS, Permission
+
 DEV_CATALOG_DSN = "postgresql://postgres@127.0.0.1:15432/tenantflow"
 
 
@@ -106,6 +108,134 @@ class DevSettings(BaseModel):
     startup_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
 
 
+DEV_ISSUER_PORT = 18080
+DEV_REALM = "tenantflow"
+DEV_ISSUER_URL = f"http://127.0.0.1:{DEV_ISSUER_PORT}/realms/{DEV_REALM}"
+# Keys of the local dev issuer carry this key-id prefix; production refuses such tokens.
+DEV_KEY_ID_PREFIX = "tenantflow-dev-"
+
+
+def _default_role_permissions() -> dict[str, list[Permission]]:
+    return {role: list(perms) for role, perms in DEFAULT_ROLE_PERMISSIONS.items()}
+
+
+class AuthSettings(BaseModel):
+    """Keycloak (or the dev issuer): who may call the API and with which permissions."""
+
+    issuer_url: str = Field(
+        default=DEV_ISSUER_URL,
+        description="The realm's issuer, e.g. https://keycloak.example.com/realms/tenantflow.",
+    )
+    audience: str = Field(default="tenantflow-api", description="Expected in aud or azp.")
+    client_id: str = Field(default="tenantflow-api", description="Client for the token proxy.")
+    client_secret: SecretStr | None = Field(default=None, description="That client's secret.")
+    jwks_url: str | None = Field(
+        default=None, description="Defaults to {issuer_url}/protocol/openid-connect/certs."
+    )
+    jwks_cache_seconds: float = Field(default=300.0, ge=0, le=86400)
+    jwks_refresh_min_interval_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Unknown key ids refetch the JWKS at most this often.",
+    )
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    http_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    role_permissions: dict[str, list[Permission]] = Field(
+        default_factory=_default_role_permissions,
+        description="Realm or client role -> permissions (JSON).",
+    )
+    break_glass_token_sha256: SecretStr | None = Field(
+        default=None, description="sha256 hex of the emergency token; unset disables break-glass."
+    )
+    metrics_public: bool = Field(default=False, description="Serve /metrics without a token.")
+
+    @property
+    def resolved_jwks_url(self) -> str:
+        """Where the signing keys are published."""
+        return self.jwks_url or f"{self.issuer_url.rstrip('/')}/protocol/openid-connect/certs"
+
+    @property
+    def server_url(self) -> str:
+        """Keycloak's base URL (what python-keycloak calls ``server_url``)."""
+        return self.issuer_url.split("/realms/", 1)[0] + "/"
+
+    @property
+    def realm(self) -> str:
+        """The realm named in the issuer URL."""
+        return self.issuer_url.rstrip("/").rsplit("/realms/", 1)[-1]
+
+    @model_validator(mode="after")
+    def _issuer_has_realm(self) -> AuthSettings:
+        if "/realms/" not in self.issuer_url:
+            raise ValueError("issuer_url must look like https://host/realms/<realm>")
+        if self.break_glass_token_sha256 is not None and not re.fullmatch(
+            r"[0-9a-f]{64}", self.break_glass_token_sha256.get_secret_value()
+        ):
+            raise ValueError("break_glass_token_sha256 must be 64 lowercase hex characters")
+        return self
+
+
+class RateLimitSettings(BaseModel):
+    """Rate limits (the ``limits`` library); in memory per process, or shared through Redis."""
+
+    enabled: bool = True
+    storage_url: SecretStr = Field(
+        default=SecretStr("memory://"),
+        description="memory:// or async+redis://host:6379 to share limits between gateways.",
+    )
+    per_subject: str = Field(default="300/minute", description="Per caller and route.")
+    auth_endpoints: str = Field(default="20/minute", description="Per client IP on /auth/*.")
+    failed_auth: str = Field(
+        default="10/minute", description="Failed authentications per client IP before 429."
+    )
+
+    @model_validator(mode="after")
+    def _parseable(self) -> RateLimitSettings:
+        from limits import parse
+
+        for name in ("per_subject", "auth_endpoints", "failed_auth"):
+            try:
+                parse(getattr(self, name))
+            except ValueError:
+                raise ValueError(f"{name}: not a rate limit such as '10/minute'") from None
+        return self
+
+
+# A well-known key for development and tests only; the production profile refuses it.
+DEV_ENCRYPTION_KEY_ID = "dev"
+DEV_ENCRYPTION_KEY = "ZGV2LW9ubHkta2V5LW5ldmVyLXVzZS1pbi1wcm9kISE="
+
+
+class CryptoSettings(BaseModel):
+    """AES-256-GCM keys for credentials at rest and Temporal payloads.
+
+    Several keys may be configured at once so that old ciphertext still decrypts; new data is
+    always encrypted with ``active_key_id``. ``tenantflow keys rotate`` re-encrypts stored data
+    under the active key.
+    """
+
+    keys: dict[str, SecretStr] = Field(
+        default_factory=lambda: {DEV_ENCRYPTION_KEY_ID: SecretStr(DEV_ENCRYPTION_KEY)},
+        description="Key id -> base64 of 32 random bytes (tenantflow keys generate).",
+    )
+    active_key_id: str = DEV_ENCRYPTION_KEY_ID
+    encrypt_payloads: bool = Field(
+        default=False, description="Encrypt Temporal payloads (workflow inputs, results, ...)."
+    )
+
+    @model_validator(mode="after")
+    def _active_key_exists(self) -> CryptoSettings:
+        if self.active_key_id not in self.keys:
+            raise ValueError(f"active_key_id {self.active_key_id!r} is not among the keys")
+        if not all(_KEY_ID.match(kid) for kid in self.keys):
+            raise ValueError("key ids must match [A-Za-z0-9_-]{1,32}")
+        return self
+
+
+_KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+
+
 class Settings(BaseSettings):
     """All settings of one tenantflow process."""
 
@@ -115,6 +245,8 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",
+        # A rejected value may be a DSN with its password: never echo inputs in errors.
+        hide_input_in_errors=True,
     )
 
     profile: Profile = Profile.DEV
@@ -140,7 +272,7 @@ def production_problems(settings: Settings) -> list[str]:
     dsn = settings.catalog.dsn.get_secret_value()
     if dsn == DEV_CATALOG_DSN:
         problems.append("TENANTFLOW_CATALOG__DSN is the development default")
-    elif not urlsplit(dsn).password and "password=" not in dsn:
+    elif not dsn_has_password(dsn):
         problems.append("TENANTFLOW_CATALOG__DSN has no password")
     if "*" in settings.gateway.cors_origins:
         problems.append("TENANTFLOW_GATEWAY__CORS_ORIGINS must list origins, not '*'")
@@ -149,15 +281,28 @@ def production_problems(settings: Settings) -> list[str]:
     return problems
 
 
+# A libpq ``password`` keyword: in a URL query (``?password=x&``) or a keyword/value string
+# (``password='two words'``), but not ``sslpassword`` or other keys that merely end in "password".
+_DSN_PASSWORD = re.compile(
+    r"(?P<lead>(?:^|[\s?&])password\s*=\s*)(?P<value>'(?:[^'\\]|\\.)*'|[^\s&]*)",
+    re.IGNORECASE,
+)
+
+
+def dsn_has_password(dsn: str) -> bool:
+    """Whether a libpq URL or keyword string carries a non-empty login password."""
+    if urlsplit(dsn).password:
+        return True
+    return any(m["value"] not in ("", "''") for m in _DSN_PASSWORD.finditer(dsn))
+
+
 def redact_dsn(dsn: str) -> str:
     """Replace the password of a libpq URL (and ``password=`` keywords) with ``***``."""
     parts = urlsplit(dsn)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
         dsn = parts._replace(netloc=netloc).geturl()
-    if "password=" in dsn:
-        dsn = re.sub(r"password=[^&\s]*", "password=***", dsn)
-    return dsn
+    return _DSN_PASSWORD.sub(lambda m: f"{m['lead']}***", dsn)
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ validation errors (422), framework HTTP errors (404 unknown route, 405, ...) and
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,7 +33,8 @@ def error_response(
     """Render ``error`` in the envelope with its status."""
     headers = dict(headers or {})
     if isinstance(error, RateLimited) and "retry_after_seconds" in error.details:
-        headers.setdefault("Retry-After", str(int(error.details["retry_after_seconds"])))
+        # Round up: "Retry-After: 0" would invite an immediate retry.
+        headers.setdefault("Retry-After", str(math.ceil(error.details["retry_after_seconds"])))
     return JSONResponse(
         status_code=error.status_code,
         content={"error": error.to_dict(), "request_id": _request_id(request)},

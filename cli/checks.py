@@ -12,7 +12,7 @@ from worker.client import connect_temporal, ping_temporal
 
 async def _temporal(settings: Settings) -> str | None:
     try:
-        client = await connect_temporal(settings.temporal, lazy=True)
+        client = await connect_temporal(settings.temporal, crypto=settings.crypto, lazy=True)
         await ping_temporal(client, settings.temporal.rpc_timeout_seconds)
     except DependencyUnavailable as exc:
         return exc.message

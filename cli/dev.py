@@ -17,6 +17,7 @@ from types import FrameType
 import httpx
 import typer
 
+from cli.dev_issuer import DevIssuer, dev_issuer_url
 from cli.stack import (
     EmbeddedPostgres,
     ManagedProcess,
@@ -27,10 +28,14 @@ from common.errors import DependencyUnavailable
 from common.settings import Settings
 
 
-def _child_env(settings: Settings, catalog_dsn: str, temporal_address: str) -> dict[str, str]:
+def _child_env(
+    settings: Settings, catalog_dsn: str, temporal_address: str, issuer: DevIssuer
+) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         {
+            "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
+            "TENANTFLOW_AUTH__CLIENT_SECRET": issuer.client_secret(),
             "TENANTFLOW_PROFILE": settings.profile.value,
             "TENANTFLOW_CATALOG__DSN": catalog_dsn,
             "TENANTFLOW_TEMPORAL__ADDRESS": temporal_address,
@@ -75,6 +80,7 @@ def run_dev_stack(settings: Settings) -> int:
             "PostgreSQL": (dev.postgres_port, "TENANTFLOW_DEV__POSTGRES_PORT"),
             "Temporal frontend": (dev.temporal_port, "TENANTFLOW_DEV__TEMPORAL_PORT"),
             "Temporal Web UI": (dev.temporal_ui_port, "TENANTFLOW_DEV__TEMPORAL_UI_PORT"),
+            "dev issuer": (dev.issuer_port, "TENANTFLOW_DEV__ISSUER_PORT"),
             "gateway": (settings.gateway.port, "TENANTFLOW_GATEWAY__PORT"),
         }
     )
@@ -101,9 +107,10 @@ def run_dev_stack(settings: Settings) -> int:
         postgres.start(dev.startup_timeout_seconds)
         typer.echo(f"starting Temporal on {temporal.address}")
         temporal.start(dev.startup_timeout_seconds)
-        env = _child_env(settings, postgres.dsn(), temporal.address)
+        issuer = DevIssuer(data_dir / "issuer", dev_issuer_url(dev.issuer_port))
+        env = _child_env(settings, postgres.dsn(), temporal.address, issuer)
         logs = data_dir / "logs"
-        for name in ("worker", "gateway"):
+        for name in ("dev-issuer", "worker", "gateway"):
             child = ManagedProcess(
                 name,
                 [sys.executable, "-m", "cli.main", name],
@@ -121,7 +128,10 @@ def run_dev_stack(settings: Settings) -> int:
         typer.echo(f"  Temporal UI  {temporal.ui_url}")
         typer.echo(f"  Temporal     {temporal.address} (namespace {settings.temporal.namespace})")
         typer.echo(f"  PostgreSQL   127.0.0.1:{dev.postgres_port}, catalog database 'tenantflow'")
+        typer.echo(f"  identity     {issuer.issuer_url} (dev issuer, Keycloak layout)")
         typer.echo(f"  logs         {logs}")
+        typer.echo("\nadmin token (1 h; more with `tenantflow token --role infra-operator`):")
+        typer.echo(issuer.mint(subject="dev-admin", roles=["infra-admin"], username="admin"))
         typer.echo("press Ctrl-C to stop; data is kept for the next start")
         temporal_down_reported = False
         while not stop.wait(0.5):

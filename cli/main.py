@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 
 from common.errors import TenantflowError
 from common.logging import configure_logging
-from common.settings import Settings
+from common.settings import DEV_REALM, Profile, Settings
 
 app = typer.Typer(
     name="tenantflow",
@@ -93,6 +94,72 @@ def gateway() -> None:
         server_header=False,
         timeout_graceful_shutdown=10,
     )
+
+
+@app.command()
+def token(
+    role: Annotated[
+        str, typer.Option(help="Realm role: infra-viewer, infra-operator or infra-admin.")
+    ] = "infra-admin",
+    subject: Annotated[str | None, typer.Option(help="The token's sub claim.")] = None,
+    lifetime: Annotated[int, typer.Option(help="Seconds until it expires.", min=1)] = 3600,
+) -> None:
+    """Mint a development token from the dev issuer's key (never trusted in production)."""
+    from cli.dev_issuer import DevIssuer, dev_issuer_url
+
+    settings = load_settings()
+    if settings.profile is Profile.PRODUCTION:
+        typer.secho("error: the dev issuer does not exist in production", fg="red", err=True)
+        raise typer.Exit(2)
+    issuer = DevIssuer(settings.dev.data_dir / "issuer", dev_issuer_url(settings.dev.issuer_port))
+    typer.echo(
+        issuer.mint(subject=subject or f"dev-{role}", roles=[role], lifetime_seconds=lifetime)
+    )
+
+
+@app.command(name="dev-issuer", hidden=True)
+def dev_issuer() -> None:
+    """Serve the local Keycloak-shaped issuer (started by ``tenantflow dev``)."""
+    import uvicorn
+
+    from cli.dev_issuer import DevIssuer, create_issuer_app, dev_issuer_url
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    issuer = DevIssuer(settings.dev.data_dir / "issuer", dev_issuer_url(settings.dev.issuer_port))
+    uvicorn.run(
+        create_issuer_app(issuer, DEV_REALM),
+        host="127.0.0.1",
+        port=settings.dev.issuer_port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+keys_app = typer.Typer(help="Encryption keys for credentials at rest and Temporal payloads.")
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("generate")
+def keys_generate() -> None:
+    """Print a new random key (base64 of 32 bytes) to add to TENANTFLOW_CRYPTO__KEYS."""
+    from common.crypto import generate_key
+
+    typer.echo(generate_key())
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-encrypt every stored credential under the active key (safe to run repeatedly)."""
+    from cli.keys import rotate_credentials
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    try:
+        changed = asyncio.run(rotate_credentials(settings))
+    except TenantflowError as exc:
+        raise fail(exc) from None
+    typer.echo(f"re-encrypted {changed} credential(s) under key {settings.crypto.active_key_id!r}")
 
 
 @app.command()

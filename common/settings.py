@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from models.auth import DEFAULT_ROLE_PERMISSIONS, Permission
 
 DEV_CATALOG_DSN = "postgresql://postgres@127.0.0.1:15432/tenantflow"
+DEV_ISSUER_PORT = 18080
+DEV_REALM = "tenantflow"
+DEV_ISSUER_URL = f"http://127.0.0.1:{DEV_ISSUER_PORT}/realms/{DEV_REALM}"
+# Keys of the local dev issuer carry this key-id prefix; production refuses such tokens.
+DEV_KEY_ID_PREFIX = "tenantflow-dev-"
 
 
 class Profile(StrEnum):
@@ -105,14 +110,8 @@ class DevSettings(BaseModel):
     postgres_port: int = Field(default=15432, ge=1, le=65535)
     temporal_port: int = Field(default=7233, ge=1, le=65535)
     temporal_ui_port: int = Field(default=8233, ge=1, le=65535)
+    issuer_port: int = Field(default=DEV_ISSUER_PORT, ge=1, le=65535)
     startup_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
-
-
-DEV_ISSUER_PORT = 18080
-DEV_REALM = "tenantflow"
-DEV_ISSUER_URL = f"http://127.0.0.1:{DEV_ISSUER_PORT}/realms/{DEV_REALM}"
-# Keys of the local dev issuer carry this key-id prefix; production refuses such tokens.
-DEV_KEY_ID_PREFIX = "tenantflow-dev-"
 
 
 def _default_role_permissions() -> dict[str, list[Permission]]:
@@ -254,6 +253,9 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     dev: DevSettings = Field(default_factory=DevSettings)
 
     @model_validator(mode="after")
@@ -278,6 +280,10 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("TENANTFLOW_GATEWAY__CORS_ORIGINS must list origins, not '*'")
     if settings.log.format != "json":
         problems.append("TENANTFLOW_LOG__FORMAT must be 'json' so log shippers can parse it")
+    if settings.auth.issuer_url.rstrip("/") == DEV_ISSUER_URL:
+        problems.append("TENANTFLOW_AUTH__ISSUER_URL points at the development issuer")
+    if any(key.get_secret_value() == DEV_ENCRYPTION_KEY for key in settings.crypto.keys.values()):
+        problems.append("TENANTFLOW_CRYPTO__KEYS contains the development encryption key")
     return problems
 
 

@@ -6,30 +6,62 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from common.catalog import open_catalog
-from common.settings import Settings, get_settings
+from common.catalog.databases import DatabaseRepository
+from common.crypto import CredentialCipher, KeyRing
+from common.settings import Profile, Settings, get_settings
 from common.version import __version__
+from gateway.audit import AuditMiddleware
+from gateway.auth.deps import Authenticator
+from gateway.auth.jwks import JwksCache
+from gateway.auth.ratelimit import RateLimiter
+from gateway.auth.tokens import TokenValidator
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
-from gateway.routers import health, system
+from gateway.routers import auth, codec, databases, health, system
 from worker.client import connect_temporal
+from worker.codec import EncryptionCodec
 
 log = logging.getLogger("tenantflow.gateway")
+
+
+def build_authenticator(settings: Settings, http: httpx.AsyncClient) -> Authenticator:
+    """Token validation against the realm's JWKS, rate limits and break-glass."""
+    jwks = JwksCache(
+        settings.auth.resolved_jwks_url,
+        max_age=settings.auth.jwks_cache_seconds,
+        min_refresh_interval=settings.auth.jwks_refresh_min_interval_seconds,
+        http=http,
+    )
+    validator = TokenValidator(
+        settings.auth, jwks, refuse_dev_keys=settings.profile is Profile.PRODUCTION
+    )
+    return Authenticator(settings.auth, validator, RateLimiter(settings.rate_limit))
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the gateway for ``settings`` (the process settings by default)."""
     settings = settings or get_settings()
 
+    # Refuses bad keys before the server starts listening.
+    key_ring = KeyRing.from_settings(settings.crypto)
+    cipher = CredentialCipher(key_ring)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the gateway starts (and reports not ready) while Temporal is still coming up.
-        app.state.temporal = await connect_temporal(settings.temporal, lazy=True)
+        app.state.temporal = await connect_temporal(
+            settings.temporal, crypto=settings.crypto, lazy=True
+        )
         app.state.catalog = await open_catalog(settings.catalog)
+        app.state.databases = DatabaseRepository(app.state.catalog, cipher)
+        http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
+        app.state.authenticator = build_authenticator(settings, http)
         log.info(
             "gateway started",
             extra={"url": settings.gateway.base_url(), "profile": settings.profile.value},
@@ -37,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await http.aclose()
             await app.state.catalog.close()
             log.info("gateway stopped")
 
@@ -49,10 +82,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.payload_codec = (
+        EncryptionCodec(key_ring) if settings.crypto.encrypt_payloads else None
+    )
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
+    app.include_router(auth.router)
+    app.include_router(databases.router)
     app.include_router(system.router)
+    app.include_router(codec.router)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -63,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_credentials=True,
             max_age=600,
         )
+    app.add_middleware(AuditMiddleware)
     # Added last, so it is the outermost layer: every response, even a crash, gets an id.
     app.add_middleware(
         RequestContextMiddleware,

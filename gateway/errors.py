@@ -17,7 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from common.errors import RateLimited, RequestValidationFailed, TenantflowError, error_for_status
+from common.errors import (
+    AuthenticationRequired,
+    RateLimited,
+    RequestValidationFailed,
+    TenantflowError,
+    error_for_status,
+)
 
 log = logging.getLogger("tenantflow.gateway")
 
@@ -32,6 +38,11 @@ def error_response(
 ) -> JSONResponse:
     """Render ``error`` in the envelope with its status."""
     headers = dict(headers or {})
+    if isinstance(error, AuthenticationRequired):
+        challenge = 'Bearer realm="tenantflow"'
+        if error.error_type == "invalid_token":
+            challenge += f', error="invalid_token", error_description="{error.message}"'
+        headers.setdefault("WWW-Authenticate", challenge)
     if isinstance(error, RateLimited) and "retry_after_seconds" in error.details:
         # Round up: "Retry-After: 0" would invite an immediate retry.
         headers.setdefault("Retry-After", str(math.ceil(error.details["retry_after_seconds"])))

@@ -20,7 +20,10 @@ across the fleet as durable Temporal workflows, rolls them back and provisions n
 
 TAGS: list[dict[str, str]] = [
     {"name": "health", "description": "Liveness and readiness probes; no authentication."},
+    {"name": "auth", "description": "Tokens (proxied to Keycloak) and the caller's identity."},
+    {"name": "databases", "description": "The catalog of targets: tenant databases or schemas."},
     {"name": "system", "description": "End-to-end checks through Temporal and a worker."},
+    {"name": "codec", "description": "Payload encode/decode for the Temporal Web UI."},
 ]
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}

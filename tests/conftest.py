@@ -8,19 +8,24 @@ databases (``fresh_database``) or task queues (``settings`` gives a unique one p
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from cli.dev_issuer import DevIssuer, create_issuer_app
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog import open_catalog
-from common.settings import Settings
+from common.settings import DEV_REALM, AuthSettings, Settings
 from gateway.app import create_app
 from worker.client import connect_temporal
 from worker.main import run_worker
@@ -50,8 +55,73 @@ def temporal_server(stack_dir: Path) -> Iterator[TemporalDevServer]:
     server.stop()
 
 
+class ThreadedServer:
+    """An ASGI app served by uvicorn on a real port from a background thread."""
+
+    def __init__(self, app: FastAPI, port: int) -> None:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+class Tokens:
+    """Mints tokens from the session's dev issuer for the default roles."""
+
+    def __init__(self, issuer: DevIssuer) -> None:
+        self.issuer = issuer
+
+    def token(self, role: str, **claims: Any) -> str:
+        return self.issuer.mint(subject=f"user-{role}", roles=[role], **claims)
+
+    def headers(self, role: str = "infra-admin") -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(role)}"}
+
+
+@pytest.fixture(scope="session")
+def dev_issuer(stack_dir: Path) -> Iterator[DevIssuer]:
+    """The local Keycloak-shaped issuer, served over real HTTP for the whole session."""
+    port = free_port()
+    issuer = DevIssuer(stack_dir / "issuer", f"http://127.0.0.1:{port}/realms/{DEV_REALM}")
+    server = ThreadedServer(create_issuer_app(issuer, DEV_REALM), port)
+    server.start()
+    yield issuer
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def tokens(dev_issuer: DevIssuer) -> Tokens:
+    """Tokens and Authorization headers per role."""
+    return Tokens(dev_issuer)
+
+
+def auth_settings(issuer: DevIssuer) -> AuthSettings:
+    """Auth settings trusting ``issuer`` (with the API client's secret for the token proxy)."""
+    return AuthSettings(
+        issuer_url=issuer.issuer_url,
+        client_secret=issuer.client_secret(),
+    )
+
+
 def make_settings(
-    postgres: EmbeddedPostgres, temporal_address: str, **overrides: object
+    postgres: EmbeddedPostgres,
+    temporal_address: str,
+    *,
+    auth: AuthSettings | None = None,
+    **overrides: object,
 ) -> Settings:
     """Settings pointing at the session's services, ignoring any ``.env`` of the developer."""
     values: dict[str, object] = {
@@ -60,14 +130,18 @@ def make_settings(
         "temporal": {"address": temporal_address, "task_queue": f"test-{uuid.uuid4().hex[:8]}"},
         "log": {"format": "console", "level": "INFO"},
     }
+    if auth is not None:
+        values["auth"] = auth
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")
-def settings(postgres: EmbeddedPostgres, temporal_server: TemporalDevServer) -> Settings:
+def settings(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer, dev_issuer: DevIssuer
+) -> Settings:
     """Settings for the session's services, with a task queue of the session's own."""
-    return make_settings(postgres, temporal_server.address)
+    return make_settings(postgres, temporal_server.address, auth=auth_settings(dev_issuer))
 
 
 @pytest.fixture(scope="session")
@@ -81,7 +155,7 @@ async def catalog_pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 @pytest.fixture(scope="session")
 async def temporal_client(settings: Settings) -> Client:
     """A Temporal client with tenantflow's data converter."""
-    return await connect_temporal(settings.temporal)
+    return await connect_temporal(settings.temporal, crypto=settings.crypto)
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +195,45 @@ async def fresh_database(postgres: EmbeddedPostgres) -> AsyncIterator[str]:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+class TargetDatabase:
+    """A real tenant database on the embedded server, owned by its own login role."""
+
+    def __init__(self, postgres: EmbeddedPostgres, name: str, password: str) -> None:
+        self.host = "127.0.0.1"
+        self.port = postgres.port
+        self.database = name
+        self.user = f"{name}_owner"
+        self.password = password
+
+    def create_body(self, **overrides: object) -> dict[str, object]:
+        """The JSON body that registers this database through the API."""
+        body: dict[str, object] = {
+            "name": self.database.replace("_", "-"),
+            "host": self.host,
+            "port": self.port,
+            "database": self.database,
+            "user": self.user,
+            "password": self.password,
+            "labels": {"tier": "free", "region": "eu"},
+        }
+        body.update(overrides)
+        return body
+
+
+@pytest.fixture
+async def target_database(postgres: EmbeddedPostgres) -> AsyncIterator[TargetDatabase]:
+    """A fresh database and login role with a random password, dropped after the test."""
+    target = TargetDatabase(postgres, f"tenant_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex)
+    admin = await asyncpg.connect(postgres.dsn("postgres"))
+    try:
+        # Names are generated above from hex digits; the password goes through format('%L').
+        password_sql = await admin.fetchval("SELECT format('%L', $1::text)", target.password)
+        await admin.execute(f'CREATE ROLE "{target.user}" LOGIN PASSWORD {password_sql}')
+        await admin.execute(f'CREATE DATABASE "{target.database}" OWNER "{target.user}"')
+        yield target
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{target.user}"')
+        await admin.close()

@@ -38,6 +38,6 @@ def test_every_setting_is_in_the_configuration_reference() -> None:
 
 
 def test_env_example_loads_as_settings() -> None:
-    settings = Settings(_env_file=ROOT / ".env.example")  # type: ignore[call-arg]
+    settings = Settings(_env_file=ROOT / ".env.example")
     assert settings.gateway.port == 8000
     assert settings.temporal.task_queue == "tenantflow"

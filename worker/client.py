@@ -10,11 +10,15 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from common.errors import DependencyUnavailable
-from common.settings import TemporalSettings
+from common.settings import CryptoSettings, TemporalSettings
+from worker.codec import build_data_converter
 
 
-async def connect_temporal(settings: TemporalSettings, *, lazy: bool = False) -> Client:
-    """Connect to Temporal with tenantflow's data converter.
+async def connect_temporal(
+    settings: TemporalSettings, *, crypto: CryptoSettings | None = None, lazy: bool = False
+) -> Client:
+    """Connect to Temporal with tenantflow's data converter (encrypting payloads when
+    ``crypto.encrypt_payloads`` is on).
 
     ``lazy`` defers the first RPC until the client is used, so a gateway can start (and report
     itself not ready) while Temporal is still down.
@@ -23,7 +27,9 @@ async def connect_temporal(settings: TemporalSettings, *, lazy: bool = False) ->
         return await Client.connect(
             settings.address,
             namespace=settings.namespace,
-            data_converter=pydantic_data_converter,
+            data_converter=(
+                build_data_converter(crypto) if crypto is not None else pydantic_data_converter
+            ),
             tls=settings.tls,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             lazy=lazy,

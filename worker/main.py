@@ -10,6 +10,7 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from common.catalog import open_catalog
+from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from worker.client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
@@ -37,12 +38,14 @@ async def run_worker(
 
     catalog = await open_catalog(settings.catalog)
     try:
-        client = await connect_temporal(settings.temporal)
+        client = await connect_temporal(settings.temporal, crypto=settings.crypto)
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
             workflows=list(WORKFLOWS),
-            activities=build_activities(catalog),
+            activities=build_activities(
+                catalog, CredentialCipher(KeyRing.from_settings(settings.crypto))
+            ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
         log.info(

@@ -8,12 +8,17 @@ from typing import Any
 import asyncpg
 
 from activities.system import SystemActivities
+from activities.targets import TargetActivities
+from common.catalog.databases import DatabaseRepository
+from common.crypto import CredentialCipher
 from workflows.system import SystemCheckWorkflow
+from workflows.targets import TestConnectionWorkflow
 
-WORKFLOWS: Sequence[type] = (SystemCheckWorkflow,)
+WORKFLOWS: Sequence[type] = (SystemCheckWorkflow, TestConnectionWorkflow)
 
 
-def build_activities(catalog: asyncpg.Pool) -> list[Callable[..., Any]]:
+def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Callable[..., Any]]:
     """The bound activity methods, each holding the dependencies it needs."""
     system = SystemActivities(catalog)
-    return [system.check_catalog]
+    targets = TargetActivities(DatabaseRepository(catalog, cipher))
+    return [system.check_catalog, targets.test_connection]

@@ -11,6 +11,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.service import RPCError
 
 from common.errors import DependencyUnavailable
+from gateway.auth.deps import MonitoringRead
 from gateway.deps import SettingsDep, TemporalDep
 from models.errors import ErrorResponse
 from models.system import SystemCheckInput, SystemCheckResult
@@ -24,7 +25,9 @@ router = APIRouter(prefix="/api/v1/system", tags=["system"])
     summary="Run a system check through a worker",
     responses={503: {"model": ErrorResponse, "description": "No worker or dependency answered."}},
 )
-async def system_check(settings: SettingsDep, temporal: TemporalDep) -> SystemCheckResult:
+async def system_check(
+    settings: SettingsDep, temporal: TemporalDep, principal: MonitoringRead
+) -> SystemCheckResult:
     """Start ``SystemCheckWorkflow`` and wait for it: proves a worker polls the task queue and
     reaches the catalog. ``/health/ready`` checks only that the services answer."""
     workflow_id = f"system-check-{uuid.uuid4().hex}"
@@ -32,7 +35,7 @@ async def system_check(settings: SettingsDep, temporal: TemporalDep) -> SystemCh
     try:
         handle = await temporal.start_workflow(
             SystemCheckWorkflow.run,
-            SystemCheckInput(),
+            SystemCheckInput(requested_by=principal.subject),
             id=workflow_id,
             task_queue=settings.temporal.task_queue,
             execution_timeout=timedelta(seconds=wait_seconds * 2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,9 +37,21 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     get_settings.cache_clear()
 
 
+# What production needs besides a catalog DSN: a real issuer and a non-development key.
+PRODUCTION_AUTH = {"issuer_url": "https://sso.example.com/realms/tenantflow"}
+PRODUCTION_CRYPTO = {
+    "keys": {"k1": "a2V5LW9uZS1mb3ItdGhlLXRlc3RzLW9ubHktMzJieXQ="},
+    "active_key_id": "k1",
+}
+
+
 def production(**overrides: object) -> Settings:
     """A production profile built from init values only (no ``.env``)."""
-    values: dict[str, object] = {"profile": Profile.PRODUCTION}
+    values: dict[str, object] = {
+        "profile": Profile.PRODUCTION,
+        "auth": PRODUCTION_AUTH,
+        "crypto": PRODUCTION_CRYPTO,
+    }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
@@ -240,6 +253,9 @@ def test_production_accepts_a_safe_config(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("TENANTFLOW_PROFILE", "production")
     monkeypatch.setenv("TENANTFLOW_CATALOG__DSN", SAFE_DSN)
     monkeypatch.setenv("TENANTFLOW_GATEWAY__CORS_ORIGINS", '["https://app.example.com"]')
+    monkeypatch.setenv("TENANTFLOW_AUTH__ISSUER_URL", PRODUCTION_AUTH["issuer_url"])
+    monkeypatch.setenv("TENANTFLOW_CRYPTO__KEYS", json.dumps(PRODUCTION_CRYPTO["keys"]))
+    monkeypatch.setenv("TENANTFLOW_CRYPTO__ACTIVE_KEY_ID", "k1")
     settings = Settings(_env_file=None)
     assert settings.profile is Profile.PRODUCTION
     assert production_problems(settings) == []
@@ -258,7 +274,16 @@ def test_unsafe_values_are_fine_outside_production() -> None:
         gateway=GatewaySettings(cors_origins=["*"]),
         log=LogSettings(format="console"),
     )
-    assert len(production_problems(settings)) == 3
+    # DSN, CORS and log format, plus the development issuer and encryption key.
+    assert len(production_problems(settings)) == 5
+
+
+def test_production_refuses_the_dev_issuer_and_the_dev_key() -> None:
+    with pytest.raises(ValueError) as info:
+        production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth={}, crypto={})
+    message = str(info.value)
+    assert "TENANTFLOW_AUTH__ISSUER_URL points at the development issuer" in message
+    assert "TENANTFLOW_CRYPTO__KEYS contains the development encryption key" in message
 
 
 @pytest.mark.parametrize(

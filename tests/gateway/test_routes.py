@@ -7,6 +7,7 @@ import pytest
 
 from common.settings import Settings
 from gateway.app import create_app
+from tests.conftest import Tokens
 
 MALFORMED_BODIES: list[tuple[bytes, str]] = [
     (b"{not json", "application/json"),
@@ -33,7 +34,7 @@ def _assert_envelope_or_success(response: httpx.Response) -> None:
 
 
 async def test_every_route_survives_malformed_requests(
-    api: httpx.AsyncClient, settings: Settings
+    api: httpx.AsyncClient, settings: Settings, tokens: Tokens
 ) -> None:
     routes = _routes(settings)
     assert routes, "the app has no routes?"
@@ -43,7 +44,11 @@ async def test_every_route_survives_malformed_requests(
                 method,
                 path + "?limit=-1&page=%ZZ&%00=1",
                 content=body,
-                headers={"content-type": content_type, "x-request-id": "bad id with spaces"},
+                headers={
+                    "content-type": content_type,
+                    "x-request-id": "bad id with spaces",
+                    **tokens.headers("infra-admin"),
+                },
             )
             _assert_envelope_or_success(response)
             assert response.status_code < 500 or path == "/health/ready", (method, path)

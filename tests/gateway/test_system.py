@@ -6,12 +6,13 @@ import httpx
 
 from cli.stack import EmbeddedPostgres, TemporalDevServer
 from common.catalog import load_catalog_migrations
+from common.settings import Settings
 from gateway.app import create_app
-from tests.conftest import make_settings, serve
+from tests.conftest import Tokens, make_settings, serve
 
 
-async def test_system_check_goes_through_a_worker(api: httpx.AsyncClient) -> None:
-    response = await api.post("/api/v1/system/check")
+async def test_system_check_goes_through_a_worker(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    response = await api.post("/api/v1/system/check", headers=tokens.headers("infra-viewer"))
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["workflow_id"].startswith("system-check-")
@@ -20,13 +21,19 @@ async def test_system_check_goes_through_a_worker(api: httpx.AsyncClient) -> Non
 
 
 async def test_system_check_without_a_worker_is_503_and_says_so(
-    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer
+    postgres: EmbeddedPostgres,
+    temporal_server: TemporalDevServer,
+    settings: Settings,
+    tokens: Tokens,
 ) -> None:
     lonely = make_settings(
-        postgres, temporal_server.address, gateway={"system_check_timeout_seconds": 1.0}
+        postgres,
+        temporal_server.address,
+        auth=settings.auth,
+        gateway={"system_check_timeout_seconds": 1.0},
     )
     async for client in serve(create_app(lonely)):
-        response = await client.post("/api/v1/system/check")
+        response = await client.post("/api/v1/system/check", headers=tokens.headers())
     assert response.status_code == 503
     error = response.json()["error"]
     assert error["type"] == "dependency_unavailable"

@@ -22,9 +22,9 @@ def test_registry_lists_workflows_and_bound_activities() -> None:
     assert SystemCheckWorkflow in WORKFLOWS
     for cls in WORKFLOWS:
         assert hasattr(cls, "__temporal_workflow_definition")
-    activities = build_activities(object())  # type: ignore[arg-type]
+    activities = build_activities(object(), object())  # type: ignore[arg-type]
     names = {getattr(fn, "__name__", "") for fn in activities}
-    assert "check_catalog" in names
+    assert {"check_catalog", "test_connection"} <= names
     assert all(hasattr(fn, "__temporal_activity_definition") for fn in activities)
 
 
@@ -34,7 +34,7 @@ async def test_worker_runs_a_workflow_and_stops_on_request(settings: Settings) -
     )
     stop = asyncio.Event()
     task = asyncio.create_task(run_worker(own, stop=stop, install_signal_handlers=False))
-    client = await connect_temporal(own.temporal)
+    client = await connect_temporal(own.temporal, crypto=own.crypto)
     result = await client.execute_workflow(
         SystemCheckWorkflow.run,
         SystemCheckInput(requested_by="test"),

@@ -1,0 +1,181 @@
+"""Catalog access for targets. Passwords are encrypted here, before they reach a table, and
+decrypted only inside activities that connect to the target."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+
+from common.crypto import CredentialCipher
+from common.errors import Conflict, InvalidInput, NotFound
+from models.databases import Database, DatabaseCreate, DatabasePage
+
+_COLUMNS = (
+    "id, name, tenant_id, host, port, database, schema, username, labels, password_key_id, "
+    "created_at, updated_at"
+)
+
+
+def password_context(database_id: uuid.UUID) -> str:
+    """AES-GCM associated data: a ciphertext only decrypts for the row it was written for."""
+    return f"database:{database_id}:password"
+
+
+def _row_to_model(row: asyncpg.Record) -> Database:
+    labels = row["labels"]
+    return Database(
+        id=row["id"],
+        name=row["name"],
+        tenant_id=row["tenant_id"],
+        host=row["host"],
+        port=row["port"],
+        database=row["database"],
+        schema_name=row["schema"],
+        user=row["username"],
+        labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
+        password_key_id=row["password_key_id"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+class DatabaseRepository:
+    """CRUD on the ``databases`` table of the catalog."""
+
+    def __init__(self, pool: asyncpg.Pool, cipher: CredentialCipher) -> None:
+        self.pool = pool
+        self.cipher = cipher
+
+    async def create(self, spec: DatabaseCreate) -> Database:
+        """Insert a target; its password is encrypted under the active key."""
+        database_id = uuid.uuid4()
+        encrypted = self.cipher.encrypt(
+            spec.password.get_secret_value(), context=password_context(database_id)
+        )
+        try:
+            row = await self.pool.fetchrow(
+                f"INSERT INTO databases (id, name, tenant_id, host, port, database, schema, "  # noqa: S608 - constant column list
+                f"username, password_encrypted, password_key_id, labels) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) "
+                f"RETURNING {_COLUMNS}",
+                database_id,
+                spec.name,
+                spec.tenant_id,
+                spec.host,
+                spec.port,
+                spec.database,
+                spec.schema_name,
+                spec.user,
+                encrypted,
+                self.cipher.key_id_of(encrypted),
+                json.dumps(spec.labels),
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"a database named {spec.name!r} is already registered",
+                details={"name": spec.name},
+            ) from None
+        assert row is not None
+        return _row_to_model(row)
+
+    async def get(self, database_id: uuid.UUID) -> Database:
+        """One target, or ``NotFound``."""
+        row = await self.pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM databases WHERE id = $1",  # noqa: S608 - constant columns
+            database_id,
+        )
+        if row is None:
+            raise NotFound(f"no database {database_id}", details={"id": str(database_id)})
+        return _row_to_model(row)
+
+    async def list(
+        self,
+        *,
+        labels: dict[str, str] | None = None,
+        tenant_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> DatabasePage:
+        """Targets whose labels contain ``labels``, ordered by name, keyset-paginated."""
+        after = _decode_cursor(cursor) if cursor else None
+        rows = await self.pool.fetch(
+            f"SELECT {_COLUMNS} FROM databases "  # noqa: S608 - constant column list
+            "WHERE labels @> $1::jsonb AND ($2::text IS NULL OR tenant_id = $2) "
+            "AND ($3::text IS NULL OR name > $3) ORDER BY name LIMIT $4",
+            json.dumps(labels or {}),
+            tenant_id,
+            after,
+            limit + 1,
+        )
+        items = [_row_to_model(r) for r in rows[:limit]]
+        next_cursor = _encode_cursor(items[-1].name) if len(rows) > limit else None
+        return DatabasePage(items=items, next_cursor=next_cursor)
+
+    async def delete(self, database_id: uuid.UUID) -> None:
+        """Remove a target from the catalog (the database itself is untouched)."""
+        result = await self.pool.execute("DELETE FROM databases WHERE id = $1", database_id)
+        if result == "DELETE 0":
+            raise NotFound(f"no database {database_id}", details={"id": str(database_id)})
+
+    async def connection_params(self, database_id: uuid.UUID) -> dict[str, Any]:
+        """asyncpg ``connect`` keyword arguments, password decrypted (activities only)."""
+        row = await self.pool.fetchrow(
+            "SELECT host, port, database, schema, username, password_encrypted "
+            "FROM databases WHERE id = $1",
+            database_id,
+        )
+        if row is None:
+            raise NotFound(f"no database {database_id}", details={"id": str(database_id)})
+        return {
+            "host": row["host"],
+            "port": row["port"],
+            "database": row["database"],
+            "user": row["username"],
+            "password": self.cipher.decrypt(
+                row["password_encrypted"], context=password_context(database_id)
+            ),
+            "schema": row["schema"],
+        }
+
+    async def rotate_keys(self, *, batch_size: int = 500) -> int:
+        """Re-encrypt every password not under the active key; return how many changed."""
+        active = self.cipher.key_ring.active_key_id
+        changed = 0
+        while True:
+            async with self.pool.acquire() as conn, conn.transaction():
+                rows = await conn.fetch(
+                    "SELECT id, password_encrypted FROM databases WHERE password_key_id <> $1 "
+                    "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                    active,
+                    batch_size,
+                )
+                if not rows:
+                    return changed
+                for row in rows:
+                    rotated = self.cipher.rotate(
+                        row["password_encrypted"], context=password_context(row["id"])
+                    )
+                    await conn.execute(
+                        "UPDATE databases SET password_encrypted = $2, password_key_id = $3, "
+                        "updated_at = now() WHERE id = $1",
+                        row["id"],
+                        rotated,
+                        active,
+                    )
+                changed += len(rows)
+
+
+def _encode_cursor(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        return base64.b64decode(padded, altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidInput("invalid cursor", details={"cursor": cursor[:64]}) from None

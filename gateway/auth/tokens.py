@@ -1,0 +1,108 @@
+"""Validation of bearer tokens: RS256 only, signature by the realm's keys, iss/aud/exp/nbf."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jwt
+
+from common.errors import AuthenticationRequired
+from common.settings import DEV_KEY_ID_PREFIX, AuthSettings
+from gateway.auth.jwks import JwksCache, UnknownSigningKey
+from models.auth import Permission, Principal
+
+ALLOWED_ALGORITHMS = ("RS256",)
+
+
+class InvalidToken(AuthenticationRequired):
+    """A bearer token was presented but cannot be trusted; the message says why, briefly."""
+
+    error_type = "invalid_token"
+
+
+def roles_from_claims(claims: Mapping[str, Any], client_id: str) -> list[str]:
+    """Keycloak's realm roles plus the roles of ``client_id`` (``resource_access``)."""
+    roles: list[str] = []
+    realm = claims.get("realm_access")
+    if isinstance(realm, Mapping):
+        roles += [r for r in realm.get("roles", []) if isinstance(r, str)]
+    resources = claims.get("resource_access")
+    if isinstance(resources, Mapping):
+        client = resources.get(client_id)
+        if isinstance(client, Mapping):
+            roles += [r for r in client.get("roles", []) if isinstance(r, str)]
+    return sorted(set(roles))
+
+
+def permissions_for(
+    roles: Sequence[str], mapping: Mapping[str, Sequence[Permission]]
+) -> list[Permission]:
+    """The union of the permissions of ``roles`` under ``mapping``."""
+    found: set[Permission] = set()
+    for role in roles:
+        found.update(mapping.get(role, ()))
+    return sorted(found)
+
+
+class TokenValidator:
+    """Turns a bearer token into a ``Principal`` or raises ``InvalidToken``."""
+
+    def __init__(self, settings: AuthSettings, jwks: JwksCache, *, refuse_dev_keys: bool) -> None:
+        self.settings = settings
+        self.jwks = jwks
+        self.refuse_dev_keys = refuse_dev_keys
+
+    async def validate(self, token: str) -> Principal:
+        """Verify ``token`` and map its roles to permissions."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise InvalidToken("malformed token") from None
+        algorithm = header.get("alg")
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise InvalidToken(f"token algorithm {str(algorithm)[:16]!r} is not accepted")
+        kid = header.get("kid")
+        if not isinstance(kid, str) or not kid:
+            raise InvalidToken("token has no key id")
+        if self.refuse_dev_keys and kid.startswith(DEV_KEY_ID_PREFIX):
+            raise InvalidToken("tokens of the development issuer are not accepted here")
+        try:
+            key = await self.jwks.get(kid)
+        except UnknownSigningKey:
+            raise InvalidToken("token is signed by an unknown key") from None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(ALLOWED_ALGORITHMS),
+                issuer=self.settings.issuer_url,
+                leeway=self.settings.leeway_seconds,
+                options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("token has expired") from None
+        except jwt.ImmatureSignatureError:
+            raise InvalidToken("token is not valid yet") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken("token was issued by an untrusted issuer") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("token signature does not verify") from None
+        except jwt.PyJWTError:
+            raise InvalidToken("token is invalid") from None
+        self._check_audience(claims)
+        roles = roles_from_claims(claims, self.settings.client_id)
+        return Principal(
+            subject=str(claims["sub"]),
+            username=claims.get("preferred_username"),
+            client_id=claims.get("azp") or claims.get("client_id"),
+            roles=roles,
+            permissions=permissions_for(roles, self.settings.role_permissions),
+        )
+
+    def _check_audience(self, claims: Mapping[str, Any]) -> None:
+        audience = claims.get("aud")
+        audiences = [audience] if isinstance(audience, str) else list(audience or [])
+        if self.settings.audience in audiences or claims.get("azp") == self.settings.audience:
+            return
+        raise InvalidToken("token is not meant for this API (audience)")

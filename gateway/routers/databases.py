@@ -1,0 +1,151 @@
+"""``/api/v1/databases``: the catalog of targets (tenant databases or schemas)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from temporalio.client import WorkflowFailureError
+from temporalio.service import RPCError
+
+from common.catalog.databases import DatabaseRepository
+from common.errors import DependencyUnavailable, InvalidInput
+from gateway.auth.deps import DatabasesRead, DatabasesWrite
+from gateway.deps import SettingsDep, TemporalDep
+from models.databases import (
+    ConnectionTestInput,
+    ConnectionTestResult,
+    Database,
+    DatabaseCreate,
+    DatabasePage,
+)
+from models.errors import ErrorResponse
+from workflows.targets import TestConnectionWorkflow
+
+router = APIRouter(prefix="/api/v1/databases", tags=["databases"])
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such database."}
+}
+
+
+def get_repository(request: Request) -> DatabaseRepository:
+    """The repository built in the lifespan (catalog pool + credential cipher)."""
+    repository: DatabaseRepository = request.app.state.databases
+    return repository
+
+
+RepositoryDep = Annotated[DatabaseRepository, Depends(get_repository)]
+
+
+def parse_label_filters(values: list[str]) -> dict[str, str]:
+    """``["tier=free", "region=eu"]`` (or one ``"tier=free,region=eu"``) as a dict."""
+    labels: dict[str, str] = {}
+    for value in values:
+        for pair in value.split(","):
+            key, sep, val = pair.partition("=")
+            if not sep or not key.strip():
+                raise InvalidInput(
+                    "label filters look like key=value", details={"label": pair[:100]}
+                )
+            labels[key.strip()] = val.strip()
+    return labels
+
+
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a target",
+    responses={409: {"model": ErrorResponse, "description": "The name is taken."}},
+)
+async def create_database(
+    spec: DatabaseCreate, repository: RepositoryDep, principal: DatabasesWrite
+) -> Database:
+    """Store a target; the password is encrypted at rest and never returned."""
+    del principal  # authorisation only
+    return await repository.create(spec)
+
+
+@router.get("", summary="List targets, filtered by labels or tenant")
+async def list_databases(
+    repository: RepositoryDep,
+    principal: DatabasesRead,
+    label: Annotated[
+        list[str], Query(description="key=value; repeat or comma-separate for several")
+    ] = [],  # noqa: B006 - FastAPI copies query defaults
+    tenant_id: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+) -> DatabasePage:
+    """Targets whose labels include every given pair, by name; follow ``next_cursor``."""
+    del principal
+    return await repository.list(
+        labels=parse_label_filters(label), tenant_id=tenant_id, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/{database_id}", summary="One target", responses=NOT_FOUND)
+async def get_database(
+    database_id: uuid.UUID, repository: RepositoryDep, principal: DatabasesRead
+) -> Database:
+    """The target without its password."""
+    del principal
+    return await repository.get(database_id)
+
+
+@router.delete("/{database_id}", status_code=204, summary="Forget a target", responses=NOT_FOUND)
+async def delete_database(
+    database_id: uuid.UUID, repository: RepositoryDep, principal: DatabasesWrite
+) -> Response:
+    """Remove the target from the catalog; the database itself is not touched."""
+    del principal
+    await repository.delete(database_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/{database_id}/test-connection",
+    summary="Test the stored credentials from a worker",
+    responses={**NOT_FOUND, 503: {"model": ErrorResponse, "description": "No worker answered."}},
+)
+async def test_connection(
+    database_id: uuid.UUID,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    principal: DatabasesRead,
+) -> ConnectionTestResult:
+    """Run ``TestConnectionWorkflow``: a worker decrypts the password and connects.
+    ``ok: false`` with PostgreSQL's error when the target refuses."""
+    del principal
+    await repository.get(database_id)  # 404 before starting anything
+    wait_seconds = settings.gateway.system_check_timeout_seconds
+    workflow_id = f"test-connection-{database_id}-{uuid.uuid4().hex[:8]}"
+    try:
+        handle = await temporal.start_workflow(
+            TestConnectionWorkflow.run,
+            ConnectionTestInput(database_id=database_id),
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
+            execution_timeout=timedelta(seconds=wait_seconds * 2),
+        )
+        async with asyncio.timeout(wait_seconds):
+            return await handle.result()
+    except TimeoutError:
+        raise DependencyUnavailable(
+            "no worker completed the connection test in time",
+            details={"workflow_id": workflow_id, "task_queue": settings.temporal.task_queue},
+        ) from None
+    except WorkflowFailureError as exc:
+        raise DependencyUnavailable(
+            "the connection test failed on the worker",
+            details={"workflow_id": workflow_id, "cause": str(exc.cause)},
+        ) from None
+    except (RPCError, RuntimeError) as exc:
+        raise DependencyUnavailable(
+            "Temporal did not accept the connection test",
+            details={"dependency": "temporal", "cause": type(exc).__name__},
+        ) from None

@@ -1,0 +1,112 @@
+"""Targets (tenant databases or schemas) as the API and the activities see them."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field, SecretStr
+
+from models.identifiers import Identifier
+
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?$")
+_LABEL_VALUE = re.compile(r"^[A-Za-z0-9._-]{0,63}$")
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,126}[a-z0-9])?$")
+_HOST = re.compile(r"^[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:]{2,39}\]?$|^/[^\0]{1,255}$")
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    if len(labels) > 32:
+        raise ValueError("at most 32 labels")
+    for key, value in labels.items():
+        if not _LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label key {key[:70]!r} must be lowercase letters, digits, . _ / -")
+        if not _LABEL_VALUE.fullmatch(value):
+            raise ValueError(f"label {key!r}: value must be letters, digits, . _ - (max 63)")
+    return labels
+
+
+def _check_name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 128)")
+    return value
+
+
+def _check_host(value: str) -> str:
+    if not _HOST.fullmatch(value):
+        raise ValueError("must be a host name, an IP address or a socket directory")
+    return value
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+Name = Annotated[str, AfterValidator(_check_name)]
+Host = Annotated[str, AfterValidator(_check_host)]
+
+
+class DatabaseCreate(BaseModel):
+    """Register a target. The password is write-only: stored encrypted, never returned."""
+
+    name: Name = Field(description="Unique name of the target, e.g. tenant-42.")
+    tenant_id: str | None = Field(default=None, max_length=128)
+    host: Host
+    port: int = Field(default=5432, ge=1, le=65535)
+    database: Identifier
+    schema_name: Identifier | None = Field(
+        default=None,
+        alias="schema",
+        description="For schema-per-tenant targets: migrations run with search_path set to it.",
+    )
+    user: Identifier
+    password: SecretStr = Field(
+        min_length=1, max_length=1024, json_schema_extra={"writeOnly": True}
+    )
+    labels: Labels = Field(default_factory=dict)
+
+    model_config = {"populate_by_name": True}
+
+
+class Database(BaseModel):
+    """A registered target, without its password."""
+
+    id: uuid.UUID
+    name: str
+    tenant_id: str | None
+    host: str
+    port: int
+    database: str
+    schema_name: str | None = Field(alias="schema", serialization_alias="schema")
+    user: str
+    labels: dict[str, str]
+    password_key_id: str = Field(description="Id of the key the stored password is encrypted with.")
+    created_at: datetime
+    updated_at: datetime
+
+    model_config = {"populate_by_name": True}
+
+
+class DatabasePage(BaseModel):
+    """One page of targets; pass ``next_cursor`` back as ``cursor`` for the next."""
+
+    items: list[Database]
+    next_cursor: str | None = None
+
+
+class ConnectionTestInput(BaseModel):
+    """Input of ``TestConnectionWorkflow``: only the id; credentials stay in the catalog."""
+
+    database_id: uuid.UUID
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+
+
+class ConnectionTestResult(BaseModel):
+    """What a worker saw when it connected to the target."""
+
+    database_id: uuid.UUID
+    ok: bool
+    server_version: str | None = None
+    latency_ms: float | None = None
+    schema_exists: bool | None = None
+    error: str | None = Field(default=None, description="Why it failed; never contains secrets.")
+    error_code: str | None = Field(default=None, description="SQLSTATE when PostgreSQL said no.")

@@ -110,3 +110,4 @@ class ConnectionTestResult(BaseModel):
     schema_exists: bool | None = None
     error: str | None = Field(default=None, description="Why it failed; never contains secrets.")
     error_code: str | None = Field(default=None, description="SQLSTATE when PostgreSQL said no.")
+    workflow_id: str | None = Field(default=None, description="The run, to look up in Temporal.")

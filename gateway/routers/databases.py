@@ -133,7 +133,8 @@ async def test_connection(
             execution_timeout=timedelta(seconds=wait_seconds * 2),
         )
         async with asyncio.timeout(wait_seconds):
-            return await handle.result()
+            result = await handle.result()
+        return result.model_copy(update={"workflow_id": workflow_id})
     except TimeoutError:
         raise DependencyUnavailable(
             "no worker completed the connection test in time",

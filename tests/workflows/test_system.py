@@ -57,3 +57,4 @@ async def test_committed_histories_replay(path: Path) -> None:
 
 def test_histories_are_committed() -> None:
     assert (HISTORIES / "system_check.json").exists()
+    assert (HISTORIES / "test_connection.json").exists()

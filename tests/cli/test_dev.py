@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -32,6 +33,7 @@ class DevStack:
             "TENANTFLOW_DEV__POSTGRES_PORT": free_port(),
             "TENANTFLOW_DEV__TEMPORAL_PORT": free_port(),
             "TENANTFLOW_DEV__TEMPORAL_UI_PORT": free_port(),
+            "TENANTFLOW_DEV__ISSUER_PORT": free_port(),
             "TENANTFLOW_GATEWAY__PORT": free_port(),
         }
         self.process: subprocess.Popen[str] | None = None
@@ -122,10 +124,26 @@ def test_dev_stack_serves_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> N
         assert httpx.get(f"{stack.base}/health/ready").status_code == 200
         assert httpx.get(f"{stack.base}/docs").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
-        check = httpx.post(f"{stack.base}/api/v1/system/check", timeout=30)
+        # The dev stack prints an admin token right after the URLs.
+        token_line = stack.output[
+            stack.output.index(
+                next(line for line in stack.output if line.startswith("admin token"))
+            )
+            + 1
+        ].strip()
+        anonymous = httpx.post(f"{stack.base}/api/v1/system/check", timeout=30)
+        assert anonymous.status_code == 401
+        check = httpx.post(
+            f"{stack.base}/api/v1/system/check",
+            headers={"Authorization": f"Bearer {token_line}"},
+            timeout=30,
+        )
         assert check.status_code == 200, check.text
         workflow_id = check.json()["workflow_id"]
         password = (tmp_path / "data" / "postgres" / "password").read_text().strip()
+        secrets_file = tmp_path / "data" / "issuer" / "secrets.json"
+        issuer_secrets = json.loads(secrets_file.read_text())
+        assert secrets_file.stat().st_mode & 0o077 == 0
     finally:
         code = stack.stop()
     assert code == 0, "".join(stack.output)
@@ -134,6 +152,8 @@ def test_dev_stack_serves_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> N
         assert port_is_free(port)
     logs = "".join(p.read_text() for p in (tmp_path / "data" / "logs").glob("*.log"))
     assert password not in logs + "".join(stack.output)
+    for secret in [*issuer_secrets["clients"].values(), *issuer_secrets["users"].values()]:
+        assert secret not in logs + "".join(stack.output)
 
     # A second start reuses the data: same PostgreSQL password, Temporal remembers the workflow.
     again = DevStack(tmp_path / "data")

@@ -5,14 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint format typecheck unit bench clean reset help
+.PHONY: dev test lint format clean reset help
 
 help:
 	@echo "make dev    start the embedded stack (PostgreSQL, Temporal + UI, worker, gateway)"
 	@echo "make test   lint, type-check and run the whole test suite with coverage"
 	@echo "make lint   ruff check, ruff format --check, mypy strict"
 	@echo "make format apply ruff's fixes and formatting"
-	@echo "make bench  run the benchmarks under bench/"
 	@echo "make reset  delete the dev stack's data (.tenantflow/)"
 
 $(STAMP): pyproject.toml
@@ -39,9 +38,6 @@ test: lint
 	$(BIN)/coverage run -m pytest -m "not slow"
 	$(BIN)/coverage combine --quiet || true
 	$(BIN)/coverage report
-
-bench: $(STAMP)
-	$(BIN)/python -m bench
 
 reset:
 	rm -rf .tenantflow

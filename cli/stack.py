@@ -453,13 +453,17 @@ class TemporalDevServer:
         )
         self.process.start()
         deadline = time.monotonic() + timeout
-        if not wait_for_port(self.port, timeout, self.host):
+        try:
+            if not wait_for_port(self.port, timeout, self.host):
+                raise DependencyUnavailable(
+                    f"Temporal did not open port {self.port}",
+                    details={"log": str(self.data_dir / "temporal.log")},
+                )
+            run_sync(self._wait_healthy(deadline))
+        except BaseException:
+            # Never leave a half-started server behind, whatever interrupted the start.
             self.stop()
-            raise DependencyUnavailable(
-                f"Temporal did not open port {self.port}",
-                details={"log": str(self.data_dir / "temporal.log")},
-            )
-        run_sync(self._wait_healthy(deadline))
+            raise
 
     async def _wait_healthy(self, deadline: float) -> None:
         from temporalio.client import Client

@@ -54,8 +54,8 @@ async def test_ready_follows_temporal_going_down_and_up(
     postgres: EmbeddedPostgres, tmp_path: Path
 ) -> None:
     server = TemporalDevServer(tmp_path / "temporal", free_port(), None)
-    server.start()
     try:
+        server.start()
         app = create_app(
             make_settings(postgres, server.address, gateway={"readiness_timeout_seconds": 1.0})
         )

@@ -149,7 +149,8 @@ def run_dev_stack(settings: Settings) -> int:
     finally:
         typer.echo("stopping...")
         for child in reversed(children):
-            child.stop()
+            # The worker drains running activities for up to 30 s on SIGTERM.
+            child.stop(timeout=40 if child.name == "worker" else 15)
         temporal.stop()
         postgres.stop()
         typer.echo("stopped")

@@ -9,9 +9,10 @@ from typing import Annotated
 
 import typer
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from common.errors import TenantflowError
-from common.logging import configure_logging
+from common.logging import configure_logging, redact_value
 from common.settings import DEV_REALM, Profile, Settings
 
 app = typer.Typer(
@@ -26,6 +27,10 @@ def load_settings() -> Settings:
     """Settings from the environment, or a readable error and exit code 2."""
     try:
         return Settings()
+    except SettingsError as exc:
+        # pydantic-settings could not even parse a value (e.g. a list that is not JSON).
+        typer.secho(f"invalid settings: {str(exc).splitlines()[0]}", fg="red", err=True)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         typer.secho("invalid settings:", fg="red", err=True)
         for err in exc.errors():
@@ -35,8 +40,15 @@ def load_settings() -> Settings:
 
 
 def fail(error: TenantflowError) -> typer.Exit:
-    """Print a tenantflow error (never a traceback) and return the exit to raise."""
+    """Print a tenantflow error and its details (never a traceback); return the exit to raise."""
     typer.secho(f"error: {error.message}", fg="red", err=True)
+    for key, value in error.details.items():
+        text = str(redact_value(key, value)).rstrip()
+        if "\n" in text:
+            typer.secho(f"  {key}:", fg="red", err=True)
+            typer.echo("    " + text.replace("\n", "\n    "), err=True)
+        else:
+            typer.secho(f"  {key}: {text}", fg="red", err=True)
     return typer.Exit(1)
 
 
@@ -82,15 +94,17 @@ def gateway() -> None:
             {"gateway": (settings.gateway.port, "TENANTFLOW_GATEWAY__PORT")},
             host=settings.gateway.host,
         )
+        application = create_app(settings)
     except TenantflowError as exc:
         raise fail(exc) from None
     uvicorn.run(
-        create_app(settings),
+        application,
         host=settings.gateway.host,
         port=settings.gateway.port,
         log_config=None,
         access_log=False,
         proxy_headers=True,
+        forwarded_allow_ips=settings.gateway.forwarded_allow_ips,
         server_header=False,
         timeout_graceful_shutdown=10,
     )

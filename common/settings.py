@@ -83,6 +83,13 @@ class GatewaySettings(BaseModel):
         default=None, description="Externally visible base URL; defaults to http://host:port."
     )
     readiness_timeout_seconds: float = Field(default=2.0, gt=0, le=30)
+    max_body_bytes: int = Field(
+        default=25 * 1024 * 1024, ge=1024, description="Larger request bodies get 413."
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Proxies whose X-Forwarded-For is trusted for the client IP (comma list).",
+    )
     system_check_timeout_seconds: float = Field(
         default=15.0, gt=0, le=300, description="How long /api/v1/system/check waits for a worker."
     )
@@ -147,7 +154,6 @@ class AuthSettings(BaseModel):
     break_glass_token_sha256: SecretStr | None = Field(
         default=None, description="sha256 hex of the emergency token; unset disables break-glass."
     )
-    metrics_public: bool = Field(default=False, description="Serve /metrics without a token.")
 
     @property
     def resolved_jwks_url(self) -> str:

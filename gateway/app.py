@@ -108,5 +108,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         access_log_enabled=settings.log.access_log,
         https=settings.gateway.base_url().startswith("https://"),
+        max_body_bytes=settings.gateway.max_body_bytes,
     )
     return app

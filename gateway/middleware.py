@@ -59,27 +59,52 @@ def _security_headers(path: str, https: bool) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-def internal_error_body(request_id: str) -> bytes:
-    """The envelope of an unexpected failure: no exception text, only the id to quote."""
+class _BodyTooLarge(Exception):
+    """Raised from ``receive`` when a request body passes the limit."""
+
+
+def _declared_length(scope: Scope) -> int:
+    for name, value in scope.get("headers", []):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+def error_body(request_id: str, error_type: str, message: str) -> bytes:
+    """An error envelope rendered by the middleware itself (before any route runs)."""
     return json.dumps(
         {
-            "error": {
-                "type": "internal_error",
-                "message": "internal error; quote the request id when reporting it",
-                "details": {},
-            },
+            "error": {"type": error_type, "message": message, "details": {}},
             "request_id": request_id,
         }
     ).encode()
 
 
+def internal_error_body(request_id: str) -> bytes:
+    """The envelope of an unexpected failure: no exception text, only the id to quote."""
+    return error_body(
+        request_id, "internal_error", "internal error; quote the request id when reporting it"
+    )
+
+
 class RequestContextMiddleware:
     """Assigns the request id, adds security headers, logs access and guards against crashes."""
 
-    def __init__(self, app: ASGIApp, *, access_log_enabled: bool = True, https: bool = False):
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log_enabled: bool = True,
+        https: bool = False,
+        max_body_bytes: int | None = None,
+    ):
         self.app = app
         self.access_log_enabled = access_log_enabled
         self.https = https
+        self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -104,8 +129,43 @@ class RequestContextMiddleware:
                 message["headers"] = headers
             await send(message)
 
+        received = 0
+
+        async def receive_limited() -> Message:
+            # Counts streamed (chunked) bodies too, where Content-Length is absent.
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request" and self.max_body_bytes is not None:
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
         try:
-            await self.app(scope, receive, send_wrapper)
+            if self.max_body_bytes is not None and _declared_length(scope) > self.max_body_bytes:
+                raise _BodyTooLarge
+            await self.app(scope, receive_limited, send_wrapper)
+        except _BodyTooLarge:
+            if response_started:
+                raise
+            status = 413
+            await send_wrapper(
+                {
+                    "type": "http.response.start",
+                    "status": 413,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": error_body(
+                        request_id,
+                        "payload_too_large",
+                        f"request bodies are limited to {self.max_body_bytes} bytes",
+                    ),
+                }
+            )
         except Exception:
             error_log.exception("unhandled error", extra={"path": path})
             if response_started:

@@ -21,7 +21,9 @@ HEX32 = re.compile(r"^[0-9a-f]{32}$")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
 
 
-def build_app(*, access_log_enabled: bool = True, https: bool = False) -> FastAPI:
+def build_app(
+    *, access_log_enabled: bool = True, https: bool = False, max_body_bytes: int | None = None
+) -> FastAPI:
     """A throwaway app wired like the gateway: error handlers plus the middleware outermost."""
     started: list[bool] = []
 
@@ -58,7 +60,16 @@ def build_app(*, access_log_enabled: bool = True, https: bool = False) -> FastAP
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(RequestContextMiddleware, access_log_enabled=access_log_enabled, https=https)
+    @app.post("/api/v1/echo")
+    async def echo(request: Request) -> dict[str, int]:
+        return {"size": len(await request.body())}
+
+    app.add_middleware(
+        RequestContextMiddleware,
+        access_log_enabled=access_log_enabled,
+        https=https,
+        max_body_bytes=max_body_bytes,
+    )
     return app
 
 
@@ -294,3 +305,27 @@ def test_lifespan_passes_through_the_middleware() -> None:
     with TestClient(app) as lifespan_client:
         assert lifespan_client.get("/api/v1/ok").status_code == 200
     assert app.state.started == [True]
+
+
+# --- body size limit ------------------------------------------------------------------------------
+
+
+def test_bodies_up_to_the_limit_pass_larger_ones_get_413() -> None:
+    with TestClient(build_app(max_body_bytes=1024), raise_server_exceptions=True) as limited:
+        assert limited.post("/api/v1/echo", content=b"x" * 1024).json() == {"size": 1024}
+        response = limited.post("/api/v1/echo", content=b"x" * 1025)
+    assert response.status_code == 413
+    body = response.json()
+    assert body["error"]["type"] == "payload_too_large"
+    assert body["request_id"] == response.headers["x-request-id"]
+
+
+def test_streamed_bodies_without_content_length_are_counted() -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(5):
+            yield b"y" * 400
+
+    with TestClient(build_app(max_body_bytes=1024), raise_server_exceptions=True) as limited:
+        response = limited.post("/api/v1/echo", content=chunks())
+    assert response.status_code == 413
+    assert response.json()["error"]["type"] == "payload_too_large"

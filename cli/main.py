@@ -150,6 +150,17 @@ def dev_issuer() -> None:
     )
 
 
+def _register_api_commands() -> None:
+    from cli.commands import db_app, migrate_app, rollback_app, sets_app
+
+    app.add_typer(sets_app, name="sets")
+    app.add_typer(db_app, name="db")
+    app.add_typer(migrate_app, name="migrate")
+    app.add_typer(rollback_app, name="rollback")
+
+
+_register_api_commands()
+
 keys_app = typer.Typer(help="Encryption keys for credentials at rest and Temporal payloads.")
 app.add_typer(keys_app, name="keys")
 

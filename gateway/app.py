@@ -12,6 +12,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
 from common.version import __version__
@@ -23,7 +24,15 @@ from gateway.auth.tokens import TokenValidator
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
-from gateway.routers import auth, codec, databases, health, system
+from gateway.routers import (
+    auth,
+    codec,
+    databases,
+    health,
+    migration_sets,
+    system,
+    target_runs,
+)
 from worker.client import connect_temporal
 from worker.codec import EncryptionCodec
 
@@ -60,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
         app.state.catalog = await open_catalog(settings.catalog)
         app.state.databases = DatabaseRepository(app.state.catalog, cipher)
+        app.state.migration_sets = MigrationSetRepository(app.state.catalog)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
         app.state.authenticator = build_authenticator(settings, http)
         log.info(
@@ -90,6 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(databases.router)
+    app.include_router(target_runs.router)
+    app.include_router(migration_sets.router)
     app.include_router(system.router)
     app.include_router(codec.router)
     if settings.gateway.cors_origins:

@@ -22,6 +22,8 @@ TAGS: list[dict[str, str]] = [
     {"name": "health", "description": "Liveness and readiness probes; no authentication."},
     {"name": "auth", "description": "Tokens (proxied to Keycloak) and the caller's identity."},
     {"name": "databases", "description": "The catalog of targets: tenant databases or schemas."},
+    {"name": "migration-sets", "description": "Named, versioned, immutable migration sets."},
+    {"name": "migrations", "description": "Apply or roll back a set on one target."},
     {"name": "system", "description": "End-to-end checks through Temporal and a worker."},
     {"name": "codec", "description": "Payload encode/decode for the Temporal Web UI."},
 ]

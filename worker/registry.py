@@ -7,18 +7,28 @@ from typing import Any
 
 import asyncpg
 
+from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
 from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher
+from workflows.migrations import MigrateTargetWorkflow, RollbackTargetWorkflow
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
 
-WORKFLOWS: Sequence[type] = (SystemCheckWorkflow, TestConnectionWorkflow)
+WORKFLOWS: Sequence[type] = (
+    SystemCheckWorkflow,
+    TestConnectionWorkflow,
+    MigrateTargetWorkflow,
+    RollbackTargetWorkflow,
+)
 
 
 def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Callable[..., Any]]:
     """The bound activity methods, each holding the dependencies it needs."""
+    databases = DatabaseRepository(catalog, cipher)
     system = SystemActivities(catalog)
-    targets = TargetActivities(DatabaseRepository(catalog, cipher))
-    return [system.check_catalog, targets.test_connection]
+    targets = TargetActivities(databases)
+    migrations = MigrationActivities(databases, MigrationSetRepository(catalog))
+    return [system.check_catalog, targets.test_connection, migrations.run_target]

@@ -1,0 +1,395 @@
+"""The migration engine: apply or roll back one target, correctly, safely and idempotently.
+
+Every version runs in its own transaction together with its ledger row, under a per-target
+``pg_advisory_xact_lock``, after re-reading the ledger: a retry (or a second runner) never applies
+a version that already committed. Checksums of applied versions are verified before any change.
+A lock timeout raises (Temporal retries with backoff); any other SQL error is a result that
+names the version and carries PostgreSQL's code, message and position.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Sequence
+
+import asyncpg
+from temporalio import activity
+
+from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
+from common.sql import quote_ident
+from models.migrations import (
+    AppliedVersion,
+    Migration,
+    MigrationFailure,
+    PlannedVersion,
+    TargetRunInput,
+    TargetRunKind,
+    TargetRunResult,
+    normalise_version,
+    version_key,
+)
+
+log = logging.getLogger(__name__)
+
+LEDGER_TABLE = "tenantflow_schema_history"
+# SQLSTATEs that mean "someone else holds a lock right now": retried, not failed.
+RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+HEARTBEAT_SECONDS = 5.0
+
+
+class LockTimeout(Exception):
+    """The target was busy (lock timeout, deadlock, serialisation); Temporal retries."""
+
+
+def ledger_ddl(schema: str) -> str:
+    """The ledger table, created in the target schema on first contact."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{LEDGER_TABLE} ("
+        " version text PRIMARY KEY,"
+        " description text NOT NULL,"
+        " checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now(),"
+        " execution_ms double precision NOT NULL,"
+        " run_id text NOT NULL,"
+        " success boolean NOT NULL DEFAULT true)"
+    )
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat in the background so a long statement does not look like a dead worker."""
+
+    async def beat() -> None:
+        timeout = activity.info().heartbeat_timeout
+        every = HEARTBEAT_SECONDS
+        if timeout is not None:
+            every = min(every, max(timeout.total_seconds() / 3, 0.2))
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat()) if activity.in_activity() else None
+    try:
+        yield
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class MigrationActivities:
+    """Holds the catalog repositories the engine reads targets and sets from."""
+
+    def __init__(self, databases: DatabaseRepository, sets: MigrationSetRepository) -> None:
+        self._databases = databases
+        self._sets = sets
+
+    @activity.defn(name="run_target")
+    async def run_target(self, params: TargetRunInput) -> TargetRunResult:
+        """Apply (or roll back, or plan) one target; see the module docstring."""
+        migrations = await self._sets.migrations(params.set_name)
+        target = await self._databases.connection_params(params.database_id)
+        schema = target.pop("schema") or "public"
+        async with _heartbeating():
+            conn = await asyncpg.connect(
+                **target,
+                timeout=30,
+                server_settings={
+                    "application_name": f"tenantflow:{params.run_id}"[:63],
+                    # Abort the statement when the worker that sent it is gone.
+                    "client_connection_check_interval": "5000",
+                },
+            )
+            try:
+                await conn.execute(f"SET lock_timeout = {int(params.lock_timeout_ms)}")
+                await conn.execute(f"SET statement_timeout = {int(params.statement_timeout_ms)}")
+                await conn.execute(f"SET search_path TO {quote_ident(schema)}")
+                engine = _TargetEngine(conn, schema, params, migrations)
+                if params.kind is TargetRunKind.ROLLBACK:
+                    return await engine.rollback()
+                return await engine.apply()
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                    raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
+                raise
+            finally:
+                await conn.close()
+
+
+class _TargetEngine:
+    """One run on one open connection."""
+
+    def __init__(
+        self,
+        conn: asyncpg.Connection,
+        schema: str,
+        params: TargetRunInput,
+        migrations: Sequence[Migration],
+    ) -> None:
+        self.conn = conn
+        self.schema = schema
+        self.params = params
+        self.by_version = {m.version: m for m in migrations}
+        self.migrations = sorted(migrations, key=lambda m: version_key(m.version))
+        self.ledger_name = f"{quote_ident(schema)}.{LEDGER_TABLE}"
+        # Advisory locks are per database; the key names the schema within it.
+        self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        self.lock_key = f"tenantflow:{schema}"
+
+    def _result(self, from_version: str | None, **fields: object) -> TargetRunResult:
+        return TargetRunResult(
+            run_id=self.params.run_id,
+            database_id=self.params.database_id,
+            kind=self.params.kind,
+            dry_run=self.params.dry_run,
+            from_version=from_version,
+            **fields,
+        )
+
+    async def _ledger(self) -> dict[str, str]:
+        exists = await self.conn.fetchval(
+            "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(self.schema)}.{LEDGER_TABLE}"
+        )
+        if not exists:
+            return {}
+        rows = await self.conn.fetch(
+            f"SELECT version, checksum FROM {self.ledger_name} WHERE success"  # noqa: S608
+        )
+        return {r["version"]: r["checksum"] for r in rows}
+
+    def _verify(self, ledger: dict[str, str]) -> MigrationFailure | None:
+        for version in sorted(ledger, key=version_key):
+            known = self.by_version.get(version)
+            if known is None:
+                return MigrationFailure(
+                    version=version,
+                    reason="unknown_version",
+                    message=f"version {version} is applied but not in set {self.params.set_name!r}",
+                )
+            if known.checksum != ledger[version]:
+                return MigrationFailure(
+                    version=version,
+                    reason="checksum_mismatch",
+                    message=f"checksum mismatch at version {version}",
+                )
+        return None
+
+    @staticmethod
+    def _current(ledger: dict[str, str]) -> str | None:
+        return max(ledger, key=version_key) if ledger else None
+
+    async def apply(self) -> TargetRunResult:
+        ledger = await self._ledger()
+        current = self._current(ledger)
+        failure = self._verify(ledger)
+        if failure is not None:
+            return self._result(current, to_version=current, failure=failure)
+        goal = self._goal()
+        if isinstance(goal, MigrationFailure):
+            return self._result(current, to_version=current, failure=goal)
+        pending = [
+            m
+            for m in self.migrations
+            if m.version not in ledger
+            and not m.withdrawn
+            and (goal is None or version_key(m.version) <= goal)
+        ]
+        if self.params.dry_run:
+            planned = [
+                PlannedVersion(
+                    version=m.version,
+                    description=m.description,
+                    sql=m.up_sql,
+                    no_transaction=m.no_transaction,
+                )
+                for m in pending
+            ]
+            return self._result(current, to_version=current, planned=planned)
+        applied: list[AppliedVersion] = []
+        for migration in pending:
+            try:
+                took = await self._apply_one(migration)
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                    raise
+                return self._result(
+                    current,
+                    to_version=self._current(await self._ledger()),
+                    applied=applied,
+                    failure=_sql_failure(migration.version, exc),
+                )
+            if took is not None:
+                applied.append(
+                    AppliedVersion(
+                        version=migration.version,
+                        description=migration.description,
+                        execution_ms=took,
+                    )
+                )
+        return self._result(
+            current, to_version=self._current(await self._ledger()), applied=applied
+        )
+
+    def _goal(self) -> tuple[int, ...] | MigrationFailure | None:
+        if self.params.target_version is None:
+            return None
+        try:
+            version = normalise_version(self.params.target_version)
+        except ValueError as exc:
+            return MigrationFailure(version=None, reason="unknown_version", message=str(exc))
+        if version not in self.by_version and version != "0":
+            return MigrationFailure(
+                version=version,
+                reason="unknown_version",
+                message=f"version {version} is not in set {self.params.set_name!r}",
+            )
+        return version_key(version)
+
+    async def _apply_one(self, migration: Migration) -> float | None:
+        """Apply one version with its ledger row; None when another runner already did."""
+        if migration.no_transaction:
+            return await self._apply_outside_transaction(migration)
+        async with self.conn.transaction():
+            await self.conn.execute(self.lock_sql, self.lock_key)
+            await self._ensure_ledger()
+            if await self._is_applied(migration.version):
+                return None
+            started = time.perf_counter()
+            await self.conn.execute(migration.up_sql)
+            took = round((time.perf_counter() - started) * 1000, 3)
+            await self._record(migration, took)
+        return took
+
+    async def _apply_outside_transaction(self, migration: Migration) -> float | None:
+        # CREATE INDEX CONCURRENTLY and friends: a session lock instead of a transaction one;
+        # the ledger row is written only after the statement succeeded.
+        session_lock = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
+        await self.conn.execute(session_lock, self.lock_key)
+        try:
+            await self._ensure_ledger()
+            if await self._is_applied(migration.version):
+                return None
+            started = time.perf_counter()
+            await self.conn.execute(migration.up_sql)
+            took = round((time.perf_counter() - started) * 1000, 3)
+            await self._record(migration, took)
+            return took
+        finally:
+            await self.conn.execute(
+                "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_key
+            )
+
+    async def _ensure_ledger(self) -> None:
+        if self.schema != "public":
+            # Schema-per-tenant: the tenant's schema appears with its first migration.
+            await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")
+        await self.conn.execute(ledger_ddl(self.schema))
+
+    async def _is_applied(self, version: str) -> bool:
+        found = await self.conn.fetchval(
+            f"SELECT 1 FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
+            version,
+        )
+        return found is not None
+
+    async def _record(self, migration: Migration, took: float) -> None:
+        await self.conn.execute(
+            f"INSERT INTO {self.ledger_name} "  # noqa: S608
+            "(version, description, checksum, execution_ms, run_id, success) "
+            "VALUES ($1, $2, $3, $4, $5, true)",
+            migration.version,
+            migration.description,
+            migration.checksum,
+            took,
+            self.params.run_id,
+        )
+
+    async def rollback(self) -> TargetRunResult:
+        ledger = await self._ledger()
+        current = self._current(ledger)
+        failure = self._verify(ledger)
+        if failure is not None:
+            return self._result(current, to_version=current, failure=failure)
+        goal = self._goal()
+        if isinstance(goal, MigrationFailure):
+            return self._result(current, to_version=current, failure=goal)
+        if goal is None:
+            return self._result(
+                current,
+                to_version=current,
+                failure=MigrationFailure(
+                    version=None,
+                    reason="unknown_version",
+                    message="a rollback needs a target version (0 for everything)",
+                ),
+            )
+        to_undo = sorted(
+            (v for v in ledger if version_key(v) > goal), key=version_key, reverse=True
+        )
+        missing = [v for v in to_undo if not self.by_version[v].down_sql]
+        if missing:
+            return self._result(
+                current,
+                to_version=current,
+                failure=MigrationFailure(
+                    version=missing[0],
+                    reason="missing_down",
+                    message="no down script for version(s) " + ", ".join(missing),
+                ),
+            )
+        if self.params.dry_run:
+            planned = [
+                PlannedVersion(
+                    version=v,
+                    description=self.by_version[v].description,
+                    sql=self.by_version[v].down_sql or "",
+                )
+                for v in to_undo
+            ]
+            return self._result(current, to_version=current, planned=planned)
+        undone: list[AppliedVersion] = []
+        for version in to_undo:
+            migration = self.by_version[version]
+            try:
+                async with self.conn.transaction():
+                    await self.conn.execute(self.lock_sql, self.lock_key)
+                    if not await self._is_applied(version):
+                        continue
+                    started = time.perf_counter()
+                    await self.conn.execute(migration.down_sql or "")
+                    took = round((time.perf_counter() - started) * 1000, 3)
+                    await self.conn.execute(
+                        f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
+                        version,
+                    )
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                    raise
+                return self._result(
+                    current,
+                    to_version=self._current(await self._ledger()),
+                    applied=undone,
+                    failure=_sql_failure(version, exc),
+                )
+            undone.append(
+                AppliedVersion(
+                    version=version, description=migration.description, execution_ms=took
+                )
+            )
+        return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
+
+
+def _sql_failure(version: str, exc: asyncpg.PostgresError) -> MigrationFailure:
+    position = getattr(exc, "position", None)
+    return MigrationFailure(
+        version=version,
+        reason="sql_error",
+        message=str(exc),
+        sqlstate=exc.sqlstate,
+        position=str(position) if position is not None else None,
+    )

@@ -1,0 +1,256 @@
+"""Operator commands that go through the API: targets, migration sets, per-target runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cli.api import Api, ApiError, resolve_token
+
+console = Console()
+
+TokenOption = Annotated[
+    str | None, typer.Option("--token", help="Bearer token (default: $TENANTFLOW_TOKEN).")
+]
+ApiOption = Annotated[
+    str | None, typer.Option("--api", help="Gateway URL (default: $TENANTFLOW_API_URL).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the raw JSON answer.")]
+
+sets_app = typer.Typer(help="Migration sets: register a directory, list, show.")
+db_app = typer.Typer(help="Targets (tenant databases or schemas) in the catalog.")
+migrate_app = typer.Typer(help="Apply migration sets.")
+rollback_app = typer.Typer(help="Roll targets back.")
+
+
+def _api(api: str | None, token: str | None) -> Api:
+    import os
+
+    from cli.main import load_settings
+
+    settings = load_settings()
+    base = api or os.environ.get("TENANTFLOW_API_URL") or settings.gateway.base_url()
+    return Api(base, resolve_token(settings, token))
+
+
+def _call(client: Api, method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        return client.request(method, path, **kwargs)
+    except ApiError as exc:
+        typer.secho(f"error ({exc.status} {exc.error_type}): {exc.message}", fg="red", err=True)
+        if exc.details:
+            typer.echo(json.dumps(exc.details, indent=2, default=str), err=True)
+        raise typer.Exit(1) from None
+
+
+def _print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+@sets_app.command("register")
+def sets_register(
+    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, readable=True)],
+    name: Annotated[str, typer.Option("--name", help="Name of the set, e.g. core.")],
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="flyway, golang-migrate or dbmate.")
+    ] = None,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register every .sql file of DIRECTORY as versions of a set (new versions are added)."""
+    files: dict[str, str] = {}
+    for path in sorted(directory.glob("*.sql")):
+        try:
+            files[path.name] = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            typer.secho(f"error: cannot read {path}: {type(exc).__name__}", fg="red", err=True)
+            raise typer.Exit(1) from None
+    if not files:
+        typer.secho(f"error: no .sql files in {directory}", fg="red", err=True)
+        raise typer.Exit(1)
+    body: dict[str, Any] = {"name": name, "files": files}
+    if fmt:
+        body["format"] = fmt
+    result = _call(_api(api, token), "POST", "/api/v1/migration-sets", json=body)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(
+        f"set {result['name']}: {len(result['added'])} added, {len(result['unchanged'])} "
+        f"unchanged, latest version {result['latest_version']}"
+    )
+
+
+@sets_app.command("list")
+def sets_list(
+    token: TokenOption = None, api: ApiOption = None, as_json: JsonOption = False
+) -> None:
+    """Registered sets and their latest versions."""
+    result = _call(_api(api, token), "GET", "/api/v1/migration-sets")
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("set", "latest version", "created")
+    for item in result["items"]:
+        table.add_row(item["name"], str(item["latest_version"]), item["created_at"])
+    console.print(table)
+
+
+@sets_app.command("show")
+def sets_show(
+    name: str, token: TokenOption = None, api: ApiOption = None, as_json: JsonOption = False
+) -> None:
+    """The versions of one set."""
+    result = _call(_api(api, token), "GET", f"/api/v1/migration-sets/{name}")
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("version", "description", "down", "checksum")
+    for m in result["migrations"]:
+        table.add_row(
+            m["version"], m["description"], "yes" if m["has_down"] else "no", m["checksum"][:12]
+        )
+    console.print(table)
+
+
+@db_app.command("add")
+def db_add(
+    name: Annotated[str, typer.Option(help="Unique name, e.g. tenant-42.")],
+    host: Annotated[str, typer.Option()],
+    database: Annotated[str, typer.Option()],
+    user: Annotated[str, typer.Option()],
+    password: Annotated[
+        str,
+        typer.Option(
+            prompt=True,
+            hide_input=True,
+            envvar="TENANTFLOW_TARGET_PASSWORD",
+            help="Prompted when omitted; or $TENANTFLOW_TARGET_PASSWORD.",
+        ),
+    ],
+    port: Annotated[int, typer.Option()] = 5432,
+    schema: Annotated[str | None, typer.Option(help="For schema-per-tenant targets.")] = None,
+    tenant_id: Annotated[str | None, typer.Option()] = None,
+    label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Register a target; the password is sent once and stored encrypted."""
+    labels = dict(pair.split("=", 1) for pair in (label or []) if "=" in pair)
+    body = {
+        "name": name,
+        "host": host,
+        "port": port,
+        "database": database,
+        "user": user,
+        "password": password,
+        "schema": schema,
+        "tenant_id": tenant_id,
+        "labels": labels,
+    }
+    result = _call(_api(api, token), "POST", "/api/v1/databases", json=body)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"registered {result['name']} as {result['id']}")
+
+
+@db_app.command("list")
+def db_list(
+    label: Annotated[list[str] | None, typer.Option(help="key=value filter, repeatable.")] = None,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Targets, optionally filtered by labels."""
+    result = _call(
+        _api(api, token),
+        "GET",
+        "/api/v1/databases",
+        params=[("label", value) for value in (label or [])] + [("limit", "1000")],
+    )
+    if as_json:
+        _print_json(result)
+        return
+    table = Table("id", "name", "host", "database", "schema", "labels")
+    for d in result["items"]:
+        labels = ",".join(f"{k}={v}" for k, v in d["labels"].items())
+        table.add_row(
+            d["id"], d["name"], f"{d['host']}:{d['port']}", d["database"], d["schema"] or "", labels
+        )
+    console.print(table)
+
+
+def _run_target(
+    kind: str,
+    database: str,
+    body: dict[str, Any],
+    api: str | None,
+    token: str | None,
+    as_json: bool,
+) -> None:
+    state = _call(_api(api, token), "POST", f"/api/v1/databases/{database}/{kind}", json=body)
+    if as_json:
+        _print_json(state)
+    result = state.get("result")
+    if state["status"] != "completed" or result is None:
+        if not as_json:
+            typer.echo(f"run {state['run_id']}: {state['status']} {state.get('error') or ''}")
+        raise typer.Exit(0 if state["status"] == "running" else 1)
+    if not as_json:
+        if result["dry_run"]:
+            typer.echo(f"plan for {database} (at {result['from_version']}):")
+            for step in result["planned"]:
+                typer.echo(f"-- {step['version']} {step['description']}\n{step['sql']}\n")
+        for step in result["applied"]:
+            typer.echo(
+                f"  {step['version']:>16}  {step['description']}  ({step['execution_ms']} ms)"
+            )
+        typer.echo(f"{kind}: {result['from_version']} -> {result['to_version']}")
+    failure = result.get("failure")
+    if failure:
+        if not as_json:
+            code = f" [{failure['sqlstate']}]" if failure.get("sqlstate") else ""
+            typer.secho(
+                f"failed at version {failure['version']}{code}: {failure['message']}",
+                fg="red",
+                err=True,
+            )
+        raise typer.Exit(1)
+
+
+@migrate_app.command("target")
+def migrate_target(
+    set_name: Annotated[str, typer.Option("--set", help="The migration set.")],
+    database: Annotated[str, typer.Option("--database", help="The target's id.")],
+    to: Annotated[str | None, typer.Option("--to", help="Version (default: latest).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Apply a set to one target and wait for the result; exit 1 if it failed."""
+    body = {"set": set_name, "to_version": to, "dry_run": dry_run, "wait": True}
+    _run_target("migrate", database, body, api, token, as_json)
+
+
+@rollback_app.command("target")
+def rollback_target(
+    set_name: Annotated[str, typer.Option("--set", help="The migration set.")],
+    database: Annotated[str, typer.Option("--database", help="The target's id.")],
+    to: Annotated[str, typer.Option("--to", help="Version to return to (0 = everything).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan only.")] = False,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Roll one target back to a version and wait for the result; exit 1 if it failed."""
+    body = {"set": set_name, "to_version": to, "dry_run": dry_run, "wait": True}
+    _run_target("rollback", database, body, api, token, as_json)

@@ -1,0 +1,1 @@
+"""Reading and checking migration sets; applying them lives in activities/."""

@@ -1,0 +1,223 @@
+"""Migration sets, per-target runs and their results."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, Field
+
+# Versions are dot-separated non-negative integers: "3", "20240101120000", "1.2" (Flyway).
+_VERSION = re.compile(r"^\d{1,20}(\.\d{1,20}){0,5}$")
+_SET_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+
+
+def normalise_version(value: str) -> str:
+    """Canonical text of a version: dot-separated integers without leading zeros."""
+    text = value.strip().replace("_", ".")
+    if not _VERSION.fullmatch(text):
+        raise ValueError(f"version {value[:40]!r} must be integers separated by dots")
+    return ".".join(str(int(part)) for part in text.split("."))
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """Sort key: versions order numerically, part by part (2 < 10, 1.2 < 1.10)."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def _check_set_name(value: str) -> str:
+    if not _SET_NAME.fullmatch(value):
+        raise ValueError("must be lowercase letters, digits, '.', '_' or '-' (max 64)")
+    return value
+
+
+Version = Annotated[str, AfterValidator(normalise_version)]
+SetName = Annotated[str, AfterValidator(_check_set_name)]
+
+
+class MigrationFormat(StrEnum):
+    """The on-disk layouts tenantflow reads."""
+
+    FLYWAY = "flyway"  # V3__add_orders.sql + U3__add_orders.sql
+    GOLANG_MIGRATE = "golang-migrate"  # 000003_add_orders.up.sql + .down.sql
+    DBMATE = "dbmate"  # 20240101120000_add_orders.sql with -- migrate:up / -- migrate:down
+
+
+class Migration(BaseModel):
+    """One immutable version of a set."""
+
+    version: Version
+    description: str = Field(max_length=500)
+    up_sql: str = Field(min_length=1)
+    down_sql: str | None = None
+    checksum: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the normalised up SQL")
+    no_transaction: bool = Field(
+        default=False, description="Marked -- tenantflow:no-transaction: runs outside a transaction"
+    )
+    source: str | None = Field(default=None, description="The file it was read from.")
+    withdrawn: bool = Field(
+        default=False, description="Withdrawn versions are not applied to targets lacking them."
+    )
+
+
+class MigrationSetUpload(BaseModel):
+    """``POST /api/v1/migration-sets`` as JSON: file name -> content, in any supported format."""
+
+    name: SetName
+    files: dict[str, str] = Field(min_length=1, max_length=10_000)
+    format: MigrationFormat | None = Field(default=None, description="Detected when omitted.")
+
+
+class MigrationSetRegistered(BaseModel):
+    """What registering did."""
+
+    name: str
+    added: list[str]
+    unchanged: list[str]
+    latest_version: str | None
+
+
+class MigrationSummary(BaseModel):
+    """A version without its SQL, for listings."""
+
+    version: str
+    description: str
+    checksum: str
+    has_down: bool
+    no_transaction: bool
+    registered_at: datetime
+    withdrawn: bool = False
+
+
+class MigrationSetInfo(BaseModel):
+    """A registered set."""
+
+    name: str
+    created_at: datetime
+    latest_version: str | None
+    migrations: list[MigrationSummary]
+
+
+class MigrationSetList(BaseModel):
+    """Registered sets (without their versions)."""
+
+    items: list[MigrationSetInfo]
+
+
+class TargetRunKind(StrEnum):
+    """What a per-target run does."""
+
+    APPLY = "apply"
+    ROLLBACK = "rollback"
+
+
+class TargetRunInput(BaseModel):
+    """Input of the per-target workflows and activities: ids and options, never credentials."""
+
+    run_id: str = Field(description="Business id of the run; written to the ledger.")
+    database_id: uuid.UUID
+    set_name: str
+    kind: TargetRunKind = TargetRunKind.APPLY
+    target_version: str | None = Field(
+        default=None, description="apply: up to this version (latest when null); rollback: to it"
+    )
+    dry_run: bool = False
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
+    heartbeat_timeout_seconds: float = Field(
+        default=30.0, ge=1, le=600, description="How soon a dead worker's run is retried."
+    )
+
+
+class AppliedVersion(BaseModel):
+    """One version applied (or rolled back) by a run."""
+
+    version: str
+    description: str
+    execution_ms: float
+
+
+class PlannedVersion(BaseModel):
+    """One version a dry run would apply or roll back, with its SQL."""
+
+    version: str
+    description: str
+    sql: str
+    no_transaction: bool = False
+
+
+class MigrationFailure(BaseModel):
+    """Why a target stopped: PostgreSQL's error, or a refusal before any change."""
+
+    version: str | None
+    reason: str = Field(description="checksum_mismatch, sql_error, missing_down, unknown_version")
+    message: str
+    sqlstate: str | None = None
+    position: str | None = None
+
+
+class TargetRunResult(BaseModel):
+    """What happened on one target."""
+
+    run_id: str
+    database_id: uuid.UUID
+    kind: TargetRunKind
+    dry_run: bool
+    from_version: str | None
+    to_version: str | None
+    applied: list[AppliedVersion] = Field(default_factory=list)
+    planned: list[PlannedVersion] = Field(default_factory=list)
+    failure: MigrationFailure | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run ended without a failure."""
+        return self.failure is None
+
+
+class LedgerEntry(BaseModel):
+    """One row of a target's ``tenantflow_schema_history``."""
+
+    version: str
+    description: str
+    checksum: str
+    applied_at: datetime
+    execution_ms: float
+    run_id: str
+    success: bool
+
+
+class TargetRunRequest(BaseModel):
+    """``POST /api/v1/databases/{id}/migrate`` and ``.../rollback``."""
+
+    set: SetName = Field(description="The registered migration set.")
+    to_version: str | None = Field(
+        default=None, max_length=120, description="apply: latest when omitted; rollback: required"
+    )
+    dry_run: bool = Field(
+        default=False, description="Return the plan with its SQL; change nothing."
+    )
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
+    wait: bool = Field(default=True, description="Answer with the result (200) or at once (202).")
+
+
+class TargetRunStatus(StrEnum):
+    """Where a per-target run is."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class TargetRunState(BaseModel):
+    """A per-target run as Temporal knows it."""
+
+    run_id: str
+    workflow_id: str
+    status: TargetRunStatus
+    result: TargetRunResult | None = None
+    error: str | None = None

@@ -1,0 +1,285 @@
+"""The migration engine on real PostgreSQL: ledger, locking, idempotence, failures, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.migrations import LEDGER_TABLE, MigrationActivities
+from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
+from common.crypto import CredentialCipher, KeyRing
+from common.settings import Settings
+from models.databases import DatabaseCreate
+from models.migrations import Migration, TargetRunInput, TargetRunKind, TargetRunResult
+from tests.conftest import TargetDatabase
+
+
+def migration(version: str, up: str, down: str | None = None, **extra: object) -> Migration:
+    return Migration.model_validate(
+        {
+            "version": version,
+            "description": f"step {version}",
+            "up_sql": up,
+            "down_sql": down,
+            "checksum": hashlib.sha256(up.encode()).hexdigest(),
+            **extra,
+        }
+    )
+
+
+BASE = [
+    migration(
+        "1",
+        "CREATE TABLE customers (id bigint PRIMARY KEY, name text NOT NULL);",
+        "DROP TABLE customers;",
+    ),
+    migration(
+        "2",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, "
+        "customer_id bigint REFERENCES customers (id));",
+        "DROP TABLE orders;",
+    ),
+    migration(
+        "10", "CREATE INDEX orders_customer ON orders (customer_id);", "DROP INDEX orders_customer;"
+    ),
+]
+
+
+class Engine:
+    """Registers sets and targets in the catalog and runs the activity directly."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, target: TargetDatabase) -> None:
+        cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
+        self.databases = DatabaseRepository(pool, cipher)
+        self.sets = MigrationSetRepository(pool)
+        self.activities = MigrationActivities(self.databases, self.sets)
+        self.target = target
+        self.set_name = f"s-{uuid.uuid4().hex[:8]}"
+        self.database_id: uuid.UUID | None = None
+
+    async def register_target(self, schema: str | None = None) -> uuid.UUID:
+        body = self.target.create_body(name=f"t-{uuid.uuid4().hex[:8]}", schema=schema)
+        self.database_id = (await self.databases.create(DatabaseCreate.model_validate(body))).id
+        return self.database_id
+
+    async def run(
+        self, kind: TargetRunKind = TargetRunKind.APPLY, **options: object
+    ) -> TargetRunResult:
+        assert self.database_id is not None
+        params = TargetRunInput(
+            run_id=uuid.uuid4().hex[:8],
+            database_id=self.database_id,
+            set_name=self.set_name,
+            kind=kind,
+            **options,
+        )
+        return await ActivityEnvironment().run(self.activities.run_target, params)
+
+    async def connect(self) -> asyncpg.Connection:
+        return await asyncpg.connect(
+            host=self.target.host,
+            port=self.target.port,
+            database=self.target.database,
+            user=self.target.user,
+            password=self.target.password,
+        )
+
+
+@pytest.fixture
+async def engine(
+    catalog_pool: asyncpg.Pool, settings: Settings, target_database: TargetDatabase
+) -> AsyncIterator[Engine]:
+    engine = Engine(catalog_pool, settings, target_database)
+    await engine.register_target()
+    yield engine
+
+
+async def _ledger(conn: asyncpg.Connection, schema: str = "public") -> list[str]:
+    rows = await conn.fetch(f'SELECT version FROM "{schema}".{LEDGER_TABLE} ORDER BY applied_at')
+    return [r["version"] for r in rows]
+
+
+async def test_apply_all_then_again_is_a_no_op(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE)
+    first = await engine.run()
+    assert first.failure is None
+    assert first.from_version is None
+    assert first.to_version == "10"
+    assert [a.version for a in first.applied] == ["1", "2", "10"]  # numeric order
+    second = await engine.run()
+    assert second.applied == []
+    assert second.from_version == second.to_version == "10"
+    conn = await engine.connect()
+    try:
+        assert await _ledger(conn) == ["1", "2", "10"]
+        row = await conn.fetchrow(f"SELECT * FROM {LEDGER_TABLE} WHERE version = '2'")
+        assert row is not None
+        assert row["checksum"] == BASE[1].checksum
+        assert row["success"] is True
+        assert row["execution_ms"] >= 0
+    finally:
+        await conn.close()
+
+
+async def test_apply_up_to_a_version_and_dry_run(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE)
+    plan = await engine.run(dry_run=True)
+    assert [p.version for p in plan.planned] == ["1", "2", "10"]
+    assert plan.planned[0].sql.startswith("CREATE TABLE customers")
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}')") is None
+        partial = await engine.run(target_version="2")
+        assert [a.version for a in partial.applied] == ["1", "2"]
+        assert await _ledger(conn) == ["1", "2"]
+    finally:
+        await conn.close()
+    unknown = await engine.run(target_version="7")
+    assert unknown.failure is not None
+    assert unknown.failure.reason == "unknown_version"
+
+
+async def test_two_runs_at_once_apply_each_version_exactly_once(engine: Engine) -> None:
+    slow = [
+        migration("1", "CREATE TABLE a (id int); SELECT pg_sleep(0.3);", "DROP TABLE a;"),
+        migration("2", "CREATE TABLE b (id int); SELECT pg_sleep(0.3);", "DROP TABLE b;"),
+        migration("3", "CREATE TABLE c (id int);", "DROP TABLE c;"),
+    ]
+    await engine.sets.register(engine.set_name, slow)
+    results = await asyncio.gather(*(engine.run() for _ in range(3)))
+    applied = sorted(a.version for r in results for a in r.applied)
+    assert applied == ["1", "2", "3"]
+    assert all(r.failure is None and r.to_version == "3" for r in results)
+    conn = await engine.connect()
+    try:
+        assert sorted(await _ledger(conn)) == ["1", "2", "3"]
+    finally:
+        await conn.close()
+
+
+async def test_failure_midway_leaves_previous_version_and_no_partial_ddl(engine: Engine) -> None:
+    broken = migration("2", "CREATE TABLE half_done (id int);\nSELECT 1/0;")
+    await engine.sets.register(engine.set_name, [BASE[0], broken])
+    result = await engine.run()
+    assert [a.version for a in result.applied] == ["1"]
+    assert result.to_version == "1"
+    assert result.failure is not None
+    assert result.failure.version == "2"
+    assert result.failure.reason == "sql_error"
+    assert result.failure.sqlstate == "22012"  # division_by_zero
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval("SELECT to_regclass('half_done')") is None
+        assert await _ledger(conn) == ["1"]
+        # The fix: a corrected new version, the broken one withdrawn; the run continues.
+        fixed = migration("3", "CREATE TABLE half_done (id int);", "DROP TABLE half_done;")
+        await engine.sets.register(engine.set_name, [fixed])
+        await engine.sets.withdraw(engine.set_name, "2")
+        again = await engine.run()
+        assert [a.version for a in again.applied] == ["3"]
+        assert again.failure is None
+        assert await _ledger(conn) == ["1", "3"]
+        assert await conn.fetchval("SELECT to_regclass('half_done')::text") == "half_done"
+    finally:
+        await conn.close()
+
+
+async def test_edited_applied_migration_is_a_checksum_mismatch_and_nothing_changes(
+    engine: Engine,
+) -> None:
+    await engine.sets.register(engine.set_name, BASE[:2])
+    assert (await engine.run()).failure is None
+    conn = await engine.connect()
+    try:
+        # Someone edits history in the target (or a set was re-created under the same name).
+        await conn.execute(
+            f"UPDATE {LEDGER_TABLE} SET checksum = repeat('0', 64) WHERE version = '1'"
+        )
+        await engine.sets.register(engine.set_name, [BASE[2]])
+        result = await engine.run()
+        assert result.failure is not None
+        assert result.failure.reason == "checksum_mismatch"
+        assert result.failure.message == "checksum mismatch at version 1"
+        assert result.applied == []
+        assert await conn.fetchval("SELECT to_regclass('orders_customer')") is None
+        assert await _ledger(conn) == ["1", "2"]
+    finally:
+        await conn.close()
+
+
+async def test_rollback_runs_downs_in_reverse_and_refuses_missing_downs(engine: Engine) -> None:
+    no_down = migration("11", "CREATE TABLE irreversible (id int);")
+    await engine.sets.register(engine.set_name, [*BASE, no_down])
+    assert (await engine.run()).to_version == "11"
+    refused = await engine.run(kind=TargetRunKind.ROLLBACK, target_version="1")
+    assert refused.failure is not None
+    assert refused.failure.reason == "missing_down"
+    assert "11" in refused.failure.message
+    assert refused.applied == []
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval("SELECT to_regclass('irreversible')::text") == "irreversible"
+        # Roll back only what has downs: first drop the irreversible one by hand is not our job;
+        # instead roll back within the reversible range on a second target.
+    finally:
+        await conn.close()
+
+
+async def test_rollback_to_zero_leaves_no_objects(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE)
+    await engine.run()
+    plan = await engine.run(kind=TargetRunKind.ROLLBACK, target_version="0", dry_run=True)
+    assert [p.version for p in plan.planned] == ["10", "2", "1"]
+    result = await engine.run(kind=TargetRunKind.ROLLBACK, target_version="0")
+    assert result.failure is None
+    assert [a.version for a in result.applied] == ["10", "2", "1"]
+    assert result.to_version is None
+    conn = await engine.connect()
+    try:
+        tables = await conn.fetch(
+            "SELECT relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND relname <> $1 AND relkind <> 'S'",
+            LEDGER_TABLE,
+        )
+        assert [t["relname"] for t in tables if not t["relname"].startswith(LEDGER_TABLE)] == []
+        assert await _ledger(conn) == []
+    finally:
+        await conn.close()
+
+
+async def test_schema_targets_get_their_own_schema_and_ledger(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE)
+    await engine.register_target(schema="tenant_a")
+    result = await engine.run()
+    assert [a.version for a in result.applied] == ["1", "2", "10"]
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval("SELECT to_regclass('tenant_a.customers')::text") == (
+            "tenant_a.customers"
+        )
+        assert await conn.fetchval("SELECT to_regclass('public.customers')") is None
+        assert await _ledger(conn, "tenant_a") == ["1", "2", "10"]
+    finally:
+        await conn.close()
+
+
+async def test_lock_timeout_is_raised_for_a_retry(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE[:1])
+    conn = await engine.connect()
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('tenantflow:public', 0))"
+            )
+            with pytest.raises(Exception, match="target busy"):
+                await engine.run(lock_timeout_ms=200)
+        assert (await engine.run()).applied[0].version == "1"
+    finally:
+        await conn.close()

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -229,22 +229,39 @@ class TargetDatabase:
         return body
 
 
+TargetFactory = Callable[[], Awaitable[TargetDatabase]]
+
+
 @pytest.fixture
-async def target_database(postgres: EmbeddedPostgres) -> AsyncIterator[TargetDatabase]:
-    """A fresh database and login role with a random password, dropped after the test."""
-    target = TargetDatabase(postgres, f"tenant_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex)
-    LEAK_CANARIES.add(target.password)
+async def make_target(postgres: EmbeddedPostgres) -> AsyncIterator[TargetFactory]:
+    """Creates fresh databases, each with its own login role and random password; all are
+    dropped after the test."""
+    created: list[TargetDatabase] = []
     admin = await asyncpg.connect(postgres.dsn("postgres"))
-    try:
+
+    async def create() -> TargetDatabase:
+        target = TargetDatabase(postgres, f"tenant_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex)
+        LEAK_CANARIES.add(target.password)
         # Names are generated above from hex digits; the password goes through format('%L').
         password_sql = await admin.fetchval("SELECT format('%L', $1::text)", target.password)
         await admin.execute(f'CREATE ROLE "{target.user}" LOGIN PASSWORD {password_sql}')
         await admin.execute(f'CREATE DATABASE "{target.database}" OWNER "{target.user}"')
-        yield target
+        created.append(target)
+        return target
+
+    try:
+        yield create
     finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
-        await admin.execute(f'DROP ROLE IF EXISTS "{target.user}"')
+        for target in created:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{target.database}" WITH (FORCE)')
+            await admin.execute(f'DROP ROLE IF EXISTS "{target.user}"')
         await admin.close()
+
+
+@pytest.fixture
+async def target_database(make_target: TargetFactory) -> TargetDatabase:
+    """A fresh database and login role with a random password, dropped after the test."""
+    return await make_target()
 
 
 # --- secrets never reach the logs --------------------------------------------------------------

@@ -1,0 +1,3 @@
+DROP INDEX orders_open;
+ALTER TABLE orders DROP COLUMN status;
+DROP TYPE order_status;

@@ -300,9 +300,9 @@ class EmbeddedPostgres:
         finally:
             pwfile.unlink(missing_ok=True)
         if result.returncode != 0:
-            raise ConfigurationError(
-                "initdb failed", details={"output": result.stdout[-2000:] + result.stderr[-2000:]}
-            )
+            output = (result.stdout + result.stderr).strip()
+            last = output.splitlines()[-1] if output else "no output"
+            raise ConfigurationError(f"initdb failed: {last}", details={"output": output[-2000:]})
         secret = self.data_dir / "password"
         secret.write_text(password + "\n")
         secret.chmod(0o600)

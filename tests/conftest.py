@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -36,9 +38,31 @@ from worker.main import run_worker
 
 
 @pytest.fixture(scope="session")
-def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def services_root() -> Iterator[Path]:
+    """A private directory for PostgreSQL data, outside pytest's temp tree.
+
+    PostgreSQL runs as another user (``tenantflow-pg``) when the tests run as root, so its data
+    directory's parents must stay traversable; pytest resets ``/tmp/pytest-of-<user>`` to 0700
+    whenever another pytest session starts, which would pull the floor from under a running
+    server.
+    """
+    root = Path(tempfile.mkdtemp(prefix="tenantflow-tests-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack_dir(services_root: Path) -> Path:
     """Where the session's embedded services keep their data."""
-    return tmp_path_factory.mktemp("stack")
+    path = services_root / "stack"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def service_dir(services_root: Path) -> Path:
+    """A fresh directory for a test's own PostgreSQL or Temporal server."""
+    return Path(tempfile.mkdtemp(dir=services_root))
 
 
 @pytest.fixture(scope="session")

@@ -110,7 +110,8 @@ async def _workflow_exists(address: str, workflow_id: str) -> bool:
     return description.id == workflow_id
 
 
-def test_dev_stack_serves_stops_cleanly_and_reuses_its_data(tmp_path: Path) -> None:
+def test_dev_stack_serves_stops_cleanly_and_reuses_its_data(service_dir: Path) -> None:
+    tmp_path = service_dir
     stack = DevStack(tmp_path / "data")
     elapsed = stack.start()
     output = "".join(stack.output)

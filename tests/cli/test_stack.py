@@ -84,8 +84,8 @@ async def test_postgres_requires_the_generated_password(postgres: EmbeddedPostgr
     assert (postgres.data_dir / "password").stat().st_mode & 0o077 == 0
 
 
-def test_postgres_restart_keeps_data_and_password(tmp_path: Path) -> None:
-    server = EmbeddedPostgres(tmp_path / "pg", free_port())
+def test_postgres_restart_keeps_data_and_password(service_dir: Path) -> None:
+    server = EmbeddedPostgres(service_dir / "pg", free_port())
     server.start()
     try:
         password = server.password

@@ -51,9 +51,9 @@ async def test_ready_is_503_naming_temporal_when_it_is_down(
 
 
 async def test_ready_follows_temporal_going_down_and_up(
-    postgres: EmbeddedPostgres, tmp_path: Path
+    postgres: EmbeddedPostgres, service_dir: Path
 ) -> None:
-    server = TemporalDevServer(tmp_path / "temporal", free_port(), None)
+    server = TemporalDevServer(service_dir / "temporal", free_port(), None)
     try:
         server.start()
         app = create_app(
@@ -72,9 +72,9 @@ async def test_ready_follows_temporal_going_down_and_up(
 
 
 async def test_ready_is_503_naming_the_catalog_when_it_is_down(
-    tmp_path: Path, temporal_server: TemporalDevServer
+    service_dir: Path, temporal_server: TemporalDevServer
 ) -> None:
-    catalog = EmbeddedPostgres(tmp_path / "pg", free_port())
+    catalog = EmbeddedPostgres(service_dir / "pg", free_port())
     catalog.start()
     try:
         app = create_app(

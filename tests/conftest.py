@@ -87,9 +87,9 @@ def temporal_server(stack_dir: Path) -> Iterator[TemporalDevServer]:
 class ThreadedServer:
     """An ASGI app served by uvicorn on a real port from a background thread."""
 
-    def __init__(self, app: FastAPI, port: int) -> None:
+    def __init__(self, app: FastAPI, port: int, *, lifespan: str = "off") -> None:
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan="off"
+            app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -286,8 +286,15 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("TENANTFLOW_GATEWAY__CORS_ORIGINS must list origins, not '*'")
     if settings.log.format != "json":
         problems.append("TENANTFLOW_LOG__FORMAT must be 'json' so log shippers can parse it")
-    if settings.auth.issuer_url.rstrip("/") == DEV_ISSUER_URL:
-        problems.append("TENANTFLOW_AUTH__ISSUER_URL points at the development issuer")
+    issuer_host = (urlsplit(settings.auth.issuer_url).hostname or "").lower()
+    if settings.auth.issuer_url.rstrip("/") == DEV_ISSUER_URL or issuer_host in (
+        "localhost",
+        "127.0.0.1",
+        "::1",
+    ):
+        problems.append(
+            "TENANTFLOW_AUTH__ISSUER_URL points at a loopback address (the development issuer?)"
+        )
     if any(key.get_secret_value() == DEV_ENCRYPTION_KEY for key in settings.crypto.keys.values()):
         problems.append("TENANTFLOW_CRYPTO__KEYS contains the development encryption key")
     return problems

@@ -33,6 +33,11 @@ def _request_id(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _quotable(text: str) -> str:
+    """RFC 6750 error_description: printable ASCII without '"' and '\\'."""
+    return "".join(c for c in text if " " <= c <= "~" and c not in '"\\')[:200]
+
+
 def error_response(
     request: Request, error: TenantflowError, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
@@ -41,7 +46,8 @@ def error_response(
     if isinstance(error, AuthenticationRequired):
         challenge = 'Bearer realm="tenantflow"'
         if error.error_type == "invalid_token":
-            challenge += f', error="invalid_token", error_description="{error.message}"'
+            description = _quotable(error.message)
+            challenge += f', error="invalid_token", error_description="{description}"'
         headers.setdefault("WWW-Authenticate", challenge)
     if isinstance(error, RateLimited) and "retry_after_seconds" in error.details:
         # Round up: "Retry-After: 0" would invite an immediate retry.

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import httpx
@@ -87,7 +87,9 @@ def temporal_server(stack_dir: Path) -> Iterator[TemporalDevServer]:
 class ThreadedServer:
     """An ASGI app served by uvicorn on a real port from a background thread."""
 
-    def __init__(self, app: FastAPI, port: int, *, lifespan: str = "off") -> None:
+    def __init__(
+        self, app: FastAPI, port: int, *, lifespan: Literal["on", "off", "auto"] = "off"
+    ) -> None:
         config = uvicorn.Config(
             app, host="127.0.0.1", port=port, log_config=None, access_log=False, lifespan=lifespan
         )

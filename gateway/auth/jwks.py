@@ -40,28 +40,39 @@ class JwksCache:
         self.min_refresh_interval = min_refresh_interval
         self._http = http
         self._keys: dict[str, jwt.PyJWK] = {}
-        self._fetched_at: float | None = None
+        self._fetched_at: float | None = None  # last successful fetch
+        self._attempted_at: float | None = None  # last attempt, successful or not
         self._lock = asyncio.Lock()
+
+    def _stale(self, now: float) -> bool:
+        return self._fetched_at is None or now - self._fetched_at > self.max_age
 
     async def get(self, kid: str) -> jwt.PyJWK:
         """The verification key for ``kid``."""
-        stale = self._fetched_at is None or time.monotonic() - self._fetched_at > self.max_age
-        if stale or kid not in self._keys:
-            await self._refresh(force=stale)
+        if self._stale(time.monotonic()) or kid not in self._keys:
+            await self._refresh(kid)
         try:
             return self._keys[kid]
         except KeyError:
             raise UnknownSigningKey(kid) from None
 
-    async def _refresh(self, *, force: bool) -> None:
+    async def _refresh(self, kid: str) -> None:
         async with self._lock:
             now = time.monotonic()
-            if (
-                not force
-                and self._fetched_at is not None
-                and now - self._fetched_at < self.min_refresh_interval
-            ):
+            # Decided again under the lock: a burst of requests waiting here needs one fetch.
+            if not self._stale(now) and kid in self._keys:
                 return
+            recently = (
+                self._attempted_at is not None
+                and now - self._attempted_at < self.min_refresh_interval
+            )
+            last_attempt_failed = self._attempted_at != self._fetched_at
+            # Expiry after a good fetch refreshes at once. Unknown key ids, and retries while
+            # the provider is down, wait min_refresh_interval; with no keys at all we always try.
+            expired_after_success = self._stale(now) and not last_attempt_failed
+            if recently and self._keys and not expired_after_success:
+                return
+            self._attempted_at = now
             try:
                 response = await self._http.get(self.url)
                 response.raise_for_status()
@@ -84,5 +95,7 @@ class JwksCache:
                 except jwt.PyJWTError:
                     log.warning("ignoring unusable JWK", extra={"kid": entry.get("kid")})
             self._keys = keys
-            self._fetched_at = now
+            # Counted from when the keys arrived, not when we asked: a slow answer must not
+            # arrive already stale. Equal timestamps mean "the last attempt succeeded".
+            self._fetched_at = self._attempted_at = time.monotonic()
             log.info("JWKS refreshed", extra={"key_ids": sorted(keys)})

@@ -61,7 +61,8 @@ class TokenValidator:
             raise InvalidToken("malformed token") from None
         algorithm = header.get("alg")
         if algorithm not in ALLOWED_ALGORITHMS:
-            raise InvalidToken(f"token algorithm {str(algorithm)[:16]!r} is not accepted")
+            # Never echo the header's value: it is attacker-controlled and ends up in a header.
+            raise InvalidToken("token algorithm is not accepted (RS256 only)")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token has no key id")

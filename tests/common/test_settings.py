@@ -282,7 +282,7 @@ def test_production_refuses_the_dev_issuer_and_the_dev_key() -> None:
     with pytest.raises(ValueError) as info:
         production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth={}, crypto={})
     message = str(info.value)
-    assert "TENANTFLOW_AUTH__ISSUER_URL points at the development issuer" in message
+    assert "TENANTFLOW_AUTH__ISSUER_URL points at a loopback address" in message
     assert "TENANTFLOW_CRYPTO__KEYS contains the development encryption key" in message
 
 

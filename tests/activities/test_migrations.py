@@ -283,3 +283,37 @@ async def test_lock_timeout_is_raised_for_a_retry(engine: Engine) -> None:
         assert (await engine.run()).applied[0].version == "1"
     finally:
         await conn.close()
+
+
+async def test_sql_errors_carry_code_message_and_position(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, [BASE[0], migration("2", "SELEC 1;")])
+    result = await engine.run()
+    assert result.failure is not None
+    assert (result.failure.version, result.failure.sqlstate) == ("2", "42601")  # syntax_error
+    assert "syntax error" in result.failure.message
+    assert result.failure.position == "1"
+
+
+async def test_no_transaction_migration_runs_outside_a_transaction(engine: Engine) -> None:
+    concurrently = migration(
+        "2",
+        "-- tenantflow:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY customers_name ON customers (name);",
+        "DROP INDEX CONCURRENTLY customers_name;",
+        no_transaction=True,
+    )
+    await engine.sets.register(engine.set_name, [BASE[0], concurrently])
+    result = await engine.run()
+    assert result.failure is None, result.failure
+    assert [a.version for a in result.applied] == ["1", "2"]
+    conn = await engine.connect()
+    try:
+        valid = await conn.fetchval(
+            "SELECT indisvalid FROM pg_index WHERE indexrelid = 'customers_name'::regclass"
+        )
+        assert valid is True
+        assert await _ledger(conn) == ["1", "2"]
+        # Running again does not try to build it twice.
+        assert (await engine.run()).applied == []
+    finally:
+        await conn.close()

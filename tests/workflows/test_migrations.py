@@ -185,3 +185,48 @@ async def test_killed_worker_mid_migration_a_new_worker_finishes_each_version_on
     assert [v for v, _ in ledger] == ["1", "2", "3"]  # one row per version: none applied twice
     description = await handle.describe()
     assert description.status is not None
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_lock_timeout_is_retried_with_backoff_until_the_target_is_free(
+    temporal_client: Client,
+    settings: Settings,
+    catalog_pool: asyncpg.Pool,
+    target_database: TargetDatabase,
+) -> None:
+    set_name, database_id = await _register(catalog_pool, settings, target_database, BASE[:1])
+    blocker = await asyncpg.connect(
+        host=target_database.host,
+        port=target_database.port,
+        database=target_database.database,
+        user=target_database.user,
+        password=target_database.password,
+    )
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended('tenantflow:public', 0))"
+        )
+        handle = await temporal_client.start_workflow(
+            MigrateTargetWorkflow.run,
+            TargetRunInput(
+                run_id="locked", database_id=database_id, set_name=set_name, lock_timeout_ms=100
+            ),
+            id=f"target-run-{database_id}-locked",
+            task_queue=settings.temporal.task_queue,
+        )
+        await asyncio.sleep(2.5)  # at least two attempts time out meanwhile
+        await transaction.rollback()
+    finally:
+        await blocker.close()
+    result = await asyncio.wait_for(handle.result(), timeout=60)
+    assert result.failure is None
+    assert [a.version for a in result.applied] == ["1"]
+    history = await handle.fetch_history()
+    attempts = [
+        e.activity_task_started_event_attributes.attempt
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+    ]
+    assert max(attempts) >= 2  # the lock timeouts were retried, not reported as failures

@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from temporalio.client import WorkflowFailureError
-from temporalio.service import RPCError
 
 from common.catalog.databases import DatabaseRepository
-from common.errors import DependencyUnavailable, InvalidInput
+from common.errors import InvalidInput
 from gateway.auth.deps import DatabasesRead, DatabasesWrite
 from gateway.deps import SettingsDep, TemporalDep
+from gateway.runs import run_and_wait
 from models.databases import (
     ConnectionTestInput,
     ConnectionTestResult,
@@ -122,31 +119,14 @@ async def test_connection(
     ``ok: false`` with PostgreSQL's error when the target refuses."""
     del principal
     await repository.get(database_id)  # 404 before starting anything
-    wait_seconds = settings.gateway.system_check_timeout_seconds
     workflow_id = f"test-connection-{database_id}-{uuid.uuid4().hex[:8]}"
-    try:
-        handle = await temporal.start_workflow(
-            TestConnectionWorkflow.run,
-            ConnectionTestInput(database_id=database_id),
-            id=workflow_id,
-            task_queue=settings.temporal.task_queue,
-            execution_timeout=timedelta(seconds=wait_seconds * 2),
-        )
-        async with asyncio.timeout(wait_seconds):
-            result = await handle.result()
-        return result.model_copy(update={"workflow_id": workflow_id})
-    except TimeoutError:
-        raise DependencyUnavailable(
-            "no worker completed the connection test in time",
-            details={"workflow_id": workflow_id, "task_queue": settings.temporal.task_queue},
-        ) from None
-    except WorkflowFailureError as exc:
-        raise DependencyUnavailable(
-            "the connection test failed on the worker",
-            details={"workflow_id": workflow_id, "cause": str(exc.cause)},
-        ) from None
-    except (RPCError, RuntimeError) as exc:
-        raise DependencyUnavailable(
-            "Temporal did not accept the connection test",
-            details={"dependency": "temporal", "cause": type(exc).__name__},
-        ) from None
+    result = await run_and_wait(
+        temporal,
+        TestConnectionWorkflow.run,
+        ConnectionTestInput(database_id=database_id),
+        workflow_id=workflow_id,
+        task_queue=settings.temporal.task_queue,
+        wait_seconds=settings.gateway.system_check_timeout_seconds,
+        what="connection test",
+    )
+    return result.model_copy(update={"workflow_id": workflow_id})

@@ -92,6 +92,10 @@ class TokenValidator:
         except jwt.PyJWTError:
             raise InvalidToken("token is invalid") from None
         self._check_audience(claims)
+        # Keycloak marks access tokens typ=Bearer; an ID or refresh token must not open the API.
+        token_type = claims.get("typ")
+        if token_type is not None and str(token_type).lower() != "bearer":
+            raise InvalidToken("only access tokens are accepted")
         roles = roles_from_claims(claims, self.settings.client_id)
         return Principal(
             subject=str(claims["sub"]),

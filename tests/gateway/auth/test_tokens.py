@@ -576,3 +576,23 @@ async def test_identity_provider_outage_is_not_hammered(tmp_path: Path) -> None:
     finally:
         server.stop()
     assert len(counter.urls) <= 2
+
+
+async def test_id_and_refresh_tokens_are_refused(
+    postgres: EmbeddedPostgres,
+    temporal_server: TemporalDevServer,
+    settings: Settings,
+    tokens: Tokens,
+) -> None:
+    app = create_app(
+        make_settings(
+            postgres, temporal_server.address, auth=settings.auth, rate_limit=NO_BRUTE_FORCE_LIMIT
+        )
+    )
+    async with running(app) as client:
+        for typ in ("ID", "Refresh"):
+            token = tokens.token("infra-admin", typ=typ)
+            response = await client.get(ME, headers={"Authorization": f"Bearer {token}"})
+            assert_refused(response, message="only access tokens")
+        ok = await client.get(ME, headers=tokens.headers("infra-viewer"))
+        assert ok.status_code == 200

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 
 import asyncpg
@@ -20,7 +21,9 @@ from temporalio import activity
 
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
+from common.errors import TenantflowError
 from common.sql import quote_ident
+from models.fleet import TargetBatchInput
 from models.migrations import (
     AppliedVersion,
     Migration,
@@ -39,6 +42,7 @@ LEDGER_TABLE = "tenantflow_schema_history"
 # SQLSTATEs that mean "someone else holds a lock right now": retried, not failed.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 HEARTBEAT_SECONDS = 5.0
+BATCH_LOCK_ATTEMPTS = 4
 
 
 class LockTimeout(Exception):
@@ -92,33 +96,73 @@ class MigrationActivities:
     @activity.defn(name="run_target")
     async def run_target(self, params: TargetRunInput) -> TargetRunResult:
         """Apply (or roll back, or plan) one target; see the module docstring."""
-        migrations = await self._sets.migrations(params.set_name)
+        async with _heartbeating():
+            return await self.run_one(params, await self._sets.migrations(params.set_name))
+
+    @activity.defn(name="run_target_batch")
+    async def run_target_batch(self, batch: TargetBatchInput) -> list[TargetRunResult]:
+        """Several targets at once (the fleet's per-target unit). A target's failure is its
+        result; a busy target is retried here with backoff before it counts as failed."""
+        migrations = await self._sets.migrations(batch.set_name)
+
+        async def one(database_id: uuid.UUID) -> TargetRunResult:
+            params = TargetRunInput(
+                run_id=batch.run_id,
+                database_id=database_id,
+                set_name=batch.set_name,
+                kind=batch.kind,
+                target_version=batch.target_version,
+                dry_run=batch.dry_run,
+                lock_timeout_ms=batch.lock_timeout_ms,
+                statement_timeout_ms=batch.statement_timeout_ms,
+            )
+            delay = 1.0
+            for attempt in range(BATCH_LOCK_ATTEMPTS):
+                try:
+                    return await self.run_one(params, migrations)
+                except LockTimeout as exc:
+                    if attempt == BATCH_LOCK_ATTEMPTS - 1:
+                        return _error_result(params, "lock_timeout", str(exc))
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                    return _error_result(params, "unreachable", _describe(exc))
+                except TenantflowError as exc:
+                    return _error_result(params, exc.error_type, exc.message)
+            raise AssertionError("unreachable")  # pragma: no cover
+
+        async with _heartbeating():
+            return list(await asyncio.gather(*(one(i) for i in batch.database_ids)))
+
+    async def run_one(
+        self, params: TargetRunInput, migrations: Sequence[Migration]
+    ) -> TargetRunResult:
+        """Connect to one target and run the engine on it."""
         target = await self._databases.connection_params(params.database_id)
         schema = target.pop("schema") or "public"
-        async with _heartbeating():
-            conn = await asyncpg.connect(
-                **target,
-                timeout=30,
-                server_settings={
-                    "application_name": f"tenantflow:{params.run_id}"[:63],
-                    # Abort the statement when the worker that sent it is gone.
-                    "client_connection_check_interval": "5000",
-                },
-            )
-            try:
-                await conn.execute(f"SET lock_timeout = {int(params.lock_timeout_ms)}")
-                await conn.execute(f"SET statement_timeout = {int(params.statement_timeout_ms)}")
-                await conn.execute(f"SET search_path TO {quote_ident(schema)}")
-                engine = _TargetEngine(conn, schema, params, migrations)
-                if params.kind is TargetRunKind.ROLLBACK:
-                    return await engine.rollback()
-                return await engine.apply()
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate in RETRYABLE_SQLSTATES:
-                    raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
-                raise
-            finally:
-                await conn.close()
+        conn = await asyncpg.connect(
+            **target,
+            timeout=30,
+            server_settings={
+                "application_name": f"tenantflow:{params.run_id}"[:63],
+                # Abort the statement when the worker that sent it is gone.
+                "client_connection_check_interval": "5000",
+            },
+        )
+        try:
+            await conn.execute(f"SET lock_timeout = {int(params.lock_timeout_ms)}")
+            await conn.execute(f"SET statement_timeout = {int(params.statement_timeout_ms)}")
+            await conn.execute(f"SET search_path TO {quote_ident(schema)}")
+            engine = _TargetEngine(conn, schema, params, migrations)
+            if params.kind is TargetRunKind.ROLLBACK:
+                return await engine.rollback()
+            return await engine.apply()
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate in RETRYABLE_SQLSTATES:
+                raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
+            raise
+        finally:
+            await conn.close()
 
 
 class _TargetEngine:
@@ -382,6 +426,23 @@ class _TargetEngine:
                 )
             )
         return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
+
+
+def _describe(exc: BaseException) -> str:
+    # PostgreSQL's and the OS's messages name hosts and users, never passwords.
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def _error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
+    return TargetRunResult(
+        run_id=params.run_id,
+        database_id=params.database_id,
+        kind=params.kind,
+        dry_run=params.dry_run,
+        from_version=None,
+        to_version=None,
+        failure=MigrationFailure(version=None, reason=reason, message=message),
+    )
 
 
 def _sql_failure(version: str, exc: asyncpg.PostgresError) -> MigrationFailure:

@@ -7,12 +7,14 @@ from typing import Any
 
 import asyncpg
 
+from activities.fleet import FleetActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher
+from workflows.fleet import MigrateFleetWorkflow
 from workflows.migrations import MigrateTargetWorkflow, RollbackTargetWorkflow
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
@@ -22,6 +24,7 @@ WORKFLOWS: Sequence[type] = (
     TestConnectionWorkflow,
     MigrateTargetWorkflow,
     RollbackTargetWorkflow,
+    MigrateFleetWorkflow,
 )
 
 
@@ -31,4 +34,11 @@ def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Ca
     system = SystemActivities(catalog)
     targets = TargetActivities(databases)
     migrations = MigrationActivities(databases, MigrationSetRepository(catalog))
-    return [system.check_catalog, targets.test_connection, migrations.run_target]
+    fleet = FleetActivities(databases)
+    return [
+        system.check_catalog,
+        targets.test_connection,
+        migrations.run_target,
+        migrations.run_target_batch,
+        fleet.resolve_targets,
+    ]

@@ -1,0 +1,181 @@
+"""Fleet runs: one durable run of a migration set across many targets."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, model_validator
+
+from models.migrations import SetName, TargetRunKind
+
+
+class FleetSelector(BaseModel):
+    """Which targets a run covers: all, those matching every label, or explicit ids."""
+
+    all: bool = False
+    labels: dict[str, str] = Field(default_factory=dict)
+    database_ids: list[uuid.UUID] = Field(default_factory=list, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> FleetSelector:
+        chosen = sum([self.all, bool(self.labels), bool(self.database_ids)])
+        if chosen != 1:
+            raise ValueError("choose exactly one of all, labels or database_ids")
+        return self
+
+
+class FailureBudget(BaseModel):
+    """How many failed targets a run tolerates before it pauses itself."""
+
+    max_failed: int | None = Field(default=None, ge=0)
+    max_failed_percent: float | None = Field(default=None, ge=0, le=100)
+
+    def exceeded(self, failed: int, total: int) -> bool:
+        """Whether ``failed`` of ``total`` targets is over the budget."""
+        if self.max_failed is not None and failed > self.max_failed:
+            return True
+        return (
+            self.max_failed_percent is not None
+            and total > 0
+            and failed * 100 / total > self.max_failed_percent
+        )
+
+
+class FleetRunInput(BaseModel):
+    """Input of ``MigrateFleetWorkflow`` (and of each continue-as-new)."""
+
+    run_id: str
+    set_name: SetName
+    kind: TargetRunKind = TargetRunKind.APPLY
+    target_version: str | None = None
+    selector: FleetSelector
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_size: int = Field(
+        default=4, ge=1, le=100, description="Targets per activity; the per-target unit."
+    )
+    canary: int = Field(default=0, ge=0, description="Run these first, then decide.")
+    canary_wait_for_resume: bool = False
+    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
+    dry_run: bool = False
+    requester: str = "unknown"
+    state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
+
+
+class TargetState(StrEnum):
+    """Where one target of a fleet run is."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UP_TO_DATE = "up_to_date"
+
+
+class TargetProgress(BaseModel):
+    """One target's outcome in a fleet run."""
+
+    state: TargetState
+    from_version: str | None = None
+    to_version: str | None = None
+    error: str | None = None
+
+
+class FleetStatus(StrEnum):
+    """The run as a whole."""
+
+    RUNNING = "running"
+    PAUSED = "paused"
+    CANCELLING = "cancelling"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class FleetState(BaseModel):
+    """Everything a fleet run knows; survives continue-as-new."""
+
+    started_at: datetime
+    resolved: int = 0
+    selector_exhausted: bool = False
+    after: str | None = Field(default=None, description="Cursor of the selector's next page.")
+    queue: list[uuid.UUID] = Field(default_factory=list)
+    targets: dict[str, TargetProgress] = Field(default_factory=dict)
+    paused: bool = False
+    paused_reason: str | None = None
+    cancel_requested: bool = False
+    canary_done: bool = False
+    concurrency: int = 16
+    continued: int = 0
+
+
+class FleetCounts(BaseModel):
+    """Targets per state."""
+
+    pending: int = 0
+    running: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    up_to_date: int = 0
+
+
+class FleetProgress(BaseModel):
+    """The ``progress`` query: totals, counts, per-target states, rate and ETA."""
+
+    run_id: str
+    set_name: str
+    status: FleetStatus
+    paused_reason: str | None
+    total: int
+    total_known: bool = Field(description="False while the selector is still being paged.")
+    counts: FleetCounts
+    concurrency: int
+    targets: dict[str, TargetProgress]
+    started_at: datetime
+    updated_at: datetime
+    throughput_per_minute: float
+    eta_seconds: float | None
+
+
+class FleetRunResult(BaseModel):
+    """How a fleet run ended."""
+
+    run_id: str
+    status: FleetStatus
+    counts: FleetCounts
+    failed: dict[str, TargetProgress]
+    started_at: datetime
+    finished_at: datetime
+
+
+class TargetBatchInput(BaseModel):
+    """One activity's worth of targets."""
+
+    run_id: str
+    set_name: str
+    kind: TargetRunKind
+    target_version: str | None
+    database_ids: list[uuid.UUID]
+    dry_run: bool
+    lock_timeout_ms: int
+    statement_timeout_ms: int
+
+
+class TargetPage(BaseModel):
+    """One page of a resolved selector."""
+
+    database_ids: list[uuid.UUID]
+    after: str | None
+
+
+class TargetPageRequest(BaseModel):
+    """Input of ``resolve_targets``."""
+
+    selector: FleetSelector
+    after: str | None = None
+    limit: int = Field(default=500, ge=1, le=5000)
+
+
+FleetRunInput.model_rebuild()

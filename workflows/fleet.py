@@ -1,0 +1,299 @@
+"""``MigrateFleetWorkflow``: one durable run of a migration set over many targets.
+
+A sliding window of batch activities (``batch_size`` targets each) keeps ``concurrency`` targets
+in flight. ``pause`` stops new targets (in-flight ones finish), ``resume`` continues, ``cancel``
+starts nothing new and ends the run once in-flight targets have finished (nothing is
+interrupted half-way: every version commits with its ledger row or not at all). The ``progress``
+query reads the live state; ``set_concurrency`` changes the window. The run continues-as-new well
+before Temporal's history limits, carrying its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeKey
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.fleet import FleetActivities
+    from activities.migrations import MigrationActivities
+    from models.fleet import (
+        FleetCounts,
+        FleetProgress,
+        FleetRunInput,
+        FleetRunResult,
+        FleetState,
+        FleetStatus,
+        TargetBatchInput,
+        TargetPageRequest,
+        TargetProgress,
+        TargetState,
+    )
+    from models.migrations import TargetRunResult
+    from workflows.migrations import TARGET_RETRY
+
+STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
+# Continue-as-new long before the 51,200-event limit; a batch costs about 6 events.
+HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
+RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+
+
+def outcome(result: TargetRunResult) -> TargetProgress:
+    """A target's progress entry from the engine's result."""
+    if result.failure is not None:
+        where = f" at version {result.failure.version}" if result.failure.version else ""
+        return TargetProgress(
+            state=TargetState.FAILED,
+            from_version=result.from_version,
+            to_version=result.to_version,
+            error=f"{result.failure.reason}{where}: {result.failure.message}"[:1000],
+        )
+    changed = bool(result.applied or result.planned)
+    return TargetProgress(
+        state=TargetState.SUCCEEDED if changed else TargetState.UP_TO_DATE,
+        from_version=result.from_version,
+        to_version=result.to_version,
+    )
+
+
+@workflow.defn(name="MigrateFleetWorkflow")
+class MigrateFleetWorkflow:
+    """See the module docstring."""
+
+    @workflow.init
+    def __init__(self, params: FleetRunInput) -> None:
+        # State exists before any signal, update or query can reach the run.
+        self._params: FleetRunInput | None = params
+        self._state: FleetState | None = params.state or FleetState(
+            started_at=workflow.now(), concurrency=params.concurrency
+        )
+        self._running = 0
+        self._started = sum(
+            1 for t in self._state.targets.values() if t.state is not TargetState.PENDING
+        )
+        self._wake = False
+        self._status = FleetStatus.RUNNING
+
+    # -- messages ---------------------------------------------------------------------------
+    @workflow.signal
+    def pause(self) -> None:
+        """Start no new target; in-flight ones finish."""
+        state = self._require_state()
+        state.paused, state.paused_reason = True, "paused by an operator"
+        self._wake = True
+
+    @workflow.signal
+    def resume(self) -> None:
+        """Continue after a pause (by an operator, the canary or the failure budget)."""
+        state = self._require_state()
+        state.paused, state.paused_reason = False, None
+        self._wake = True
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """Start nothing new; end once in-flight targets have finished."""
+        self._require_state().cancel_requested = True
+        self._wake = True
+
+    @workflow.update
+    def set_concurrency(self, concurrency: int) -> int:
+        """Change how many targets may be in flight; returns the new value."""
+        self._require_state().concurrency = concurrency
+        self._wake = True
+        return concurrency
+
+    @set_concurrency.validator
+    def _validate_concurrency(self, concurrency: int) -> None:
+        if not 1 <= concurrency <= 1000:
+            raise ValueError("concurrency must be between 1 and 1000")
+
+    @workflow.query
+    def progress(self) -> FleetProgress:
+        """Totals, counts per state, every target's state, rate and ETA."""
+        params, state = self._require_params(), self._require_state()
+        counts = self._counts()
+        done = counts.succeeded + counts.failed + counts.up_to_date
+        now = workflow.now()
+        elapsed = max((now - state.started_at).total_seconds(), 0.001)
+        rate = done / elapsed
+        remaining = counts.pending + counts.running
+        return FleetProgress(
+            run_id=params.run_id,
+            set_name=params.set_name,
+            status=self._current_status(),
+            paused_reason=state.paused_reason,
+            total=state.resolved,
+            total_known=state.selector_exhausted,
+            counts=counts,
+            concurrency=state.concurrency,
+            targets=state.targets,
+            started_at=state.started_at,
+            updated_at=now,
+            throughput_per_minute=round(rate * 60, 2),
+            eta_seconds=round(remaining / rate, 1)
+            if rate > 0 and state.selector_exhausted
+            else None,
+        )
+
+    # -- the run ------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, params: FleetRunInput) -> FleetRunResult:
+        """Drive the window until every target is done, or the run is cancelled."""
+        state = self._require_state()
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            continue_soon = (
+                workflow.info().get_current_history_length() > (HISTORY_EVENTS_BEFORE_CONTINUE)
+                or workflow.info().is_continue_as_new_suggested()
+            )
+            if not (state.paused or state.cancel_requested or continue_soon):
+                await self._fill(tasks)
+            self._check_canary()
+            if not tasks:
+                finished = not state.queue and state.selector_exhausted
+                if state.cancel_requested or finished:
+                    break
+                if continue_soon:
+                    await workflow.wait_condition(workflow.all_handlers_finished)
+                    state.continued += 1
+                    workflow.continue_as_new(params.model_copy(update={"state": state}))
+            self._publish_status()
+            await workflow.wait_condition(lambda: self._wake)
+            self._wake = False
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._status = FleetStatus.CANCELLED if state.cancel_requested else FleetStatus.COMPLETED
+        self._publish_status()
+        return FleetRunResult(
+            run_id=params.run_id,
+            status=self._status,
+            counts=self._counts(),
+            failed={k: v for k, v in state.targets.items() if v.state is TargetState.FAILED},
+            started_at=state.started_at,
+            finished_at=workflow.now(),
+        )
+
+    async def _fill(self, tasks: set[asyncio.Task[None]]) -> None:
+        params, state = self._require_params(), self._require_state()
+        while self._running < state.concurrency and not state.paused:
+            allowed = state.concurrency - self._running
+            if params.canary and not state.canary_done:
+                allowed = min(allowed, params.canary - self._started)
+                if allowed <= 0:
+                    return
+            if not state.queue:
+                if state.selector_exhausted:
+                    return
+                await self._resolve_page()
+                continue
+            size = min(params.batch_size, allowed, len(state.queue))
+            batch, state.queue = state.queue[:size], state.queue[size:]
+            for database_id in batch:
+                state.targets[str(database_id)] = TargetProgress(state=TargetState.RUNNING)
+            self._running += size
+            self._started += size
+            task = asyncio.create_task(self._run_batch(batch))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    async def _resolve_page(self) -> None:
+        params, state = self._require_params(), self._require_state()
+        page = await workflow.execute_activity_method(
+            FleetActivities.resolve_targets,
+            TargetPageRequest(selector=params.selector, after=state.after),
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RESOLVE_RETRY,
+        )
+        for database_id in page.database_ids:
+            if str(database_id) not in state.targets:
+                state.targets[str(database_id)] = TargetProgress(state=TargetState.PENDING)
+                state.queue.append(database_id)
+                state.resolved += 1
+        state.after = page.after
+        state.selector_exhausted = page.after is None
+
+    async def _run_batch(self, batch: list[uuid.UUID]) -> None:
+        params, state = self._require_params(), self._require_state()
+        try:
+            results = await workflow.execute_activity_method(
+                MigrationActivities.run_target_batch,
+                TargetBatchInput(
+                    run_id=params.run_id,
+                    set_name=params.set_name,
+                    kind=params.kind,
+                    target_version=params.target_version,
+                    database_ids=batch,
+                    dry_run=params.dry_run,
+                    lock_timeout_ms=params.lock_timeout_ms,
+                    statement_timeout_ms=params.statement_timeout_ms,
+                ),
+                start_to_close_timeout=timedelta(hours=6),
+                heartbeat_timeout=timedelta(seconds=60),
+                retry_policy=TARGET_RETRY,
+            )
+            for result in results:
+                state.targets[str(result.database_id)] = outcome(result)
+        except ActivityError as exc:
+            for database_id in batch:
+                state.targets[str(database_id)] = TargetProgress(
+                    state=TargetState.FAILED, error=f"activity failed: {exc.cause or exc}"[:1000]
+                )
+        finally:
+            self._running -= len(batch)
+            self._check_budget()
+            self._wake = True
+
+    def _check_budget(self) -> None:
+        params, state = self._require_params(), self._require_state()
+        failed = self._counts().failed
+        if not state.paused and params.failure_budget.exceeded(failed, state.resolved):
+            state.paused = True
+            state.paused_reason = f"failure budget exceeded: {failed} of {state.resolved} failed"
+            workflow.logger.warning(
+                "ALERT fleet run %s paused: %s", params.run_id, state.paused_reason
+            )
+
+    def _check_canary(self) -> None:
+        params, state = self._require_params(), self._require_state()
+        if not params.canary or state.canary_done or self._running:
+            return
+        needed = min(params.canary, state.resolved) if state.selector_exhausted else params.canary
+        if self._started < needed:
+            return
+        state.canary_done = True
+        if self._counts().failed:
+            state.paused, state.paused_reason = True, "canary failed; resume to continue anyway"
+        elif params.canary_wait_for_resume:
+            state.paused, state.paused_reason = True, "canary succeeded; resume to continue"
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _counts(self) -> FleetCounts:
+        counts = FleetCounts()
+        for target in self._require_state().targets.values():
+            setattr(counts, target.state.value, getattr(counts, target.state.value) + 1)
+        return counts
+
+    def _current_status(self) -> FleetStatus:
+        state = self._require_state()
+        if self._status in (FleetStatus.COMPLETED, FleetStatus.CANCELLED):
+            return self._status
+        if state.cancel_requested:
+            return FleetStatus.CANCELLING
+        return FleetStatus.PAUSED if state.paused else FleetStatus.RUNNING
+
+    def _publish_status(self) -> None:
+        status = self._current_status().value
+        current = workflow.info().typed_search_attributes.get(STATUS_KEY)
+        if current != status:
+            workflow.upsert_search_attributes([STATUS_KEY.value_set(status)])
+
+    def _require_params(self) -> FleetRunInput:
+        assert self._params is not None
+        return self._params
+
+    def _require_state(self) -> FleetState:
+        assert self._state is not None
+        return self._state

@@ -24,12 +24,14 @@ from gateway.auth.tokens import TokenValidator
 from gateway.errors import install_error_handlers
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
+from gateway.progress import ProgressCache
 from gateway.routers import (
     auth,
     codec,
     databases,
     health,
     migration_sets,
+    migrations,
     system,
     target_runs,
 )
@@ -92,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    app.state.progress_cache = ProgressCache()
     app.state.payload_codec = (
         EncryptionCodec(key_ring) if settings.crypto.encrypt_payloads else None
     )
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(databases.router)
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
+    app.include_router(migrations.router)
     app.include_router(system.router)
     app.include_router(codec.router)
     if settings.gateway.cors_origins:

@@ -179,3 +179,62 @@ class TargetPageRequest(BaseModel):
 
 
 FleetRunInput.model_rebuild()
+
+
+class FleetRunRequest(BaseModel):
+    """``POST /api/v1/migrations``: start a fleet run."""
+
+    set: SetName
+    to_version: str | None = Field(default=None, max_length=120, description="Latest when null.")
+    selector: FleetSelector
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_size: int = Field(default=4, ge=1, le=100)
+    canary: int = Field(default=0, ge=0, le=100_000)
+    canary_wait_for_resume: bool = False
+    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
+    dry_run: bool = False
+
+
+class FleetRollbackRequest(BaseModel):
+    """``POST /api/v1/migrations/{id}/rollback``: return the targets a run touched to a version."""
+
+    to_version: str = Field(max_length=120, description="0 rolls everything back.")
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_size: int = Field(default=4, ge=1, le=100)
+    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
+
+
+class FleetRunAccepted(BaseModel):
+    """A started fleet run."""
+
+    run_id: str
+    workflow_id: str
+    status_url: str
+    stream_url: str
+
+
+class ConcurrencyChange(BaseModel):
+    """``PATCH /api/v1/migrations/{id}``."""
+
+    concurrency: int = Field(ge=1, le=1000)
+
+
+class FleetRunSummary(BaseModel):
+    """One run in a listing, from Temporal visibility."""
+
+    run_id: str
+    workflow_id: str
+    status: str
+    set_name: str | None
+    requester: str | None
+    started_at: datetime | None
+    closed_at: datetime | None
+
+
+class FleetRunPage(BaseModel):
+    """A page of runs; pass ``next_page`` back for the next."""
+
+    items: list[FleetRunSummary]
+    next_page: str | None = None

@@ -1,0 +1,359 @@
+"""``/api/v1/migrations``: fleet runs. Start, list, watch (query or SSE), pause, resume, cancel,
+change concurrency, roll back. Progress lives in the workflow; finished runs in visibility."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from sse_starlette.sse import EventSourceResponse
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.service import RPCError, RPCStatusCode
+
+from common.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
+from gateway.deps import SettingsDep, TemporalDep
+from gateway.progress import ProgressCache
+from gateway.routers.migration_sets import SetsDep
+from models.errors import ErrorResponse
+from models.fleet import (
+    ConcurrencyChange,
+    FleetProgress,
+    FleetRollbackRequest,
+    FleetRunAccepted,
+    FleetRunInput,
+    FleetRunPage,
+    FleetRunRequest,
+    FleetRunResult,
+    FleetRunSummary,
+    FleetSelector,
+    FleetStatus,
+    TargetState,
+)
+from models.migrations import TargetRunKind, normalise_version
+from workflows.fleet import MigrateFleetWorkflow
+
+router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
+
+SET_KEY = SearchAttributeKey.for_keyword("TenantflowMigrationSet")
+VERSION_KEY = SearchAttributeKey.for_int("TenantflowTargetVersion")
+REQUESTER_KEY = SearchAttributeKey.for_keyword("TenantflowRequester")
+STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
+RUN_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such run."},
+    409: {"model": ErrorResponse, "description": "The run has finished."},
+}
+STREAM_INTERVAL_SECONDS = 1.0
+
+FleetHandle = WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]
+
+
+def workflow_id_for(run_id: str) -> str:
+    """Business key of a fleet run."""
+    return f"migrate-fleet-{run_id}"
+
+
+def get_progress_cache(request: Request) -> ProgressCache:
+    """One cache per gateway process."""
+    cache: ProgressCache = request.app.state.progress_cache
+    return cache
+
+
+CacheDep = Annotated[ProgressCache, Depends(get_progress_cache)]
+
+
+async def _start(
+    temporal: TemporalDep, settings: SettingsDep, params: FleetRunInput, *, version: str | None
+) -> FleetRunAccepted:
+    attributes: list[SearchAttributePair[Any]] = [
+        SearchAttributePair(SET_KEY, params.set_name),
+        SearchAttributePair(REQUESTER_KEY, params.requester),
+        SearchAttributePair(STATUS_KEY, FleetStatus.RUNNING.value),
+    ]
+    if version is not None and version.isdigit() and int(version) < 2**63:
+        attributes.append(SearchAttributePair(VERSION_KEY, int(version)))
+    workflow_id = workflow_id_for(params.run_id)
+    try:
+        await temporal.start_workflow(
+            MigrateFleetWorkflow.run,
+            params,
+            id=workflow_id,
+            task_queue=settings.temporal.task_queue,
+            search_attributes=TypedSearchAttributes(attributes),
+        )
+    except (RPCError, RuntimeError) as exc:
+        raise DependencyUnavailable(
+            "Temporal did not accept the run",
+            details={"dependency": "temporal", "cause": getattr(exc, "message", str(exc))[:300]},
+        ) from None
+    base = f"/api/v1/migrations/{params.run_id}"
+    return FleetRunAccepted(
+        run_id=params.run_id,
+        workflow_id=workflow_id,
+        status_url=base,
+        stream_url=f"{base}/stream",
+    )
+
+
+def _version(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return normalise_version(value)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), details={"to_version": value}) from None
+
+
+@router.post("", status_code=202, summary="Start a fleet run", responses=RUN_ERRORS)
+async def start_run(
+    body: FleetRunRequest,
+    principal: MigrationsExecute,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    sets: SetsDep,
+) -> FleetRunAccepted:
+    """Apply a set to every selected target as one durable run; answers at once with its id."""
+    await sets.info(body.set)
+    version = _version(body.to_version)
+    params = FleetRunInput(
+        run_id=uuid.uuid4().hex[:12],
+        set_name=body.set,
+        target_version=version,
+        selector=body.selector,
+        concurrency=body.concurrency,
+        batch_size=body.batch_size,
+        canary=body.canary,
+        canary_wait_for_resume=body.canary_wait_for_resume,
+        failure_budget=body.failure_budget,
+        lock_timeout_ms=body.lock_timeout_ms,
+        statement_timeout_ms=body.statement_timeout_ms,
+        dry_run=body.dry_run,
+        requester=principal.subject,
+    )
+    return await _start(temporal, settings, params, version=version)
+
+
+@router.get("", summary="List fleet runs (from Temporal visibility)")
+async def list_runs(
+    principal: MigrationsRead,
+    temporal: TemporalDep,
+    status: Annotated[FleetStatus | None, Query()] = None,
+    set: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9._-]+$")] = None,
+    requester: Annotated[str | None, Query(max_length=255, pattern=r"^[\w.@:-]+$")] = None,
+    page_size: Annotated[int, Query(ge=1, le=500)] = 50,
+    next_page: Annotated[str | None, Query(max_length=4096)] = None,
+) -> FleetRunPage:
+    """Newest first; filter by status, set or requester; follow ``next_page``."""
+    del principal
+    clauses = ["WorkflowType = 'MigrateFleetWorkflow'"]
+    # Values are restricted to safe characters by the query patterns above.
+    if status is not None:
+        clauses.append(f"TenantflowStatus = '{status.value}'")
+    if set is not None:
+        clauses.append(f"TenantflowMigrationSet = '{set}'")
+    if requester is not None:
+        clauses.append(f"TenantflowRequester = '{requester}'")
+    try:
+        token = base64.urlsafe_b64decode(next_page.encode()) if next_page else None
+    except ValueError:
+        raise InvalidInput("invalid next_page") from None
+    try:
+        iterator = temporal.list_workflows(
+            " AND ".join(clauses), page_size=page_size, next_page_token=token
+        )
+        await iterator.fetch_next_page()
+    except RPCError as exc:
+        raise DependencyUnavailable(
+            "Temporal visibility did not answer", details={"cause": exc.message[:300]}
+        ) from None
+    items = [
+        FleetRunSummary(
+            run_id=execution.id.removeprefix("migrate-fleet-"),
+            workflow_id=execution.id,
+            status=execution.typed_search_attributes.get(STATUS_KEY)
+            or (execution.status.name.lower() if execution.status else "unknown"),
+            set_name=execution.typed_search_attributes.get(SET_KEY),
+            requester=execution.typed_search_attributes.get(REQUESTER_KEY),
+            started_at=execution.start_time,
+            closed_at=execution.close_time,
+        )
+        for execution in iterator.current_page or []
+    ]
+    following = iterator.next_page_token
+    return FleetRunPage(
+        items=items,
+        next_page=base64.urlsafe_b64encode(following).decode() if following else None,
+    )
+
+
+async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool]:
+    """The run's handle and whether it is still running (404 when unknown)."""
+    handle: FleetHandle = temporal.get_workflow_handle_for(
+        MigrateFleetWorkflow.run, workflow_id_for(run_id)
+    )
+    try:
+        description = await handle.describe()
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"no run {run_id}", details={"run_id": run_id}) from None
+        raise DependencyUnavailable(
+            "Temporal did not answer", details={"cause": exc.message}
+        ) from None
+    return handle, description.status is WorkflowExecutionStatus.RUNNING
+
+
+async def _progress(handle: FleetHandle) -> FleetProgress:
+    try:
+        return await handle.query(MigrateFleetWorkflow.progress)
+    except (WorkflowQueryFailedError, RPCError) as exc:
+        raise DependencyUnavailable(
+            "the run's progress could not be read", details={"cause": str(exc)[:300]}
+        ) from None
+
+
+@router.get("/{run_id}", summary="Live progress of a fleet run", responses=RUN_ERRORS)
+async def get_run(
+    run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
+) -> FleetProgress:
+    """Counts per state, every target's state with versions and error, rate and ETA."""
+    del principal
+    handle, _ = await _handle(temporal, run_id)
+    return await cache.get(run_id, lambda: _progress(handle))
+
+
+@router.get("/{run_id}/stream", summary="Progress as Server-Sent Events until the run ends")
+async def stream_run(
+    run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
+) -> EventSourceResponse:
+    """``event: progress`` with the progress JSON every second; ``event: end`` at the end."""
+    del principal
+    handle, _ = await _handle(temporal, run_id)
+
+    async def events() -> AsyncIterator[dict[str, str]]:
+        while True:
+            progress = await cache.get(run_id, lambda: _progress(handle))
+            yield {"event": "progress", "data": progress.model_dump_json()}
+            if progress.status in (FleetStatus.COMPLETED, FleetStatus.CANCELLED):
+                yield {"event": "end", "data": json.dumps({"status": progress.status.value})}
+                return
+            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+
+    return EventSourceResponse(events(), ping=15)
+
+
+async def _signal(temporal: TemporalDep, run_id: str, signal: str) -> JSONResponse:
+    handle, running = await _handle(temporal, run_id)
+    if not running:
+        raise Conflict(
+            f"run {run_id} has finished; it cannot be {signal}d", details={"run_id": run_id}
+        )
+    method = {
+        "pause": MigrateFleetWorkflow.pause,
+        "resume": MigrateFleetWorkflow.resume,
+        "cancel": MigrateFleetWorkflow.cancel,
+    }[signal]
+    await handle.signal(method)
+    return JSONResponse(status_code=202, content={"run_id": run_id, "signal": signal})
+
+
+@router.post(
+    "/{run_id}/pause", status_code=202, summary="Pause: no new target starts", responses=RUN_ERRORS
+)
+async def pause_run(
+    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
+) -> JSONResponse:
+    """In-flight targets finish; nothing new starts until ``resume``."""
+    del principal
+    return await _signal(temporal, run_id, "pause")
+
+
+@router.post(
+    "/{run_id}/resume", status_code=202, summary="Resume a paused run", responses=RUN_ERRORS
+)
+async def resume_run(
+    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
+) -> JSONResponse:
+    """Continue after a pause by an operator, the canary or the failure budget."""
+    del principal
+    return await _signal(temporal, run_id, "resume")
+
+
+@router.post(
+    "/{run_id}/cancel", status_code=202, summary="Cancel: nothing new starts", responses=RUN_ERRORS
+)
+async def cancel_run(
+    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
+) -> JSONResponse:
+    """In-flight targets finish (no version is ever half-applied); the run then ends."""
+    del principal
+    return await _signal(temporal, run_id, "cancel")
+
+
+@router.patch("/{run_id}", summary="Change a run's concurrency", responses=RUN_ERRORS)
+async def change_run(
+    run_id: str, body: ConcurrencyChange, principal: MigrationsExecute, temporal: TemporalDep
+) -> dict[str, int]:
+    """Takes effect at once: more targets start, or fewer as in-flight ones finish."""
+    del principal
+    handle, running = await _handle(temporal, run_id)
+    if not running:
+        raise Conflict(f"run {run_id} has finished", details={"run_id": run_id})
+    try:
+        value = await handle.execute_update(MigrateFleetWorkflow.set_concurrency, body.concurrency)
+    except WorkflowUpdateFailedError as exc:
+        raise InvalidInput(str(exc.cause or exc)) from None
+    return {"concurrency": value}
+
+
+@router.post(
+    "/{run_id}/rollback",
+    status_code=202,
+    summary="Roll back the targets a run touched",
+    responses=RUN_ERRORS,
+)
+async def rollback_run(
+    run_id: str,
+    body: FleetRollbackRequest,
+    principal: MigrationsRollback,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+) -> FleetRunAccepted:
+    """A new fleet run (same controls) that rolls every target the run touched back."""
+    handle, running = await _handle(temporal, run_id)
+    if running:
+        raise Conflict(
+            f"run {run_id} is still running; cancel it first", details={"run_id": run_id}
+        )
+    progress = await _progress(handle)
+    touched = [
+        uuid.UUID(key)
+        for key, target in progress.targets.items()
+        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED, TargetState.UP_TO_DATE)
+    ]
+    if not touched:
+        raise Conflict(f"run {run_id} touched no target", details={"run_id": run_id})
+    version = _version(body.to_version)
+    params = FleetRunInput(
+        run_id=uuid.uuid4().hex[:12],
+        set_name=progress.set_name,
+        kind=TargetRunKind.ROLLBACK,
+        target_version=version,
+        selector=FleetSelector(database_ids=touched),
+        concurrency=body.concurrency,
+        batch_size=body.batch_size,
+        failure_budget=body.failure_budget,
+        requester=principal.subject,
+    )
+    return await _start(temporal, settings, params, version=version)

@@ -1,0 +1,204 @@
+"""Fleet runs end to end through HTTP: real gateway (uvicorn), worker, Temporal, PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from activities.migrations import LEDGER_TABLE
+from cli.stack import TemporalDevServer, free_port, temporal_binary
+from common.settings import Settings
+from gateway.app import create_app
+from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
+
+pytestmark = pytest.mark.usefixtures("running_worker")
+
+FILES = {
+    "V1__a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.1);",
+    "U1__a.sql": "DROP TABLE a;",
+    "V2__b.sql": "CREATE TABLE b (id int);",
+    "U2__b.sql": "DROP TABLE b;",
+}
+
+
+@pytest.fixture
+async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    port = free_port()
+    server = ThreadedServer(create_app(settings), port, lifespan="on")
+    server.start()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+        yield client
+    server.stop()
+
+
+async def _fleet(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory, count: int
+) -> tuple[str, str, list[TargetDatabase]]:
+    operator = tokens.headers("infra-operator")
+    label = uuid.uuid4().hex[:8]
+    set_name = f"fleet-{label}"
+    registered = await http.post(
+        "/api/v1/migration-sets", json={"name": set_name, "files": FILES}, headers=operator
+    )
+    assert registered.status_code == 201
+    targets = [await make_target() for _ in range(count)]
+    for target in targets:
+        body = target.create_body(name=f"f-{uuid.uuid4().hex[:8]}", labels={"fleet": label})
+        assert (
+            await http.post("/api/v1/databases", json=body, headers=operator)
+        ).status_code == 201
+    return label, set_name, targets
+
+
+async def _ledger(target: TargetDatabase) -> list[str]:
+    conn = await asyncpg.connect(
+        host=target.host,
+        port=target.port,
+        database=target.database,
+        user=target.user,
+        password=target.password,
+    )
+    try:
+        exists = await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}') IS NOT NULL")
+        if not exists:
+            return []
+        return [r["version"] for r in await conn.fetch(f"SELECT version FROM {LEDGER_TABLE}")]
+    finally:
+        await conn.close()
+
+
+async def test_start_stream_to_the_end_then_roll_back(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    label, set_name, targets = await _fleet(http, tokens, make_target, 12)
+    operator = tokens.headers("infra-operator")
+    started = await http.post(
+        "/api/v1/migrations",
+        json={"set": set_name, "selector": {"labels": {"fleet": label}}, "concurrency": 4},
+        headers=operator,
+    )
+    assert started.status_code == 202, started.text
+    run = started.json()
+
+    events: list[tuple[str, dict[str, object]]] = []
+    async with http.stream("GET", run["stream_url"], headers=tokens.headers("infra-viewer")) as s:
+        assert s.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        async for line in s.aiter_lines():
+            if line.startswith("event:"):
+                event = line.split(":", 1)[1].strip()
+            elif line.startswith("data:"):
+                events.append((event, json.loads(line.split(":", 1)[1])))
+    assert events[-1] == ("end", {"status": "completed"})
+    final = events[-2][1]
+    assert final["counts"] == {
+        "pending": 0,
+        "running": 0,
+        "succeeded": 12,
+        "failed": 0,
+        "up_to_date": 0,
+    }
+    for target in targets:
+        assert sorted(await _ledger(target)) == ["1", "2"]  # one row per version
+
+    progress = (await http.get(run["status_url"], headers=operator)).json()
+    assert progress["status"] == "completed" and progress["total"] == 12
+    assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 409
+
+    back = await http.post(
+        f"{run['status_url']}/rollback", json={"to_version": "0"}, headers=operator
+    )
+    assert back.status_code == 202, back.text
+    rollback_url = back.json()["status_url"]
+    for _ in range(200):
+        state = (await http.get(rollback_url, headers=operator)).json()
+        if state["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert state["counts"]["succeeded"] == 12
+    for target in targets:
+        assert await _ledger(target) == []
+
+
+async def test_pause_from_the_api_resume_with_the_temporal_cli(
+    http: httpx.AsyncClient,
+    tokens: Tokens,
+    make_target: TargetFactory,
+    temporal_server: TemporalDevServer,
+) -> None:
+    label, set_name, _ = await _fleet(http, tokens, make_target, 6)
+    operator = tokens.headers("infra-operator")
+    run = (
+        await http.post(
+            "/api/v1/migrations",
+            json={
+                "set": set_name,
+                "selector": {"labels": {"fleet": label}},
+                "concurrency": 1,
+                "batch_size": 1,
+            },
+            headers=operator,
+        )
+    ).json()
+    assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 202
+    for _ in range(200):
+        state = (await http.get(run["status_url"], headers=operator)).json()
+        if state["status"] == "paused" and state["counts"]["running"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert state["counts"]["succeeded"] < 6
+    changed = await http.patch(run["status_url"], json={"concurrency": 3}, headers=operator)
+    assert changed.json() == {"concurrency": 3}
+    bad = await http.patch(run["status_url"], json={"concurrency": 0}, headers=operator)
+    assert bad.status_code == 422
+    signal = await asyncio.to_thread(
+        subprocess.run,
+        [
+            temporal_binary(),
+            "workflow",
+            "signal",
+            "--workflow-id",
+            run["workflow_id"],
+            "--name",
+            "resume",
+            "--address",
+            temporal_server.address,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert signal.returncode == 0, signal.stderr
+    for _ in range(300):
+        state = (await http.get(run["status_url"], headers=operator)).json()
+        if state["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert state["counts"]["succeeded"] == 6
+
+
+async def test_unknown_runs_and_bad_requests(http: httpx.AsyncClient, tokens: Tokens) -> None:
+    operator = tokens.headers("infra-operator")
+    assert (await http.get("/api/v1/migrations/nope", headers=operator)).status_code == 404
+    assert (await http.post("/api/v1/migrations/nope/cancel", headers=operator)).status_code == 404
+    no_set = await http.post(
+        "/api/v1/migrations", json={"set": "missing", "selector": {"all": True}}, headers=operator
+    )
+    assert no_set.status_code == 404
+    two_selectors = await http.post(
+        "/api/v1/migrations",
+        json={"set": "x", "selector": {"all": True, "labels": {"a": "b"}}},
+        headers=operator,
+    )
+    assert two_selectors.status_code == 422
+    listed = await http.get("/api/v1/migrations", headers=tokens.headers("infra-viewer"))
+    assert listed.status_code == 200
+    assert "items" in listed.json()

@@ -254,3 +254,154 @@ def rollback_target(
     """Roll one target back to a version and wait for the result; exit 1 if it failed."""
     body = {"set": set_name, "to_version": to, "dry_run": dry_run, "wait": True}
     _run_target("rollback", database, body, api, token, as_json)
+
+
+def _selector(selector: str | None, database: list[str] | None) -> dict[str, Any]:
+    if database:
+        return {"database_ids": database}
+    if selector in (None, "", "all"):
+        return {"all": True}
+    labels: dict[str, str] = {}
+    for pair in (selector or "").split(","):
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise typer.BadParameter("--selector looks like tier=free,region=eu (or all)")
+        labels[key.strip()] = value.strip()
+    return {"labels": labels}
+
+
+def _watch(client: Api, run_id: str, as_json: bool) -> None:
+    """Poll the run until it ends, with a progress bar; exit 1 if any target failed."""
+    import time
+
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    path = f"/api/v1/migrations/{run_id}"
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=as_json) as bar:
+        task = bar.add_task(run_id, total=None, detail="")
+        while True:
+            state = _call(client, "GET", path)
+            counts = state["counts"]
+            done = counts["succeeded"] + counts["failed"] + counts["up_to_date"]
+            eta = f" eta {state['eta_seconds']:.0f}s" if state.get("eta_seconds") else ""
+            reason = f": {state['paused_reason']}" if state["paused_reason"] else ""
+            detail = (
+                f"ok {counts['succeeded'] + counts['up_to_date']} failed {counts['failed']} "
+                f"running {counts['running']} {state['throughput_per_minute']}/min{eta} "
+                f"[{state['status']}{reason}]"
+            )
+            bar.update(task, completed=done, total=state["total"] or None, detail=detail)
+            if state["status"] in ("completed", "cancelled"):
+                break
+            time.sleep(1.0)
+    if as_json:
+        _print_json(state)
+    else:
+        for target_id, target in state["targets"].items():
+            if target["state"] == "failed":
+                typer.secho(f"failed {target_id}: {target['error']}", fg="red", err=True)
+        typer.echo(f"run {run_id} {state['status']}: {json.dumps(counts)}")
+    if state["counts"]["failed"] or state["status"] == "cancelled":
+        raise typer.Exit(1)
+
+
+@migrate_app.command("apply")
+def migrate_apply(
+    set_name: Annotated[str, typer.Option("--set", help="The migration set.")],
+    selector: Annotated[
+        str | None, typer.Option(help="Labels such as tier=free,region=eu, or all.")
+    ] = "all",
+    database: Annotated[list[str] | None, typer.Option(help="Explicit target ids.")] = None,
+    to: Annotated[str | None, typer.Option("--to", help="Version (default: latest).")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 16,
+    batch_size: Annotated[int, typer.Option(min=1, max=100)] = 4,
+    canary: Annotated[int, typer.Option(min=0, help="Run these first.")] = 0,
+    canary_wait: Annotated[bool, typer.Option(help="Pause after the canary.")] = False,
+    max_failed: Annotated[int | None, typer.Option(help="Failure budget (targets).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+    detach: Annotated[bool, typer.Option(help="Print the run id and return.")] = False,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Roll a set out across the fleet and watch it; exit 1 if any target failed."""
+    client = _api(api, token)
+    body: dict[str, Any] = {
+        "set": set_name,
+        "to_version": to,
+        "selector": _selector(selector, database),
+        "concurrency": concurrency,
+        "batch_size": batch_size,
+        "canary": canary,
+        "canary_wait_for_resume": canary_wait,
+        "failure_budget": {"max_failed": max_failed},
+        "dry_run": dry_run,
+    }
+    run = _call(client, "POST", "/api/v1/migrations", json=body)
+    if detach:
+        _print_json(run) if as_json else typer.echo(run["run_id"])
+        return
+    if not as_json:
+        typer.echo(f"run {run['run_id']} started")
+    _watch(client, run["run_id"], as_json)
+
+
+@migrate_app.command("status")
+def migrate_status(
+    run_id: str, token: TokenOption = None, api: ApiOption = None, as_json: JsonOption = False
+) -> None:
+    """Progress of a fleet run."""
+    state = _call(_api(api, token), "GET", f"/api/v1/migrations/{run_id}")
+    if as_json:
+        _print_json(state)
+        return
+    typer.echo(
+        f"{run_id} {state['status']} {json.dumps(state['counts'])}"
+        + (f" ({state['paused_reason']})" if state["paused_reason"] else "")
+    )
+
+
+def _signal_command(name: str) -> None:
+    def command(run_id: str, token: TokenOption = None, api: ApiOption = None) -> None:
+        _call(_api(api, token), "POST", f"/api/v1/migrations/{run_id}/{name}")
+        typer.echo(f"{name} sent to {run_id}")
+
+    command.__doc__ = {
+        "pause": "Pause a run: in-flight targets finish, nothing new starts.",
+        "resume": "Resume a paused run.",
+        "cancel": "Cancel a run: in-flight targets finish, then it ends.",
+    }[name]
+    migrate_app.command(name)(command)
+
+
+for _name in ("pause", "resume", "cancel"):
+    _signal_command(_name)
+
+
+@migrate_app.command("rollback")
+def migrate_rollback(
+    run_id: str,
+    to: Annotated[str, typer.Option("--to", help="Version to return to (0 = everything).")],
+    concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 16,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Roll back every target a finished run touched, as a new watched run."""
+    client = _api(api, token)
+    run = _call(
+        client,
+        "POST",
+        f"/api/v1/migrations/{run_id}/rollback",
+        json={"to_version": to, "concurrency": concurrency},
+    )
+    if not as_json:
+        typer.echo(f"rollback run {run['run_id']} started")
+    _watch(client, run["run_id"], as_json)

@@ -16,7 +16,7 @@ import pytest
 from cli.stack import free_port
 from common.settings import Settings
 from gateway.app import create_app
-from tests.conftest import TargetDatabase, ThreadedServer, Tokens
+from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "core"
@@ -164,3 +164,60 @@ async def test_errors_are_readable_and_exit_non_zero(gateway_url: str, tokens: T
     assert missing.returncode == 1
     assert "404 not_found" in missing.stderr
     assert "Traceback" not in missing.stderr + refused.stderr
+
+
+async def test_fleet_apply_watches_to_the_end_and_exits_by_outcome(
+    gateway_url: str, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    token = tokens.token("infra-admin")
+    name = f"core-{uuid.uuid4().hex[:6]}"
+    label = uuid.uuid4().hex[:8]
+    assert (
+        await run_cli(gateway_url, token, "sets", "register", str(EXAMPLE), "--name", name)
+    ).returncode == 0
+    for _ in range(3):
+        target = await make_target()
+        added = await run_cli(
+            gateway_url,
+            token,
+            "db",
+            "add",
+            "--name",
+            f"fl-{uuid.uuid4().hex[:6]}",
+            "--host",
+            target.host,
+            "--port",
+            str(target.port),
+            "--database",
+            target.database,
+            "--user",
+            target.user,
+            "--label",
+            f"fleet={label}",
+            extra_env={"TENANTFLOW_TARGET_PASSWORD": target.password},
+        )
+        assert added.returncode == 0, added.stderr
+    applied = await run_cli(
+        gateway_url,
+        token,
+        "migrate",
+        "apply",
+        "--set",
+        name,
+        "--selector",
+        f"fleet={label}",
+        "--concurrency",
+        "3",
+        "--json",
+    )
+    assert applied.returncode == 0, applied.stderr
+    final = json.loads(applied.stdout)
+    assert final["status"] == "completed"
+    assert final["counts"]["succeeded"] == 3
+    status = await run_cli(gateway_url, token, "migrate", "status", final["run_id"])
+    assert "completed" in status.stdout
+    back = await run_cli(
+        gateway_url, token, "migrate", "rollback", final["run_id"], "--to", "0", "--json"
+    )
+    assert back.returncode == 0, back.stderr
+    assert json.loads(back.stdout)["counts"]["succeeded"] == 3

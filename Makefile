@@ -5,13 +5,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint format clean reset help
+.PHONY: dev test lint format bench clean reset help
 
 help:
 	@echo "make dev    start the embedded stack (PostgreSQL, Temporal + UI, worker, gateway)"
 	@echo "make test   lint, type-check and run the whole test suite with coverage"
 	@echo "make lint   ruff check, ruff format --check, mypy strict"
 	@echo "make format apply ruff's fixes and formatting"
+	@echo "make bench  fleet benchmark: tenantflow vs plain asyncpg vs a sequential loop"
 	@echo "make reset  delete the dev stack's data (.tenantflow/)"
 
 $(STAMP): pyproject.toml
@@ -38,6 +39,9 @@ test: lint
 	$(BIN)/coverage run -m pytest -m "not slow"
 	$(BIN)/coverage combine --quiet || true
 	$(BIN)/coverage report
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.fleet $(ARGS)
 
 reset:
 	rm -rf .tenantflow

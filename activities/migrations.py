@@ -184,6 +184,7 @@ class _TargetEngine:
         # Advisory locks are per database; the key names the schema within it.
         self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self.lock_key = f"tenantflow:{schema}"
+        self.ledger_ready = False
 
     def _result(self, from_version: str | None, **fields: object) -> TargetRunResult:
         return TargetRunResult(
@@ -199,6 +200,7 @@ class _TargetEngine:
         exists = await self.conn.fetchval(
             "SELECT to_regclass($1) IS NOT NULL", f"{quote_ident(self.schema)}.{LEDGER_TABLE}"
         )
+        self.ledger_ready = bool(exists)
         if not exists:
             return {}
         rows = await self.conn.fetch(
@@ -307,6 +309,8 @@ class _TargetEngine:
             await self.conn.execute(migration.up_sql)
             took = round((time.perf_counter() - started) * 1000, 3)
             await self._record(migration, took)
+        # Only now: had the transaction rolled back, the ledger table would have gone with it.
+        self.ledger_ready = True
         return took
 
     async def _apply_outside_transaction(self, migration: Migration) -> float | None:
@@ -322,6 +326,7 @@ class _TargetEngine:
             await self.conn.execute(migration.up_sql)
             took = round((time.perf_counter() - started) * 1000, 3)
             await self._record(migration, took)
+            self.ledger_ready = True
             return took
         finally:
             await self.conn.execute(
@@ -329,6 +334,8 @@ class _TargetEngine:
             )
 
     async def _ensure_ledger(self) -> None:
+        if self.ledger_ready:  # saves a catalog-locking DDL round trip per version
+            return
         if self.schema != "public":
             # Schema-per-tenant: the tenant's schema appears with its first migration.
             await self.conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}")

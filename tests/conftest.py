@@ -240,6 +240,16 @@ class TargetDatabase:
         self.user = f"{name}_owner"
         self.password = password
 
+    async def connect(self) -> asyncpg.Connection:
+        """A connection as the target's owner."""
+        return await asyncpg.connect(
+            host=self.host,
+            port=self.port,
+            database=self.database,
+            user=self.user,
+            password=self.password,
+        )
+
     def create_body(self, **overrides: object) -> dict[str, object]:
         """The JSON body that registers this database through the API."""
         body: dict[str, object] = {

@@ -83,13 +83,7 @@ class Engine:
         return await ActivityEnvironment().run(self.activities.run_target, params)
 
     async def connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            host=self.target.host,
-            port=self.target.port,
-            database=self.target.database,
-            user=self.target.user,
-            password=self.target.password,
-        )
+        return await self.target.connect()
 
 
 @pytest.fixture

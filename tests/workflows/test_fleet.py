@@ -100,13 +100,7 @@ async def until(
 
 
 async def ledger_times(target: TargetDatabase) -> list[float]:
-    conn = await asyncpg.connect(
-        host=target.host,
-        port=target.port,
-        database=target.database,
-        user=target.user,
-        password=target.password,
-    )
+    conn = await target.connect()
     try:
         rows = await conn.fetch(
             f"SELECT extract(epoch FROM applied_at) AS t FROM {LEDGER_TABLE} ORDER BY version"

@@ -45,13 +45,7 @@ async def _register(
 
 
 async def _ledger(target: TargetDatabase) -> list[tuple[str, str]]:
-    conn = await asyncpg.connect(
-        host=target.host,
-        port=target.port,
-        database=target.database,
-        user=target.user,
-        password=target.password,
-    )
+    conn = await target.connect()
     try:
         rows = await conn.fetch(f"SELECT version, run_id FROM {LEDGER_TABLE} ORDER BY version")
     finally:
@@ -115,13 +109,7 @@ def _start_worker(settings: Settings, task_queue: str, log: Path) -> subprocess.
 
 async def _wait_for_query(target: TargetDatabase, run_id: str, within: float = 30) -> None:
     """Until the run's connection is inside the slow migration."""
-    conn = await asyncpg.connect(
-        host=target.host,
-        port=target.port,
-        database=target.database,
-        user=target.user,
-        password=target.password,
-    )
+    conn = await target.connect()
     try:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
@@ -195,13 +183,7 @@ async def test_lock_timeout_is_retried_with_backoff_until_the_target_is_free(
     target_database: TargetDatabase,
 ) -> None:
     set_name, database_id = await _register(catalog_pool, settings, target_database, BASE[:1])
-    blocker = await asyncpg.connect(
-        host=target_database.host,
-        port=target_database.port,
-        database=target_database.database,
-        user=target_database.user,
-        password=target_database.password,
-    )
+    blocker = await target_database.connect()
     try:
         transaction = blocker.transaction()
         await transaction.start()

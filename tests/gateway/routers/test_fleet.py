@@ -8,7 +8,6 @@ import subprocess
 import uuid
 from collections.abc import AsyncIterator
 
-import asyncpg
 import httpx
 import pytest
 
@@ -58,13 +57,7 @@ async def _fleet(
 
 
 async def _ledger(target: TargetDatabase) -> list[str]:
-    conn = await asyncpg.connect(
-        host=target.host,
-        port=target.port,
-        database=target.database,
-        user=target.user,
-        password=target.password,
-    )
+    conn = await target.connect()
     try:
         exists = await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}') IS NOT NULL")
         if not exists:

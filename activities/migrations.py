@@ -26,6 +26,9 @@ from common.sql import quote_ident
 from models.fleet import TargetBatchInput
 from models.migrations import (
     AppliedVersion,
+    Ledger,
+    LedgerEntry,
+    LedgerRequest,
     Migration,
     MigrationFailure,
     PlannedVersion,
@@ -133,6 +136,31 @@ class MigrationActivities:
 
         async with _heartbeating():
             return list(await asyncio.gather(*(one(i) for i in batch.database_ids)))
+
+    @activity.defn(name="read_ledger")
+    async def read_ledger(self, request: LedgerRequest) -> Ledger:
+        """The target's ledger rows (empty before its first migration)."""
+        target = await self._databases.connection_params(request.database_id)
+        schema = target.pop("schema") or "public"
+        conn = await asyncpg.connect(**target, timeout=30)
+        try:
+            table = f"{quote_ident(schema)}.{LEDGER_TABLE}"
+            exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
+            rows = (
+                await conn.fetch(
+                    "SELECT version, description, checksum, applied_at, execution_ms, run_id, "  # noqa: S608 - quoted identifier
+                    f"success FROM {table} ORDER BY applied_at, version"
+                )
+                if exists
+                else []
+            )
+        finally:
+            await conn.close()
+        entries = sorted(
+            (LedgerEntry.model_validate(dict(r)) for r in rows),
+            key=lambda e: version_key(e.version),
+        )
+        return Ledger(database_id=request.database_id, schema_name=schema, entries=entries)
 
     async def run_one(
         self, params: TargetRunInput, migrations: Sequence[Migration]

@@ -221,3 +221,19 @@ class TargetRunState(BaseModel):
     status: TargetRunStatus
     result: TargetRunResult | None = None
     error: str | None = None
+
+
+class LedgerRequest(BaseModel):
+    """Input of ``ReadLedgerWorkflow``."""
+
+    database_id: uuid.UUID
+
+
+class Ledger(BaseModel):
+    """A target's ``tenantflow_schema_history``, oldest first."""
+
+    model_config = {"populate_by_name": True}
+
+    database_id: uuid.UUID
+    schema_name: str = Field(alias="schema")
+    entries: list[LedgerEntry]

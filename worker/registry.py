@@ -15,7 +15,11 @@ from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher
 from workflows.fleet import MigrateFleetWorkflow
-from workflows.migrations import MigrateTargetWorkflow, RollbackTargetWorkflow
+from workflows.migrations import (
+    MigrateTargetWorkflow,
+    ReadLedgerWorkflow,
+    RollbackTargetWorkflow,
+)
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
 
@@ -25,6 +29,7 @@ WORKFLOWS: Sequence[type] = (
     MigrateTargetWorkflow,
     RollbackTargetWorkflow,
     MigrateFleetWorkflow,
+    ReadLedgerWorkflow,
 )
 
 
@@ -40,5 +45,6 @@ def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Ca
         targets.test_connection,
         migrations.run_target,
         migrations.run_target_batch,
+        migrations.read_ledger,
         fleet.resolve_targets,
     ]

@@ -9,7 +9,13 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.migrations import MigrationActivities
-    from models.migrations import TargetRunInput, TargetRunKind, TargetRunResult
+    from models.migrations import (
+        Ledger,
+        LedgerRequest,
+        TargetRunInput,
+        TargetRunKind,
+        TargetRunResult,
+    )
 
 # Lock timeouts and crashed workers are retried with backoff; a version that committed is never
 # applied again (the activity re-reads the ledger under the target's lock).
@@ -59,3 +65,18 @@ class RollbackTargetWorkflow:
         """Undo versions above ``target_version``; refused before any change if a down
         script is missing."""
         return await run_target(params.model_copy(update={"kind": TargetRunKind.ROLLBACK}))
+
+
+@workflow.defn(name="ReadLedgerWorkflow")
+class ReadLedgerWorkflow:
+    """Reads one target's ledger on a worker (the gateway never connects to targets)."""
+
+    @workflow.run
+    async def run(self, request: LedgerRequest) -> Ledger:
+        """One read, retried briefly."""
+        return await workflow.execute_activity_method(
+            MigrationActivities.read_ledger,
+            request,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=3, non_retryable_error_types=["NotFound"]),
+        )

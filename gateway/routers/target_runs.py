@@ -17,8 +17,11 @@ from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollb
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
+from gateway.runs import run_and_wait
 from models.errors import ErrorResponse
 from models.migrations import (
+    Ledger,
+    LedgerRequest,
     TargetRunInput,
     TargetRunKind,
     TargetRunRequest,
@@ -27,7 +30,7 @@ from models.migrations import (
     TargetRunStatus,
     normalise_version,
 )
-from workflows.migrations import MigrateTargetWorkflow, RollbackTargetWorkflow
+from workflows.migrations import MigrateTargetWorkflow, ReadLedgerWorkflow, RollbackTargetWorkflow
 
 router = APIRouter(prefix="/api/v1/databases", tags=["migrations"])
 
@@ -199,3 +202,29 @@ async def get_run(
             update={"status": TargetRunStatus.FAILED, "error": status_name.lower()}
         )
     return state
+
+
+@router.get(
+    "/{database_id}/history",
+    summary="The target's ledger (tenantflow_schema_history)",
+    responses={404: {"model": ErrorResponse, "description": "No such database."}},
+)
+async def history(
+    database_id: uuid.UUID,
+    principal: MigrationsRead,
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    databases: RepositoryDep,
+) -> Ledger:
+    """Every applied version with checksum, time, duration and run id, read by a worker."""
+    del principal
+    await databases.get(database_id)
+    return await run_and_wait(
+        temporal,
+        ReadLedgerWorkflow.run,
+        LedgerRequest(database_id=database_id),
+        workflow_id=f"read-ledger-{database_id}-{uuid.uuid4().hex[:8]}",
+        task_queue=settings.temporal.task_queue,
+        wait_seconds=settings.gateway.system_check_timeout_seconds,
+        what="ledger read",
+    )

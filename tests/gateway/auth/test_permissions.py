@@ -40,6 +40,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/databases/{database_id}/migrate"): "migrations:execute",
     ("POST", "/api/v1/databases/{database_id}/rollback"): "migrations:rollback",
     ("GET", "/api/v1/databases/{database_id}/runs/{run_id}"): "migrations:read",
+    ("GET", "/api/v1/databases/{database_id}/history"): "migrations:read",
     ("GET", "/api/v1/migration-sets"): "migrations:read",
     ("GET", "/api/v1/migration-sets/{name}"): "migrations:read",
     ("GET", "/api/v1/migration-sets/{name}/versions/{version}"): "migrations:read",

@@ -100,6 +100,15 @@ async def test_start_stream_to_the_end_then_roll_back(
     }
     for target in targets:
         assert sorted(await _ledger(target)) == ["1", "2"]  # one row per version
+    one = (
+        await http.get("/api/v1/databases", params={"label": f"fleet={label}"}, headers=operator)
+    ).json()["items"][0]
+    answer = await http.get(f"/api/v1/databases/{one['id']}/history", headers=operator)
+    assert answer.status_code == 200, answer.text
+    history = answer.json()
+    assert [e["version"] for e in history["entries"]] == ["1", "2"]
+    assert all(e["run_id"] == run["run_id"] and e["success"] for e in history["entries"])
+    assert history["schema"] == "public"
 
     progress = (await http.get(run["status_url"], headers=operator)).json()
     assert progress["status"] == "completed" and progress["total"] == 12

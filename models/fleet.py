@@ -238,3 +238,16 @@ class FleetRunPage(BaseModel):
 
     items: list[FleetRunSummary]
     next_page: str | None = None
+
+
+class DynamicMigrationRequest(BaseModel):
+    """``POST /api/v1/migrations/dynamic``: ad-hoc SQL recorded as its own set, run as a fleet."""
+
+    description: str = Field(min_length=1, max_length=500)
+    up_sql: str = Field(min_length=1, max_length=1_000_000)
+    down_sql: str | None = Field(default=None, max_length=1_000_000)
+    selector: FleetSelector
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_size: int = Field(default=4, ge=1, le=100)
+    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
+    dry_run: bool = False

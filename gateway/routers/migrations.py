@@ -23,6 +23,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 from temporalio.service import RPCError, RPCStatusCode
 
 from common.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from common.migrations.loader import checksum, normalise_sql
 from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache
@@ -30,6 +31,7 @@ from gateway.routers.migration_sets import SetsDep
 from models.errors import ErrorResponse
 from models.fleet import (
     ConcurrencyChange,
+    DynamicMigrationRequest,
     FleetProgress,
     FleetRollbackRequest,
     FleetRunAccepted,
@@ -42,7 +44,7 @@ from models.fleet import (
     FleetStatus,
     TargetState,
 )
-from models.migrations import TargetRunKind, normalise_version
+from models.migrations import Migration, TargetRunKind, normalise_version
 from workflows.fleet import MigrateFleetWorkflow
 
 router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
@@ -143,6 +145,44 @@ async def start_run(
         requester=principal.subject,
     )
     return await _start(temporal, settings, params, version=version)
+
+
+@router.post(
+    "/dynamic", status_code=202, summary="Run ad-hoc SQL across a fleet (recorded as a set)"
+)
+async def start_dynamic(
+    body: DynamicMigrationRequest,
+    principal: MigrationsExecute,
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    sets: SetsDep,
+) -> FleetRunAccepted:
+    """The SQL becomes version 1 of a new set ``dynamic-<run id>``, so every target's ledger
+    records it and the run can be rolled back with its down SQL like any other."""
+    run_id = uuid.uuid4().hex[:12]
+    set_name = f"dynamic-{run_id}"
+    up_sql = normalise_sql(body.up_sql)
+    migration = Migration(
+        version="1",
+        description=body.description,
+        up_sql=up_sql,
+        down_sql=normalise_sql(body.down_sql) if body.down_sql else None,
+        checksum=checksum(up_sql),
+        source="dynamic",
+    )
+    await sets.register(set_name, [migration])
+    params = FleetRunInput(
+        run_id=run_id,
+        set_name=set_name,
+        target_version="1",
+        selector=body.selector,
+        concurrency=body.concurrency,
+        batch_size=body.batch_size,
+        failure_budget=body.failure_budget,
+        dry_run=body.dry_run,
+        requester=principal.subject,
+    )
+    return await _start(temporal, settings, params, version="1")
 
 
 @router.get("", summary="List fleet runs (from Temporal visibility)")

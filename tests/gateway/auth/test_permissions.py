@@ -48,6 +48,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/migration-sets/archive"): "migrations:execute",
     ("POST", "/api/v1/migration-sets/{name}/versions/{version}/withdraw"): "migrations:execute",
     ("POST", "/api/v1/migrations"): "migrations:execute",
+    ("POST", "/api/v1/migrations/dynamic"): "migrations:execute",
     ("GET", "/api/v1/migrations"): "migrations:read",
     ("GET", "/api/v1/migrations/{run_id}"): "migrations:read",
     ("GET", "/api/v1/migrations/{run_id}/stream"): "migrations:read",

@@ -204,3 +204,45 @@ async def test_unknown_runs_and_bad_requests(http: httpx.AsyncClient, tokens: To
     listed = await http.get("/api/v1/migrations", headers=tokens.headers("infra-viewer"))
     assert listed.status_code == 200
     assert "items" in listed.json()
+
+
+async def test_dynamic_migration_is_a_recorded_set_and_rolls_back(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    label, _, targets = await _fleet(http, tokens, make_target, 3)
+    operator = tokens.headers("infra-operator")
+    started = await http.post(
+        "/api/v1/migrations/dynamic",
+        json={
+            "description": "add audit table",
+            "up_sql": "CREATE TABLE dyn_audit (id int);",
+            "down_sql": "DROP TABLE dyn_audit;",
+            "selector": {"labels": {"fleet": label}},
+        },
+        headers=operator,
+    )
+    assert started.status_code == 202, started.text
+    run = started.json()
+    for _ in range(200):
+        state = (await http.get(run["status_url"], headers=operator)).json()
+        if state["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    assert state["counts"]["succeeded"] == 3
+    recorded = (
+        await http.get(f"/api/v1/migration-sets/{state['set_name']}", headers=operator)
+    ).json()
+    assert [m["version"] for m in recorded["migrations"]] == ["1"]
+    for target in targets:
+        assert await _ledger(target) == ["1"]
+    back = await http.post(
+        f"{run['status_url']}/rollback", json={"to_version": "0"}, headers=operator
+    )
+    assert back.status_code == 202
+    for _ in range(200):
+        undone = (await http.get(back.json()["status_url"], headers=operator)).json()
+        if undone["status"] == "completed":
+            break
+        await asyncio.sleep(0.1)
+    for target in targets:
+        assert await _ledger(target) == []

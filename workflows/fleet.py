@@ -231,7 +231,7 @@ class MigrateFleetWorkflow:
                     statement_timeout_ms=params.statement_timeout_ms,
                 ),
                 start_to_close_timeout=timedelta(hours=6),
-                heartbeat_timeout=timedelta(seconds=60),
+                heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),
                 retry_policy=TARGET_RETRY,
             )
             for result in results:

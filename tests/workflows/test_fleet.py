@@ -195,3 +195,57 @@ async def test_concurrency_update_is_validated(fleet: Fleet, make_target: Target
     assert await handle.execute_update(MigrateFleetWorkflow.set_concurrency, 3) == 3
     assert (await progress(handle)).concurrency == 3
     assert (await handle.result()).counts.succeeded == 3
+
+
+async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applied_twice(
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    temporal_client: Client,
+    make_target: TargetFactory,
+    tmp_path: Path,
+) -> None:
+    from tests.workflows.test_migrations import _start_worker
+
+    fleet = Fleet(catalog_pool, settings, temporal_client)
+    for _ in range(6):
+        await fleet.add(await make_target())
+    await MigrationSetRepository(catalog_pool).register(
+        fleet.set_name,
+        [
+            migration(
+                "1", "CREATE TABLE slow (id int);\nSELECT pg_sleep(0.6);", "DROP TABLE slow;"
+            ),
+            migration("2", "CREATE TABLE after (id int);", "DROP TABLE after;"),
+        ],
+    )
+    queue = f"fleet-kill-{fleet.label}"
+    first = _start_worker(settings, queue, tmp_path / "w1.log")
+    second = None
+    try:
+        handle = await temporal_client.start_workflow(
+            MigrateFleetWorkflow.run,
+            FleetRunInput(
+                run_id=fleet.label,
+                set_name=fleet.set_name,
+                selector=FleetSelector(labels={"fleet": fleet.label}),
+                concurrency=2,
+                batch_size=1,
+                heartbeat_timeout_seconds=3,
+            ),
+            id=f"migrate-fleet-{fleet.label}",
+            task_queue=queue,
+        )
+        await until(handle, lambda p: p.counts.succeeded >= 2 and p.counts.running >= 1)
+        first.kill()
+        first.wait(10)
+        second = _start_worker(settings, queue, tmp_path / "w2.log")
+        result = await asyncio.wait_for(handle.result(), timeout=120)
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                proc.wait(45)
+    assert result.status is FleetStatus.COMPLETED
+    assert result.counts.succeeded == 6
+    for target in fleet.targets:
+        assert len(await ledger_times(target)) == 2  # each version exactly once

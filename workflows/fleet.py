@@ -166,6 +166,9 @@ class MigrateFleetWorkflow:
             self._wake = False
         await workflow.wait_condition(workflow.all_handlers_finished)
         self._status = FleetStatus.CANCELLED if state.cancel_requested else FleetStatus.COMPLETED
+        if not state.cancel_requested:
+            # A pause that came with the last target has nothing left to hold back.
+            state.paused, state.paused_reason = False, None
         self._publish_status()
         return FleetRunResult(
             run_id=params.run_id,

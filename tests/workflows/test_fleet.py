@@ -54,8 +54,12 @@ class Fleet:
             pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
         )
 
-    async def add(self, target: TargetDatabase, password: str | None = None) -> None:
-        body = target.create_body(name=f"f-{uuid.uuid4().hex[:8]}", labels={"fleet": self.label})
+    async def add(
+        self, target: TargetDatabase, password: str | None = None, *, first: bool = False
+    ) -> None:
+        # The selector resolves targets by name: "0-..." sorts before every "f-...".
+        name = f"{'0' if first else 'f'}-{uuid.uuid4().hex[:8]}"
+        body = target.create_body(name=name, labels={"fleet": self.label})
         if password is not None:
             body["password"] = password
         await self.repository.create(DatabaseCreate.model_validate(body))
@@ -167,7 +171,7 @@ async def test_pause_starts_nothing_new_and_resume_finishes(
 async def test_failure_budget_pauses_the_run_and_cancel_ends_it(
     fleet: Fleet, make_target: TargetFactory
 ) -> None:
-    await fleet.add(await make_target(), password="wrong")
+    await fleet.add(await make_target(), password="wrong", first=True)
     for _ in range(4):
         await fleet.add(await make_target())
     handle = await fleet.start(

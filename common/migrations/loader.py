@@ -1,4 +1,9 @@
-"""Read migration sets in the layouts users already have: Flyway, golang-migrate, dbmate."""
+"""Read migration sets in the layouts users already have: Flyway, golang-migrate, dbmate.
+
+``parse_files`` works on ``{file name: text}`` (what the HTTP upload sends); ``load_directory``
+reads a directory into that shape; ``to_format`` writes a set back out in any layout. Every
+refusal is a ``MigrationSetError`` whose message names the offending file.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +17,18 @@ from common.errors import InvalidInput
 from models.migrations import Migration, MigrationFormat, normalise_version, version_key
 
 _FLYWAY = re.compile(r"^(?P<kind>[VU])(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")
-_FLYWAY_REPEATABLE = re.compile(r"^R__.+\.sql$")
+_FLYWAY_REPEATABLE = re.compile(r"^R__.*\.sql$")
 _GOLANG = re.compile(r"^(?P<version>\d+)_(?P<desc>.+)\.(?P<kind>up|down)\.sql$")
 _DBMATE = re.compile(r"^(?P<version>\d+)_(?P<desc>.+)\.sql$")
-_DBMATE_UP = re.compile(r"^--\s*migrate:up(?P<options>[^\n]*)$", re.MULTILINE | re.IGNORECASE)
-_DBMATE_DOWN = re.compile(r"^--\s*migrate:down[^\n]*$", re.MULTILINE | re.IGNORECASE)
-_NO_TRANSACTION = re.compile(r"^\s*--\s*tenantflow:no-transaction\s*$", re.MULTILINE | re.I)
+_DBMATE_UP = re.compile(r"^--[ \t]*migrate:up(?P<options>[ \t][^\n]*)?$", re.MULTILINE)
+_DBMATE_DOWN = re.compile(r"^--[ \t]*migrate:down(?:[ \t][^\n]*)?$", re.MULTILINE)
+_NO_TRANSACTION = re.compile(
+    r"^[ \t]*--[ \t]*tenantflow:no-transaction[ \t]*$", re.MULTILINE | re.IGNORECASE
+)
+_BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
+# The line that makes a migration run outside a transaction (CREATE INDEX CONCURRENTLY, ...).
+NO_TRANSACTION_MARKER = "-- tenantflow:no-transaction"
+_SHOWN = 10  # file names listed in one message; ``details`` carries them all
 
 
 class MigrationSetError(InvalidInput):
@@ -27,20 +38,90 @@ class MigrationSetError(InvalidInput):
 
 
 def normalise_sql(sql: str) -> str:
-    """Line endings to LF, trailing blanks and surrounding blank lines removed, BOM dropped."""
+    """The canonical text of a migration script.
+
+    Args:
+        sql: Script text as read or uploaded.
+
+    Returns:
+        The text with a UTF-8 BOM removed, line endings turned into ``\\n``, trailing whitespace
+        stripped from every line and leading/trailing blank lines removed.
+    """
     text = sql.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
 
 
 def checksum(sql: str) -> str:
-    """sha256 hex of the normalised SQL."""
+    """The checksum recorded for a migration.
+
+    Args:
+        sql: Script text; it is normalised first (see ``normalise_sql``), so line endings and
+            trailing blanks do not change the checksum while any change of a statement does.
+
+    Returns:
+        The sha256 of the normalised UTF-8 text, as 64 lowercase hex digits.
+    """
     return hashlib.sha256(normalise_sql(sql).encode("utf-8")).hexdigest()
+
+
+def _listing(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_SHOWN])
+    return shown + (f" and {len(names) - _SHOWN} more" if len(names) > _SHOWN else "")
+
+
+def _is_dbmate(name: str, text: str) -> bool:
+    return bool(_DBMATE.match(name) and _DBMATE_UP.search(normalise_sql(text)))
+
+
+def detect_format(files: Mapping[str, str]) -> MigrationFormat:
+    """The one layout a set's ``.sql`` files follow.
+
+    Flyway when any file is named ``V<version>__<description>.sql`` or ``U...`` (or ``R__...``,
+    refused later), golang-migrate when any is ``<version>_<description>.up.sql``/``.down.sql``,
+    dbmate when any ``<version>_<description>.sql`` contains a ``-- migrate:up`` line.
+
+    Args:
+        files: Base file name -> text; names not ending in ``.sql`` are ignored.
+
+    Returns:
+        The detected format.
+
+    Raises:
+        MigrationSetError: The files follow no layout or more than one.
+    """
+    sql = sorted(name for name in files if name.endswith(".sql"))
+    evidence: dict[MigrationFormat, list[str]] = {
+        MigrationFormat.FLYWAY: [n for n in sql if _FLYWAY.match(n) or _FLYWAY_REPEATABLE.match(n)],
+        MigrationFormat.GOLANG_MIGRATE: [n for n in sql if _GOLANG.match(n)],
+        MigrationFormat.DBMATE: [n for n in sql if _is_dbmate(n, files[n])],
+    }
+    found = {fmt: names for fmt, names in evidence.items() if names}
+    if len(found) == 1:
+        return next(iter(found))
+    if found:
+        mix = "; ".join(f"{fmt.value} ({_listing(names[:2])})" for fmt, names in found.items())
+        raise MigrationSetError(
+            f"the files mix migration formats: {mix}; use one layout per set, or name the "
+            "format explicitly",
+            details={"files": {fmt.value: names for fmt, names in found.items()}},
+        )
+    hint = ""
+    unmarked = [n for n in sql if _DBMATE.match(n)]
+    if unmarked:
+        hint = f"; {_listing(unmarked)} look like dbmate files but have no '-- migrate:up' line"
+    raise MigrationSetError(
+        "cannot tell the migration format of "
+        f"{_listing(sql) or 'the upload (no .sql files)'}: expected Flyway (V1__x.sql, "
+        "U1__x.sql), golang-migrate (000001_x.up.sql, 000001_x.down.sql) or dbmate "
+        f"(20240101120000_x.sql with a '-- migrate:up' line){hint}",
+        details={"files": sql},
+    )
 
 
 @dataclass
 class _Pending:
     version: str
-    description: str
+    description: str = ""
     up: str | None = None
     up_file: str | None = None
     down: str | None = None
@@ -49,27 +130,7 @@ class _Pending:
 
 
 def _describe(raw: str) -> str:
-    return raw.replace("_", " ").strip()
-
-
-def detect_format(names: Sequence[str]) -> MigrationFormat:
-    """The one layout the ``.sql`` file names follow."""
-    sql = [n for n in names if n.endswith(".sql")]
-    found = set()
-    if any(_FLYWAY.match(n) or _FLYWAY_REPEATABLE.match(n) for n in sql):
-        found.add(MigrationFormat.FLYWAY)
-    if any(_GOLANG.match(n) for n in sql):
-        found.add(MigrationFormat.GOLANG_MIGRATE)
-    if not found and any(_DBMATE.match(n) for n in sql):
-        found.add(MigrationFormat.DBMATE)
-    if len(found) != 1:
-        raise MigrationSetError(
-            "cannot tell the migration format: expected Flyway (V1__x.sql), golang-migrate "
-            "(000001_x.up.sql) or dbmate (20240101_x.sql with -- migrate:up) file names"
-            + (f"; found a mix of {sorted(found)}" if found else ""),
-            details={"files": sorted(sql)[:20]},
-        )
-    return found.pop()
+    return " ".join(raw.replace("_", " ").split())
 
 
 def _version(raw: str, name: str) -> str:
@@ -79,17 +140,13 @@ def _version(raw: str, name: str) -> str:
         raise MigrationSetError(f"{name}: {exc}", details={"file": name}) from None
 
 
-def _slot(pending: dict[str, _Pending], version: str, description: str) -> _Pending:
-    return pending.setdefault(version, _Pending(version=version, description=description))
-
-
-def _set_up(entry: _Pending, name: str, sql: str) -> None:
+def _set_up(entry: _Pending, name: str, sql: str, description: str) -> None:
     if entry.up_file is not None:
         raise MigrationSetError(
             f"version {entry.version} is defined twice: {entry.up_file} and {name}",
             details={"files": [entry.up_file, name], "version": entry.version},
         )
-    entry.up, entry.up_file = sql, name
+    entry.up, entry.up_file, entry.description = sql, name, description
 
 
 def _set_down(entry: _Pending, name: str, sql: str) -> None:
@@ -101,93 +158,175 @@ def _set_down(entry: _Pending, name: str, sql: str) -> None:
     entry.down, entry.down_file = sql, name
 
 
-def _split_dbmate(name: str, text: str) -> tuple[str, str | None, bool]:
-    up = _DBMATE_UP.search(text)
-    if up is None:
+def _split_dbmate(name: str, raw: str) -> tuple[str, str | None, bool]:
+    """(up SQL, down SQL or None, transaction:false) of one dbmate file."""
+    text = normalise_sql(raw)
+    ups = list(_DBMATE_UP.finditer(text))
+    downs = list(_DBMATE_DOWN.finditer(text))
+    if not ups:
         raise MigrationSetError(f"{name} has no '-- migrate:up' line", details={"file": name})
-    down = _DBMATE_DOWN.search(text, up.end())
+    if len(ups) > 1 or len(downs) > 1:
+        raise MigrationSetError(
+            f"{name} has more than one '-- migrate:up' or '-- migrate:down' line",
+            details={"file": name},
+        )
+    up, down = ups[0], (downs[0] if downs else None)
+    if down is not None and down.start() < up.start():
+        raise MigrationSetError(
+            f"{name}: '-- migrate:down' comes before '-- migrate:up'", details={"file": name}
+        )
+    prelude = _BLOCK_COMMENT.sub(lambda c: "\n" * c[0].count("\n"), text[: up.start()])
+    for number, line in enumerate(prelude.split("\n"), start=1):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("--"):
+            raise MigrationSetError(
+                f"{name}, line {number}: only comments and blank lines may precede '-- migrate:up'",
+                details={"file": name, "line": number},
+            )
     up_sql = text[up.end() : down.start() if down else len(text)]
     down_sql = text[down.end() :] if down else None
-    no_transaction = "transaction:false" in up["options"].replace(" ", "").lower()
+    options = (up["options"] or "").split()
+    no_transaction = any(option.lower() == "transaction:false" for option in options)
     return up_sql, down_sql, no_transaction
 
 
+def _base_names(files: Mapping[str, str]) -> dict[str, str]:
+    named: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for path, text in files.items():
+        base = path.replace("\\", "/").rsplit("/", 1)[-1]
+        if not base.endswith(".sql"):
+            continue
+        if base in named:
+            raise MigrationSetError(
+                f"{base} appears twice: {origin[base]} and {path}",
+                details={"files": [origin[base], path]},
+            )
+        named[base], origin[base] = text, path
+    return named
+
+
+def _refuse_repeatables(names: Sequence[str]) -> None:
+    repeatable = [n for n in names if _FLYWAY_REPEATABLE.match(n)]
+    if repeatable:
+        raise MigrationSetError(
+            f"{_listing(repeatable)}: Flyway repeatable migrations (R__) are not supported; "
+            "make each change a versioned migration (V<n>__...)",
+            details={"files": repeatable},
+        )
+
+
+_PATTERNS = {
+    MigrationFormat.FLYWAY: _FLYWAY,
+    MigrationFormat.GOLANG_MIGRATE: _GOLANG,
+    MigrationFormat.DBMATE: _DBMATE,
+}
+_EXPECTED = {
+    MigrationFormat.FLYWAY: "V<version>__<description>.sql or U<version>__<description>.sql",
+    MigrationFormat.GOLANG_MIGRATE: "<version>_<description>.up.sql or .down.sql",
+    MigrationFormat.DBMATE: "<version>_<description>.sql",
+}
+
+
 def parse_files(files: Mapping[str, str], fmt: MigrationFormat | None = None) -> list[Migration]:
-    """Parse ``{file name: SQL text}`` into ordered migrations; refuse anything ambiguous."""
-    named = {path.rsplit("/", 1)[-1]: text for path, text in files.items()}
-    sql_names = sorted(n for n in named if n.endswith(".sql"))
-    if not sql_names:
-        raise MigrationSetError("no .sql files")
-    fmt = fmt or detect_format(sql_names)
+    """Parse a migration set held in memory.
+
+    Only base names count (the part after the last ``/``); names not ending in ``.sql`` (a
+    README, say) are ignored, while ``.sql`` files that fit no name of the format are refused.
+    An up script with a whole line ``-- tenantflow:no-transaction`` (any case), or a dbmate file
+    with ``-- migrate:up transaction:false``, runs outside a transaction.
+
+    Args:
+        files: Relative file name -> text (already decoded).
+        fmt: The layout; detected from the names (and dbmate markers) when ``None``.
+
+    Returns:
+        The migrations in version order (numeric, part by part: 2 < 10, 1.2 < 1.10), each with
+        normalised SQL, the checksum of its up SQL and its up file as ``source``.
+
+    Raises:
+        MigrationSetError: No ``.sql`` files, an undetectable or mixed layout, a file name that
+            fits no pattern of the format, a repeatable Flyway migration, a version defined
+            twice, a down script without an up, an empty up script, or a malformed dbmate file.
+    """
+    named = _base_names(files)
+    if not named:
+        raise MigrationSetError("the migration set has no .sql files", details={"files": []})
+    names = sorted(named)
+    fmt = fmt or detect_format(named)
+    if fmt is MigrationFormat.FLYWAY:
+        _refuse_repeatables(names)
+    matches = {name: _PATTERNS[fmt].match(name) for name in names}
+    unmatched = [name for name, match in matches.items() if match is None]
+    if unmatched:
+        raise MigrationSetError(
+            f"{_listing(unmatched)}: not {fmt.value} file names (expected {_EXPECTED[fmt]})",
+            details={"files": unmatched, "format": fmt.value},
+        )
     pending: dict[str, _Pending] = {}
-    for name in sql_names:
-        text = named[name]
-        if fmt is MigrationFormat.FLYWAY:
-            if _FLYWAY_REPEATABLE.match(name):
-                raise MigrationSetError(
-                    f"{name}: repeatable migrations (R__) are not supported",
-                    details={"file": name},
-                )
-            match = _FLYWAY.match(name)
-            if match is None:
-                raise MigrationSetError(
-                    f"{name} is not a Flyway file name (V1__x.sql, U1__x.sql)",
-                    details={"file": name},
-                )
-            entry = _slot(pending, _version(match["version"], name), _describe(match["desc"]))
-            (_set_up if match["kind"] == "V" else _set_down)(entry, name, text)
-        elif fmt is MigrationFormat.GOLANG_MIGRATE:
-            golang = _GOLANG.match(name)
-            if golang is None:
-                raise MigrationSetError(
-                    f"{name} is not a golang-migrate file name (000001_x.up.sql / .down.sql)",
-                    details={"file": name},
-                )
-            entry = _slot(pending, _version(golang["version"], name), _describe(golang["desc"]))
-            (_set_up if golang["kind"] == "up" else _set_down)(entry, name, text)
-        else:
-            dbmate = _DBMATE.match(name)
-            if dbmate is None:
-                raise MigrationSetError(
-                    f"{name} is not a dbmate file name (20240101_x.sql)", details={"file": name}
-                )
-            entry = _slot(pending, _version(dbmate["version"], name), _describe(dbmate["desc"]))
-            up_sql, down_sql, no_tx = _split_dbmate(name, text)
-            _set_up(entry, name, up_sql)
+    for name, match in matches.items():
+        if match is None:  # refused above
+            continue
+        version = _version(match["version"], name)
+        entry = pending.setdefault(version, _Pending(version))
+        description = _describe(match["desc"])
+        if fmt is MigrationFormat.DBMATE:
+            up_sql, down_sql, no_transaction = _split_dbmate(name, named[name])
+            _set_up(entry, name, up_sql, description)
             if down_sql is not None and normalise_sql(down_sql):
                 entry.down, entry.down_file = down_sql, name
-            entry.no_transaction = no_tx
-    migrations: list[Migration] = []
-    for entry in sorted(pending.values(), key=lambda e: version_key(e.version)):
-        if entry.up is None:
-            raise MigrationSetError(
-                f"{entry.down_file} has no matching up migration for version {entry.version}",
-                details={"file": entry.down_file, "version": entry.version},
-            )
-        up_sql = normalise_sql(entry.up)
-        if not up_sql:
-            raise MigrationSetError(f"{entry.up_file} is empty", details={"file": entry.up_file})
-        down_sql = normalise_sql(entry.down) if entry.down is not None else None
-        migrations.append(
-            Migration(
-                version=entry.version,
-                description=entry.description[:500] or f"version {entry.version}",
-                up_sql=up_sql,
-                down_sql=down_sql or None,
-                checksum=checksum(up_sql),
-                no_transaction=entry.no_transaction or bool(_NO_TRANSACTION.search(up_sql)),
-                source=entry.up_file,
-            )
+            entry.no_transaction = no_transaction
+        elif match["kind"] in ("V", "up"):
+            _set_up(entry, name, named[name], description)
+        else:
+            _set_down(entry, name, named[name])
+    ordered = sorted(pending.values(), key=lambda e: version_key(e.version))
+    return [_build(entry) for entry in ordered]
+
+
+def _build(entry: _Pending) -> Migration:
+    if entry.up is None or entry.up_file is None:
+        raise MigrationSetError(
+            f"{entry.down_file} has no matching up migration for version {entry.version}",
+            details={"file": entry.down_file, "version": entry.version},
         )
-    return migrations
+    up_sql = normalise_sql(entry.up)
+    if not up_sql:
+        raise MigrationSetError(
+            f"{entry.up_file} has no SQL to apply", details={"file": entry.up_file}
+        )
+    down_sql = normalise_sql(entry.down) if entry.down is not None else ""
+    return Migration(
+        version=entry.version,
+        description=entry.description[:500] or f"version {entry.version}",
+        up_sql=up_sql,
+        down_sql=down_sql or None,
+        checksum=checksum(up_sql),
+        no_transaction=entry.no_transaction or bool(_NO_TRANSACTION.search(up_sql)),
+        source=entry.up_file,
+    )
 
 
 def load_directory(path: Path, fmt: MigrationFormat | None = None) -> list[Migration]:
-    """Read the ``.sql`` files of one directory (not recursive) and parse them."""
+    """Read and parse the ``.sql`` files of one directory (not its subdirectories).
+
+    Args:
+        path: The directory.
+        fmt: The layout; detected when ``None``.
+
+    Returns:
+        The migrations, as ``parse_files`` returns them.
+
+    Raises:
+        MigrationSetError: The directory is missing, a file cannot be read as UTF-8, or the
+            set is refused by ``parse_files``.
+    """
     if not path.is_dir():
         raise MigrationSetError(f"{path} is not a directory", details={"path": str(path)})
     files: dict[str, str] = {}
     for file in sorted(path.glob("*.sql")):
+        if file.is_dir():
+            continue
         try:
             files[file.name] = file.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -198,24 +337,56 @@ def load_directory(path: Path, fmt: MigrationFormat | None = None) -> list[Migra
     return parse_files(files, fmt)
 
 
+def _slug(description: str) -> str:
+    return re.sub(r"\W+", "_", description).strip("_") or "migration"
+
+
 def to_format(migrations: Sequence[Migration], fmt: MigrationFormat) -> dict[str, str]:
-    """Write migrations as files of ``fmt`` (the inverse of ``parse_files``)."""
+    """Write a set as the files of a layout (the inverse of ``parse_files``).
+
+    ``parse_files(to_format(ms, fmt), fmt)`` gives the same versions, up/down SQL and checksums.
+    The one exception: a migration flagged ``no_transaction`` without the marker line in its SQL
+    (from dbmate's ``transaction:false``) gets the marker prepended in Flyway and golang-migrate,
+    which have no other way to say it, so its up SQL and checksum change there.
+
+    Args:
+        migrations: The set.
+        fmt: The layout to write.
+
+    Returns:
+        File name -> text, up and down files (or dbmate sections) for every migration.
+
+    Raises:
+        MigrationSetError: A dotted version (Flyway's ``1.2``) written as golang-migrate or
+            dbmate, whose versions are single integers.
+    """
     files: dict[str, str] = {}
     for m in migrations:
-        slug = re.sub(r"[^A-Za-z0-9]+", "_", m.description).strip("_") or "migration"
+        slug = _slug(m.description)
+        up_sql = m.up_sql
         if fmt is MigrationFormat.FLYWAY:
-            files[f"V{m.version}__{slug}.sql"] = m.up_sql + "\n"
+            if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
+                up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
+            files[f"V{m.version}__{slug}.sql"] = up_sql + "\n"
             if m.down_sql:
                 files[f"U{m.version}__{slug}.sql"] = m.down_sql + "\n"
-        elif fmt is MigrationFormat.GOLANG_MIGRATE:
-            number = m.version.replace(".", "")
-            files[f"{int(number):06d}_{slug}.up.sql"] = m.up_sql + "\n"
+            continue
+        if "." in m.version:
+            raise MigrationSetError(
+                f"{m.source or 'version ' + m.version}: version {m.version} cannot be written "
+                f"as {fmt.value}, whose versions are single integers",
+                details={"file": m.source, "version": m.version},
+            )
+        number = f"{int(m.version):06d}"
+        if fmt is MigrationFormat.GOLANG_MIGRATE:
+            if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
+                up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
+            files[f"{number}_{slug}.up.sql"] = up_sql + "\n"
             if m.down_sql:
-                files[f"{int(number):06d}_{slug}.down.sql"] = m.down_sql + "\n"
+                files[f"{number}_{slug}.down.sql"] = m.down_sql + "\n"
         else:
-            number = m.version.replace(".", "")
             option = " transaction:false" if m.no_transaction else ""
-            text = f"-- migrate:up{option}\n{m.up_sql}\n"
+            text = f"-- migrate:up{option}\n{up_sql}\n"
             if m.down_sql:
                 text += f"\n-- migrate:down\n{m.down_sql}\n"
             files[f"{number}_{slug}.sql"] = text

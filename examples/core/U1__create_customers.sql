@@ -1,1 +1,2 @@
+-- Also drops the identity sequence and the unique index.
 DROP TABLE customers;

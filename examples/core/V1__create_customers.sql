@@ -1,3 +1,4 @@
+-- Customers of this tenant. Email is unique regardless of case.
 CREATE TABLE customers (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     email      text        NOT NULL,

@@ -1,3 +1,4 @@
+-- Orders belong to a customer; deleting the customer deletes their orders.
 CREATE TABLE orders (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     customer_id bigint      NOT NULL REFERENCES customers (id) ON DELETE CASCADE,

@@ -1,3 +1,4 @@
+-- The product catalogue and the lines of an order (one line per product).
 CREATE TABLE products (
     id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     sku         text   NOT NULL UNIQUE,

@@ -257,7 +257,11 @@ class _TargetEngine:
     def _current(ledger: dict[str, str]) -> str | None:
         return max(ledger, key=version_key) if ledger else None
 
-    async def apply(self) -> TargetRunResult:
+    async def _preflight(
+        self,
+    ) -> tuple[dict[str, str], str | None, tuple[int, ...] | None] | TargetRunResult:
+        """The ledger, the current version and the goal; or the result that stops the run
+        before any change (checksum mismatch, unknown version)."""
         ledger = await self._ledger()
         current = self._current(ledger)
         failure = self._verify(ledger)
@@ -266,6 +270,13 @@ class _TargetEngine:
         goal = self._goal()
         if isinstance(goal, MigrationFailure):
             return self._result(current, to_version=current, failure=goal)
+        return ledger, current, goal
+
+    async def apply(self) -> TargetRunResult:
+        checked = await self._preflight()
+        if isinstance(checked, TargetRunResult):
+            return checked
+        ledger, current, goal = checked
         pending = [
             m
             for m in self.migrations
@@ -330,13 +341,9 @@ class _TargetEngine:
             return await self._apply_outside_transaction(migration)
         async with self.conn.transaction():
             await self.conn.execute(self.lock_sql, self.lock_key)
-            await self._ensure_ledger()
-            if await self._is_applied(migration.version):
-                return None
-            started = time.perf_counter()
-            await self.conn.execute(migration.up_sql)
-            took = round((time.perf_counter() - started) * 1000, 3)
-            await self._record(migration, took)
+            took = await self._apply_locked(migration)
+        if took is None:
+            return None
         # Only now: had the transaction rolled back, the ledger table would have gone with it.
         self.ledger_ready = True
         return took
@@ -347,19 +354,25 @@ class _TargetEngine:
         session_lock = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
         await self.conn.execute(session_lock, self.lock_key)
         try:
-            await self._ensure_ledger()
-            if await self._is_applied(migration.version):
-                return None
-            started = time.perf_counter()
-            await self.conn.execute(migration.up_sql)
-            took = round((time.perf_counter() - started) * 1000, 3)
-            await self._record(migration, took)
-            self.ledger_ready = True
+            took = await self._apply_locked(migration)
+            if took is not None:
+                self.ledger_ready = True
             return took
         finally:
             await self.conn.execute(
                 "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_key
             )
+
+    async def _apply_locked(self, migration: Migration) -> float | None:
+        """Under the target's lock: re-read the ledger, apply, record. None if already applied."""
+        await self._ensure_ledger()
+        if await self._is_applied(migration.version):
+            return None
+        started = time.perf_counter()
+        await self.conn.execute(migration.up_sql)
+        took = round((time.perf_counter() - started) * 1000, 3)
+        await self._record(migration, took)
+        return took
 
     async def _ensure_ledger(self) -> None:
         if self.ledger_ready:  # saves a catalog-locking DDL round trip per version
@@ -389,14 +402,10 @@ class _TargetEngine:
         )
 
     async def rollback(self) -> TargetRunResult:
-        ledger = await self._ledger()
-        current = self._current(ledger)
-        failure = self._verify(ledger)
-        if failure is not None:
-            return self._result(current, to_version=current, failure=failure)
-        goal = self._goal()
-        if isinstance(goal, MigrationFailure):
-            return self._result(current, to_version=current, failure=goal)
+        checked = await self._preflight()
+        if isinstance(checked, TargetRunResult):
+            return checked
+        ledger, current, goal = checked
         if goal is None:
             return self._result(
                 current,

@@ -3,14 +3,17 @@
     python -m bench.fleet                    # 200 databases
     python -m bench.fleet --schemas --targets 2000
 
-Creates its own embedded PostgreSQL and Temporal server in a temporary directory, one set of
-targets per contender (so no reset sits inside or between timings), applies ``examples/core``:
+Creates its own embedded PostgreSQL and Temporal server in a temporary directory and one set of
+targets per contender, and applies ``examples/core`` in rounds (targets emptied and a checkpoint
+taken between rounds, never inside a timing):
 
 1. plain asyncpg at the same concurrency (the physical limit: PostgreSQL itself),
 2. a sequential per-target loop (what most teams run today),
 3. tenantflow end to end: API -> MigrateFleetWorkflow -> worker -> done.
 
-and prints the three times and the ratios.
+and prints each time, the CPU seconds each process used meanwhile, the medians and their
+ratios, the worker's peak memory, the run's history size and, with ``--watchers``, the latency
+of ``GET /api/v1/migrations/{id}`` polled by that many clients during the tenantflow runs.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,16 +36,17 @@ from typing import Any, Literal
 import asyncpg
 import httpx
 import uvicorn
+from temporalio.client import Client
 
 from cli.dev_issuer import DevIssuer, create_issuer_app
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
-from common.settings import DEV_REALM, Settings
-from gateway.app import create_app
+from common.settings import DEV_REALM
 from models.migrations import Migration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "core"
+CONTENDERS = ("plain", "seq", "tf")
 
 
 class Server(threading.Thread):
@@ -88,6 +93,13 @@ async def create_targets(pg: EmbeddedPostgres, prefix: str, count: int, schemas:
     return names
 
 
+def postmaster_pid(pg: EmbeddedPostgres) -> int | None:
+    try:
+        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def connect_args(pg: EmbeddedPostgres, prefix: str, name: str, schemas: bool) -> dict[str, Any]:
     return {
         "host": "127.0.0.1",
@@ -110,12 +122,113 @@ async def apply_plain(args: dict[str, Any], migrations: list[Migration]) -> None
         await conn.close()
 
 
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu(pid: int | None) -> float:
+    """CPU seconds of a process and its reaped children (PostgreSQL's backends are reaped by
+    the postmaster), 0 when it is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / TICK
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, idle) CPU seconds of the whole machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values) - idle) / TICK, idle / TICK
+
+
+class Usage:
+    """Who used the CPU during one timing: PostgreSQL, Temporal, the worker, this process."""
+
+    def __init__(self, pids: dict[str, Callable[[], int | None]]) -> None:
+        self.pids = pids
+
+    def snapshot(self) -> dict[str, float]:
+        taken = {name: process_cpu(pid()) for name, pid in self.pids.items()}
+        taken["bench+gateway"] = process_cpu(os.getpid())
+        taken["machine busy"], taken["machine idle"] = machine_cpu()
+        return taken
+
+    @staticmethod
+    def report(before: dict[str, float], after: dict[str, float]) -> str:
+        return ", ".join(f"{name} {after[name] - before[name]:.1f}" for name in before)
+
+
+USAGE: Usage | None = None
+
+
 async def timed(label: str, work: Callable[[], Awaitable[None]]) -> float:
+    before = USAGE.snapshot() if USAGE else None
     started = time.perf_counter()
     await work()
     elapsed = time.perf_counter() - started
     print(f"{label:<34} {elapsed:8.2f} s", flush=True)
+    if USAGE and before:
+        print(f"    CPU s: {Usage.report(before, USAGE.snapshot())}", flush=True)
     return elapsed
+
+
+async def reset_targets(pg: EmbeddedPostgres, prefix: str, names: list[str], schemas: bool) -> None:
+    """Empty a contender's targets between rounds (not timed), then checkpoint, so no round
+    pays for the previous one's writes."""
+    if schemas:
+        conn = await asyncpg.connect(pg.dsn(prefix))
+        try:
+            for name in names:
+                await conn.execute(f'DROP SCHEMA "{name}" CASCADE; CREATE SCHEMA "{name}"')
+        finally:
+            await conn.close()
+    else:
+        semaphore = asyncio.Semaphore(16)
+
+        async def one(name: str) -> None:
+            async with semaphore:
+                conn = await asyncpg.connect(pg.dsn(name))
+                try:
+                    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+                finally:
+                    await conn.close()
+
+        await asyncio.gather(*(one(name) for name in names))
+    admin = await asyncpg.connect(pg.dsn("postgres"))
+    try:
+        await admin.execute("CHECKPOINT")
+    finally:
+        await admin.close()
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"{url}: the process exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer within {seconds} s")
 
 
 async def main(options: argparse.Namespace) -> None:
@@ -123,18 +236,30 @@ async def main(options: argparse.Namespace) -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="tenantflow-bench-"))
     pg = EmbeddedPostgres(work_dir / "pg", free_port(), max_connections=400)
     temporal = TemporalDevServer(work_dir / "temporal", free_port(), None)
-    worker: subprocess.Popen[bytes] | None = None
-    servers: list[Server] = []
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    issuer_server: Server | None = None
+    global USAGE
     try:
         pg.start()
         temporal.start()
+        USAGE = Usage(
+            {
+                "postgres": lambda: postmaster_pid(pg),
+                "temporal": lambda: temporal.process.pid if temporal.process else None,
+                "worker": lambda: processes["worker"].pid if "worker" in processes else None,
+                "gateway": lambda: processes["gateway"].pid if "gateway" in processes else None,
+            }
+        )
         n, schemas, c = options.targets, options.schemas, options.concurrency
+        rounds = options.rounds or (3 if n <= 500 else 1)
         kind = "schemas" if schemas else "databases"
-        print(f"{n} {kind} x {len(migrations)} migrations, concurrency {c}", flush=True)
+        print(
+            f"{n} {kind} x {len(migrations)} migrations, concurrency {c}, "
+            f"batch size {options.batch_size}, {rounds} round(s), {options.watchers} watcher(s)",
+            flush=True,
+        )
         t0 = time.perf_counter()
-        plain_targets = await create_targets(pg, "plain", n, schemas)
-        seq_targets = await create_targets(pg, "seq", n, schemas)
-        tf_targets = await create_targets(pg, "tf", n, schemas)
+        targets = {prefix: await create_targets(pg, prefix, n, schemas) for prefix in CONTENDERS}
         print(f"(setup: {3 * n} {kind} in {time.perf_counter() - t0:.1f} s, not timed)")
 
         semaphore = asyncio.Semaphore(c)
@@ -144,52 +269,49 @@ async def main(options: argparse.Namespace) -> None:
                 await apply_plain(connect_args(pg, "plain", name, schemas), migrations)
 
         async def plain() -> None:
-            await asyncio.gather(*(bounded(name) for name in plain_targets))
+            await asyncio.gather(*(bounded(name) for name in targets["plain"]))
 
         async def sequential() -> None:
-            for name in seq_targets:
+            for name in targets["seq"]:
                 await apply_plain(connect_args(pg, "seq", name, schemas), migrations)
 
-        # tenantflow: issuer, worker (own process, as in production), gateway.
+        # tenantflow as in production: worker and gateway in processes of their own.
         issuer_port, gateway_port = free_port(), free_port()
         issuer = DevIssuer(
             work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}"
         )
-        servers.append(Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off"))
-        servers[-1].begin()
+        issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
+        issuer_server.begin()
         env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
         env.update(
             {
                 "TENANTFLOW_CATALOG__DSN": pg.dsn(),
                 "TENANTFLOW_TEMPORAL__ADDRESS": temporal.address,
+                "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
+                "TENANTFLOW_GATEWAY__PORT": str(gateway_port),
+                "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
                 "TENANTFLOW_LOG__LEVEL": "WARNING",
+                "TENANTFLOW_LOG__ACCESS_LOG": "false",
                 "PYTHONPATH": str(ROOT),
             }
         )
-        worker = subprocess.Popen(  # noqa: ASYNC220 - started once, outside every timing
-            [sys.executable, "-m", "cli.main", "worker"], env=env
-        )
-        settings = Settings(
-            _env_file=None,
-            catalog={"dsn": pg.dsn(), "max_pool_size": 20},
-            temporal={"address": temporal.address},
-            auth={"issuer_url": issuer.issuer_url},
-            log={"level": "WARNING", "access_log": False},
-            rate_limit={"enabled": False},
-        )
-        servers.append(Server(create_app(settings), gateway_port))
-        servers[-1].begin()
+        for role in ("worker", "gateway"):
+            processes[role] = subprocess.Popen(  # noqa: ASYNC220 - started once, outside timings
+                [sys.executable, "-m", "cli.main", role], env=env
+            )
+        base_url = f"http://127.0.0.1:{gateway_port}"
+        await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes["gateway"])
         headers = {"Authorization": f"Bearer {issuer.mint(subject='bench', roles=['infra-admin'])}"}
         label = uuid.uuid4().hex[:8]
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{gateway_port}", headers=headers, timeout=120
-        ) as api:
+        latencies: list[float] = []
+        run_ids: list[str] = []
+        async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as api:
             files = {m.source or f"V{m.version}__x.sql": m.up_sql for m in migrations}
             response = await api.post(
                 "/api/v1/migration-sets", json={"name": "core", "files": files}
             )
             response.raise_for_status()
-            for name in tf_targets:
+            for name in targets["tf"]:
                 body = {
                     "name": name.replace("_", "-"),
                     "host": "127.0.0.1",
@@ -203,6 +325,18 @@ async def main(options: argparse.Namespace) -> None:
                     body["schema"] = name
                 (await api.post("/api/v1/databases", json=body)).raise_for_status()
 
+            async def watch(url: str, stop: asyncio.Event) -> None:
+                """One viewer polling the run's progress, each on its own connection."""
+                async with httpx.AsyncClient(
+                    base_url=base_url, headers=headers, timeout=30
+                ) as client:
+                    while not stop.is_set():
+                        started = time.perf_counter()
+                        answer = await client.get(url)
+                        answer.raise_for_status()
+                        latencies.append(time.perf_counter() - started)
+                        await asyncio.sleep(options.watch_interval)
+
             async def tenantflow() -> None:
                 started = await api.post(
                     "/api/v1/migrations",
@@ -214,28 +348,81 @@ async def main(options: argparse.Namespace) -> None:
                     },
                 )
                 started.raise_for_status()
-                url = started.json()["status_url"]
-                while True:
-                    state = (await api.get(url)).json()
-                    if state["status"] in ("completed", "cancelled"):
-                        break
-                    await asyncio.sleep(0.1)
+                run = started.json()
+                run_ids.append(run["run_id"])
+                stop = asyncio.Event()
+                watchers = [
+                    asyncio.create_task(watch(run["status_url"], stop))
+                    for _ in range(options.watchers)
+                ]
+                # Watch it as a user would: the stream ends the moment the run does.
+                async with api.stream("GET", run["stream_url"]) as stream:
+                    stream.raise_for_status()
+                    async for _line in stream.aiter_lines():
+                        pass
+                stop.set()
+                await asyncio.gather(*watchers)
+                state = (await api.get(run["status_url"])).json()
                 counts = state["counts"]
-                if counts["succeeded"] != n:
+                if state["status"] != "completed" or counts["succeeded"] != n:
                     raise SystemExit(f"tenantflow run did not migrate every target: {counts}")
 
-            plain_s = await timed("plain asyncpg (physical limit)", plain)
-            seq_s = await timed("sequential loop", sequential)
-            tf_s = await timed(f"tenantflow (batch size {options.batch_size})", tenantflow)
-        print(f"\ntenantflow / plain asyncpg   = {tf_s / plain_s:.2f}")
+            contenders: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
+                ("plain", "plain asyncpg (physical limit)", plain),
+                ("seq", "sequential loop", sequential),
+                ("tf", "tenantflow", tenantflow),
+            ]
+            times: dict[str, list[float]] = {prefix: [] for prefix in CONTENDERS}
+            for round_number in range(rounds):
+                if round_number:
+                    t1 = time.perf_counter()
+                    for prefix in CONTENDERS:
+                        await reset_targets(pg, prefix, targets[prefix], schemas)
+                    print(f"(reset: {time.perf_counter() - t1:.1f} s, not timed)", flush=True)
+                print(f"-- round {round_number + 1}", flush=True)
+                for prefix, title, work in contenders:
+                    times[prefix].append(await timed(title, work))
+
+        plain_s, seq_s, tf_s = (statistics.median(times[prefix]) for prefix in CONTENDERS)
+        print(
+            f"\nmedians: plain {plain_s:.2f} s, sequential {seq_s:.2f} s, tenantflow {tf_s:.2f} s"
+        )
+        print(f"tenantflow / plain asyncpg   = {tf_s / plain_s:.2f}")
         print(f"sequential / plain asyncpg   = {seq_s / plain_s:.2f}")
         print(f"tenantflow / sequential      = {tf_s / seq_s:.2f}")
+        print(f"worker peak memory           = {peak_rss_mb(processes['worker'].pid):.0f} MB")
+        client = await Client.connect(temporal.address)
+        for run_id in run_ids[-1:]:
+            executions = [
+                e async for e in client.list_workflows(f"WorkflowId = 'migrate-fleet-{run_id}'")
+            ]
+            events = 0
+            for execution in executions:
+                described = await client.get_workflow_handle(
+                    execution.id, run_id=execution.run_id
+                ).describe()
+                events = max(
+                    events, described.raw_description.workflow_execution_info.history_length
+                )
+            print(
+                f"history                      = {len(executions)} execution(s) "
+                f"(continue-as-new), at most {events} events each (limit 51,200)"
+            )
+        if latencies:
+            ms = [1000 * v for v in latencies]
+            print(
+                f"GET /api/v1/migrations/{{id}} = {len(ms)} requests, "
+                f"{options.watchers} clients: "
+                f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
+                f"max {max(ms):.1f} ms"
+            )
     finally:
-        for server in reversed(servers):
-            server.end()
-        if worker is not None:
-            worker.terminate()
-            worker.wait(60)
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.wait(60)
+        if issuer_server is not None:
+            issuer_server.end()
         temporal.stop()
         pg.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -247,6 +434,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--schemas", action="store_true", help="schema-per-tenant targets")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="timed rounds (default 3, 1 above 500 targets)"
+    )
+    parser.add_argument(
+        "--watchers", type=int, default=0, help="clients polling the run's progress meanwhile"
+    )
+    parser.add_argument("--watch-interval", type=float, default=0.1, help="each watcher's pause")
     return parser.parse_args(argv)
 
 

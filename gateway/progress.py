@@ -1,49 +1,118 @@
-"""A short-lived cache of fleet progress, so many viewers cost one workflow query.
+"""A cache of fleet progress, so many viewers cost one workflow query and wait for none.
 
-Each query goes gateway -> Temporal -> a worker and back (tens to hundreds of milliseconds under
-load). Viewers of the same run within ``max_age`` share one answer, and concurrent requests for a
-stale entry wait for a single query instead of sending one each.
+Each query goes gateway -> Temporal -> a worker and back: tens of milliseconds, hundreds under
+load, more for a big run's payload. Viewers of a run share one snapshot, serialised once:
+
+- younger than ``max_age``: served as it is;
+- older, but younger than ``max_stale``: served as it is while one background query refreshes
+  it (so a viewer never waits for Temporal while the run is being watched);
+- older than that, or never read: the viewer waits for one query, shared by every concurrent
+  viewer of the run;
+- a finished run's snapshot never changes and is kept until evicted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from models.fleet import FleetProgress
+from models.fleet import FleetProgress, FleetStatus
+
+log = logging.getLogger(__name__)
+
+FINAL = frozenset({FleetStatus.COMPLETED, FleetStatus.CANCELLED})
+Fetch = Callable[[], Awaitable[FleetProgress]]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One answer of the ``progress`` query, with its JSON ready to send."""
+
+    progress: FleetProgress
+    body: bytes
+    at: float
+
+    @property
+    def final(self) -> bool:
+        return self.progress.status in FINAL
 
 
 @dataclass
 class _Entry:
-    value: FleetProgress | None = None
-    at: float = 0.0
+    snapshot: Snapshot | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    refreshing: asyncio.Task[None] | None = None
 
 
 class ProgressCache:
-    """Per-run progress, at most ``max_age`` seconds old."""
+    """Per-run progress snapshots; see the module docstring."""
 
-    def __init__(self, max_age: float = 0.5, max_runs: int = 1000) -> None:
+    def __init__(
+        self,
+        max_age: float = 0.5,
+        max_stale: float = 5.0,
+        max_runs: int = 1000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_age = max_age
+        self.max_stale = max_stale
         self.max_runs = max_runs
-        self._entries: dict[str, _Entry] = {}
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    async def get(
-        self, run_id: str, fetch: Callable[[], Awaitable[FleetProgress]]
-    ) -> FleetProgress:
-        """The cached progress of ``run_id``, refreshed with ``fetch`` when stale."""
+    async def get(self, run_id: str, fetch: Fetch, *, fresh: bool = False) -> Snapshot:
+        """The run's snapshot; ``fresh`` waits for a new query whatever the cache holds."""
+        entry = self._entry(run_id)
+        snapshot = entry.snapshot
+        if snapshot is not None and not fresh:
+            age = self._clock() - snapshot.at
+            if snapshot.final or age < self.max_age:
+                return snapshot
+            if age < self.max_stale:
+                self._refresh_in_background(entry, fetch)
+                return snapshot
+        async with entry.lock:
+            current = entry.snapshot
+            if current is not None and current is not snapshot and not fresh:
+                return current  # another viewer refreshed it while we waited
+            return await self._refresh(entry, fetch)
+
+    def _entry(self, run_id: str) -> _Entry:
         entry = self._entries.get(run_id)
         if entry is None:
-            if len(self._entries) >= self.max_runs:
-                self._entries.pop(next(iter(self._entries)))
+            while len(self._entries) >= self.max_runs:
+                _, evicted = self._entries.popitem(last=False)
+                if evicted.refreshing is not None:
+                    evicted.refreshing.cancel()
             entry = self._entries[run_id] = _Entry()
-        if entry.value is not None and time.monotonic() - entry.at < self.max_age:
-            return entry.value
-        async with entry.lock:
-            if entry.value is not None and time.monotonic() - entry.at < self.max_age:
-                return entry.value
-            entry.value = await fetch()
-            entry.at = time.monotonic()
-            return entry.value
+        else:
+            self._entries.move_to_end(run_id)
+        return entry
+
+    async def _refresh(self, entry: _Entry, fetch: Fetch) -> Snapshot:
+        progress = await fetch()
+        snapshot = Snapshot(progress, progress.model_dump_json().encode(), self._clock())
+        entry.snapshot = snapshot
+        return snapshot
+
+    def _refresh_in_background(self, entry: _Entry, fetch: Fetch) -> None:
+        if entry.refreshing is not None and not entry.refreshing.done():
+            return
+
+        async def refresh() -> None:
+            if entry.lock.locked():
+                return  # a viewer is already waiting for a query
+            async with entry.lock:
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await self._refresh(entry, fetch)
+                    except Exception as exc:
+                        # The next viewer after max_stale waits for a query and sees the error.
+                        log.warning("background progress refresh failed: %s", type(exc).__name__)
+
+        entry.refreshing = asyncio.create_task(refresh())

@@ -153,7 +153,10 @@ class MigrationFailure(BaseModel):
     """Why a target stopped: PostgreSQL's error, or a refusal before any change."""
 
     version: str | None
-    reason: str = Field(description="checksum_mismatch, sql_error, missing_down, unknown_version")
+    reason: str = Field(
+        description="checksum_mismatch, sql_error, missing_down, unknown_version, lock_timeout, "
+        "unreachable, not_found"
+    )
     message: str
     sqlstate: str | None = None
     position: str | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -123,22 +124,33 @@ class DatabaseRepository:
 
     async def connection_params(self, database_id: uuid.UUID) -> dict[str, Any]:
         """asyncpg ``connect`` keyword arguments, password decrypted (activities only)."""
-        row = await self.pool.fetchrow(
-            "SELECT host, port, database, schema, username, password_encrypted "
-            "FROM databases WHERE id = $1",
-            database_id,
-        )
-        if row is None:
+        found = await self.connection_params_many([database_id])
+        if database_id not in found:
             raise NotFound(f"no database {database_id}", details={"id": str(database_id)})
+        return found[database_id]
+
+    async def connection_params_many(
+        self, database_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any]]:
+        """``connection_params`` for several targets in one catalog query (a fleet batch);
+        ids that are not in the catalog are absent from the answer."""
+        rows = await self.pool.fetch(
+            "SELECT id, host, port, database, schema, username, password_encrypted "
+            "FROM databases WHERE id = ANY($1::uuid[])",
+            list(database_ids),
+        )
         return {
-            "host": row["host"],
-            "port": row["port"],
-            "database": row["database"],
-            "user": row["username"],
-            "password": self.cipher.decrypt(
-                row["password_encrypted"], context=password_context(database_id)
-            ),
-            "schema": row["schema"],
+            row["id"]: {
+                "host": row["host"],
+                "port": row["port"],
+                "database": row["database"],
+                "user": row["username"],
+                "password": self.cipher.decrypt(
+                    row["password_encrypted"], context=password_context(row["id"])
+                ),
+                "schema": row["schema"],
+            }
+            for row in rows
         }
 
     async def rotate_keys(self, *, batch_size: int = 500) -> int:

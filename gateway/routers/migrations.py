@@ -7,14 +7,16 @@ import asyncio
 import base64
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import (
     WorkflowExecutionStatus,
+    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
@@ -58,6 +60,7 @@ RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The run has finished."},
 }
 STREAM_INTERVAL_SECONDS = 1.0
+QUERY_TIMEOUT_SECONDS = 10.0
 
 FleetHandle = WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]
 
@@ -254,43 +257,102 @@ async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool
     return handle, description.status is WorkflowExecutionStatus.RUNNING
 
 
-async def _progress(handle: FleetHandle) -> FleetProgress:
+def _fetcher(temporal: TemporalDep, run_id: str) -> Callable[[], Awaitable[FleetProgress]]:
+    """The ``progress`` query of a run (404 when Temporal does not know it)."""
+    handle: FleetHandle = temporal.get_workflow_handle_for(
+        MigrateFleetWorkflow.run, workflow_id_for(run_id)
+    )
+
+    async def fetch() -> FleetProgress:
+        return await _progress(handle, run_id)
+
+    return fetch
+
+
+async def _progress(handle: FleetHandle, run_id: str) -> FleetProgress:
     try:
-        return await handle.query(MigrateFleetWorkflow.progress)
-    except (WorkflowQueryFailedError, RPCError) as exc:
+        return await handle.query(
+            MigrateFleetWorkflow.progress, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS)
+        )
+    except RPCError as exc:
+        if exc.status is RPCStatusCode.NOT_FOUND:
+            raise NotFound(f"no run {run_id}", details={"run_id": run_id}) from None
+        raise DependencyUnavailable(
+            "the run's progress could not be read", details={"cause": exc.message[:300]}
+        ) from None
+    except WorkflowQueryFailedError as exc:
         raise DependencyUnavailable(
             "the run's progress could not be read", details={"cause": str(exc)[:300]}
         ) from None
 
 
-@router.get("/{run_id}", summary="Live progress of a fleet run", responses=RUN_ERRORS)
+@router.get(
+    "/{run_id}",
+    summary="Live progress of a fleet run",
+    response_model=FleetProgress,
+    responses=RUN_ERRORS,
+)
 async def get_run(
     run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
-) -> FleetProgress:
-    """Counts per state, every target's state with versions and error, rate and ETA."""
+) -> Response:
+    """Counts per state, every target's state with versions and error, rate and ETA.
+
+    Served from a snapshot shared by every viewer of the run (at most about half a second old
+    while the run is watched), so the answer never waits for the worker."""
     del principal
-    handle, _ = await _handle(temporal, run_id)
-    return await cache.get(run_id, lambda: _progress(handle))
+    snapshot = await cache.get(run_id, _fetcher(temporal, run_id))
+    return Response(content=snapshot.body, media_type="application/json")
 
 
 @router.get("/{run_id}/stream", summary="Progress as Server-Sent Events until the run ends")
 async def stream_run(
     run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
 ) -> EventSourceResponse:
-    """``event: progress`` with the progress JSON every second; ``event: end`` at the end."""
+    """``event: progress`` with the progress JSON every second, and at once when the run ends;
+    then ``event: end``."""
     del principal
-    handle, _ = await _handle(temporal, run_id)
+    fetch = _fetcher(temporal, run_id)
+    first = await cache.get(run_id, fetch)  # 404 before the stream starts
+    handle: FleetHandle = temporal.get_workflow_handle_for(
+        MigrateFleetWorkflow.run, workflow_id_for(run_id)
+    )
 
     async def events() -> AsyncIterator[dict[str, str]]:
-        while True:
-            progress = await cache.get(run_id, lambda: _progress(handle))
-            yield {"event": "progress", "data": progress.model_dump_json()}
-            if progress.status in (FleetStatus.COMPLETED, FleetStatus.CANCELLED):
-                yield {"event": "end", "data": json.dumps({"status": progress.status.value})}
-                return
-            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+        snapshot = first
+        ended = asyncio.create_task(_ended(handle))
+        try:
+            while not snapshot.final:
+                yield {"event": "progress", "data": snapshot.body.decode()}
+                done, _ = await asyncio.wait({ended}, timeout=STREAM_INTERVAL_SECONDS)
+                # When the run has just closed: its final state, not a cached one from before.
+                snapshot = await cache.get(run_id, fetch, fresh=bool(done))
+                if done and not snapshot.final:
+                    # Terminated (or failed) from outside: it never reached a final state.
+                    yield {"event": "progress", "data": snapshot.body.decode()}
+                    status = ended.result()
+                    yield {"event": "end", "data": json.dumps({"status": status})}
+                    return
+            yield {"event": "progress", "data": snapshot.body.decode()}
+            yield {"event": "end", "data": json.dumps({"status": snapshot.progress.status})}
+        finally:
+            ended.cancel()
 
     return EventSourceResponse(events(), ping=15)
+
+
+async def _ended(handle: FleetHandle) -> str:
+    """Returns how the run closed, once it has (a long poll on Temporal that follows
+    continue-as-new); retries while Temporal is unreachable."""
+    while True:
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as exc:
+            cause = exc.cause
+            return type(cause).__name__.removesuffix("Error").lower() if cause else "failed"
+        except RPCError:
+            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
+            continue
+        return result.status.value
 
 
 async def _signal(temporal: TemporalDep, run_id: str, signal: str) -> JSONResponse:
@@ -376,7 +438,7 @@ async def rollback_run(
         raise Conflict(
             f"run {run_id} is still running; cancel it first", details={"run_id": run_id}
         )
-    progress = await _progress(handle)
+    progress = await _progress(handle, run_id)
     touched = [
         uuid.UUID(key)
         for key, target in progress.targets.items()

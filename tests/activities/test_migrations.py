@@ -311,3 +311,53 @@ async def test_no_transaction_migration_runs_outside_a_transaction(engine: Engin
         assert (await engine.run()).applied == []
     finally:
         await conn.close()
+
+
+async def test_each_version_is_one_message_with_exact_ledger_values(engine: Engine) -> None:
+    odd = migration(
+        "1",
+        "CREATE TABLE notes (id int);\nSELECT pg_sleep(0.05);\n-- ends in a comment, no newline",
+        "DROP TABLE notes;",
+        description="it's a \\ test; -- ünïcode '",
+    )
+    await engine.sets.register(engine.set_name, [odd])
+    result = await engine.run()
+    assert result.failure is None, result.failure
+    conn = await engine.connect()
+    try:
+        row = await conn.fetchrow(f"SELECT * FROM {LEDGER_TABLE}")
+        assert row is not None
+        assert row["description"] == "it's a \\ test; -- ünïcode '"
+        assert row["checksum"] == odd.checksum
+        assert row["run_id"] == result.run_id
+        # Timed by the server around the version's own SQL.
+        assert 50 <= row["execution_ms"] < 5000
+        assert result.applied[0].execution_ms >= row["execution_ms"]
+    finally:
+        await conn.close()
+
+
+async def test_error_positions_are_relative_to_the_version_sql(engine: Engine) -> None:
+    script = "SELECT 1;\nSELECT * FROM no_such_table;"
+    await engine.sets.register(engine.set_name, [migration("1", script)])
+    result = await engine.run()
+    assert result.failure is not None
+    assert result.failure.sqlstate == "42P01"  # undefined_table
+    assert result.failure.position == str(script.index("no_such_table") + 1)
+
+
+async def test_a_unique_violation_of_the_migration_itself_is_a_failure(engine: Engine) -> None:
+    duplicate = migration(
+        "1", "CREATE TABLE u (id int PRIMARY KEY);\nINSERT INTO u VALUES (1), (1);"
+    )
+    await engine.sets.register(engine.set_name, [duplicate])
+    result = await engine.run()
+    assert result.failure is not None
+    assert (result.failure.reason, result.failure.sqlstate) == ("sql_error", "23505")
+    assert result.applied == []
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval("SELECT to_regclass('u')") is None
+        assert await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}')") is None
+    finally:
+        await conn.close()

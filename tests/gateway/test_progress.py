@@ -1,0 +1,131 @@
+"""The progress cache: one query for many viewers, none waited for while a run is watched."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.progress import ProgressCache
+from models.fleet import FleetCounts, FleetProgress, FleetStatus
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Run:
+    """A fake ``progress`` query: counts its calls, can be slow or fail."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.status = FleetStatus.RUNNING
+        self.gate: asyncio.Event | None = None
+        self.fail = False
+
+    async def fetch(self) -> FleetProgress:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("Temporal is down")
+        now = datetime.now(UTC)
+        return FleetProgress(
+            run_id="r1",
+            set_name="core",
+            status=self.status,
+            paused_reason=None,
+            total=1,
+            total_known=True,
+            counts=FleetCounts(running=1),
+            concurrency=1,
+            targets={},
+            started_at=now,
+            updated_at=now,
+            throughput_per_minute=float(self.calls),
+            eta_seconds=None,
+        )
+
+
+async def test_viewers_within_max_age_share_one_query_and_its_json() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, clock=clock)
+    first = await cache.get("r1", run.fetch)
+    clock.now += 0.4
+    again = await cache.get("r1", run.fetch)
+    assert run.calls == 1
+    assert again is first
+    assert FleetProgress.model_validate_json(first.body) == first.progress
+
+
+async def test_concurrent_viewers_of_a_cold_run_wait_for_a_single_query() -> None:
+    run = Run()
+    run.gate = asyncio.Event()
+    cache = ProgressCache()
+    waiting = [asyncio.create_task(cache.get("r1", run.fetch)) for _ in range(20)]
+    await asyncio.sleep(0.01)
+    run.gate.set()
+    snapshots = await asyncio.gather(*waiting)
+    assert run.calls == 1
+    assert len({id(s) for s in snapshots}) == 1
+
+
+async def test_a_stale_snapshot_is_served_at_once_and_refreshed_behind() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, max_stale=5.0, clock=clock)
+    first = await cache.get("r1", run.fetch)
+    run.gate = asyncio.Event()  # the next query hangs until released
+    clock.now += 1.0
+    served = await asyncio.wait_for(cache.get("r1", run.fetch), timeout=1)
+    assert served is first  # no viewer waits for the slow query
+    await asyncio.sleep(0.01)
+    assert run.calls == 2  # exactly one background refresh, however many viewers
+    await cache.get("r1", run.fetch)
+    assert run.calls == 2
+    run.gate.set()
+    await asyncio.sleep(0.01)
+    newer = await cache.get("r1", run.fetch)
+    assert newer is not first
+    assert newer.progress.throughput_per_minute == 2
+
+
+async def test_too_stale_waits_and_a_failed_refresh_surfaces_to_the_next_viewer() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, max_stale=5.0, clock=clock)
+    await cache.get("r1", run.fetch)
+    run.fail = True
+    clock.now += 1.0
+    await cache.get("r1", run.fetch)  # stale: served, background refresh fails quietly
+    await asyncio.sleep(0.01)
+    clock.now += 10
+    with pytest.raises(RuntimeError, match="Temporal is down"):
+        await cache.get("r1", run.fetch)
+
+
+async def test_finished_runs_are_kept_and_fresh_forces_a_query() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, clock=clock)
+    await cache.get("r1", run.fetch)
+    run.status = FleetStatus.COMPLETED
+    final = await cache.get("r1", run.fetch, fresh=True)
+    assert final.final
+    clock.now += 3600
+    assert await cache.get("r1", run.fetch) is final
+    assert run.calls == 2
+
+
+async def test_least_recently_used_runs_are_evicted() -> None:
+    run = Run()
+    cache = ProgressCache(max_runs=2)
+    for run_id in ("a", "b", "a", "c"):
+        await cache.get(run_id, run.fetch)
+    assert run.calls == 3
+    await cache.get("a", run.fetch)  # kept: used after b
+    assert run.calls == 3
+    await cache.get("b", run.fetch)  # evicted
+    assert run.calls == 4

@@ -239,15 +239,15 @@ class _TargetEngine:
         )
 
     async def _ledger(self) -> dict[str, str]:
-        try:
-            rows = await self.conn.fetch(
-                f"SELECT version, checksum FROM {self.ledger_name} WHERE success"  # noqa: S608
-            )
-        except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
-            # First contact: asking forgiveness costs one round trip, checking first two.
-            self.ledger_ready = False
+        # Ask first: selecting from a missing table costs PostgreSQL an error (logged with its
+        # statement), which made first contact cost a quarter more CPU than the migrations.
+        exists = await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.ledger_name)
+        self.ledger_ready = bool(exists)
+        if not exists:
             return {}
-        self.ledger_ready = True
+        rows = await self.conn.fetch(
+            f"SELECT version, checksum FROM {self.ledger_name} WHERE success"  # noqa: S608
+        )
         return {r["version"]: r["checksum"] for r in rows}
 
     def _verify(self, ledger: dict[str, str]) -> MigrationFailure | None:

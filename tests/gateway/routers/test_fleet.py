@@ -19,6 +19,9 @@ from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
 
 pytestmark = pytest.mark.usefixtures("running_worker")
 
+# The issue's acceptance size: 50 databases, each with its own login role.
+ACCEPTANCE_TARGETS = 50
+
 FILES = {
     "V1__a.sql": "CREATE TABLE a (id int);\nSELECT pg_sleep(0.1);",
     "U1__a.sql": "DROP TABLE a;",
@@ -67,14 +70,52 @@ async def _ledger(target: TargetDatabase) -> list[str]:
         await conn.close()
 
 
+async def _listed_by_visibility(
+    http: httpx.AsyncClient, tokens: Tokens, set_name: str, run_id: str
+) -> None:
+    """The finished run is found through Temporal visibility by set, requester and status."""
+    viewer = tokens.headers("infra-viewer")
+    operator = tokens.headers("infra-operator")
+    me = (await http.get("/api/v1/auth/me", headers=operator)).json()["subject"]
+    expected = {
+        (("set", set_name),): [run_id],
+        (("set", set_name), ("requester", me)): [run_id],
+        (("set", set_name), ("status", "completed")): [run_id],
+        (("set", set_name), ("status", "running")): [],
+        (("set", set_name), ("requester", "somebody-else")): [],
+    }
+    for _ in range(100):  # visibility is eventually consistent
+        found = {
+            filters: [
+                item["run_id"]
+                for item in (
+                    await http.get("/api/v1/migrations", params=dict(filters), headers=viewer)
+                ).json()["items"]
+            ]
+            for filters in expected
+        }
+        if found == expected:
+            break
+        await asyncio.sleep(0.1)
+    assert found == expected
+    summary = (
+        await http.get("/api/v1/migrations", params={"set": set_name}, headers=viewer)
+    ).json()["items"][0]
+    assert (summary["set_name"], summary["requester"], summary["status"]) == (
+        set_name,
+        me,
+        "completed",
+    )
+
+
 async def test_start_stream_to_the_end_then_roll_back(
     http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
 ) -> None:
-    label, set_name, targets = await _fleet(http, tokens, make_target, 12)
+    label, set_name, targets = await _fleet(http, tokens, make_target, ACCEPTANCE_TARGETS)
     operator = tokens.headers("infra-operator")
     started = await http.post(
         "/api/v1/migrations",
-        json={"set": set_name, "selector": {"labels": {"fleet": label}}, "concurrency": 4},
+        json={"set": set_name, "selector": {"labels": {"fleet": label}}, "concurrency": 8},
         headers=operator,
     )
     assert started.status_code == 202, started.text
@@ -94,7 +135,7 @@ async def test_start_stream_to_the_end_then_roll_back(
     assert final["counts"] == {
         "pending": 0,
         "running": 0,
-        "succeeded": 12,
+        "succeeded": ACCEPTANCE_TARGETS,
         "failed": 0,
         "up_to_date": 0,
     }
@@ -111,8 +152,9 @@ async def test_start_stream_to_the_end_then_roll_back(
     assert history["schema"] == "public"
 
     progress = (await http.get(run["status_url"], headers=operator)).json()
-    assert progress["status"] == "completed" and progress["total"] == 12
+    assert progress["status"] == "completed" and progress["total"] == ACCEPTANCE_TARGETS
     assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 409
+    await _listed_by_visibility(http, tokens, set_name, run["run_id"])
 
     back = await http.post(
         f"{run['status_url']}/rollback", json={"to_version": "0"}, headers=operator
@@ -124,7 +166,7 @@ async def test_start_stream_to_the_end_then_roll_back(
         if state["status"] == "completed":
             break
         await asyncio.sleep(0.1)
-    assert state["counts"]["succeeded"] == 12
+    assert state["counts"]["succeeded"] == ACCEPTANCE_TARGETS
     for target in targets:
         assert await _ledger(target) == []
 

@@ -3,8 +3,8 @@
 Each query goes gateway -> Temporal -> a worker and back: tens of milliseconds, hundreds under
 load, more for a big run's payload. Viewers of a run share one snapshot, serialised once:
 
-- younger than ``max_age``: served as it is;
-- older, but younger than ``max_stale``: served as it is while one background query refreshes
+- younger than ``max_age`` (1 s): served as it is;
+- older, but younger than ``max_stale`` (5 s): served as it is while one background query refreshes
   it (so a viewer never waits for Temporal while the run is being watched);
 - older than that, or never read: the viewer waits for one query, shared by every concurrent
   viewer of the run;
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import time
 from collections import OrderedDict
@@ -31,11 +32,20 @@ Fetch = Callable[[], Awaitable[FleetProgress]]
 
 @dataclass(frozen=True)
 class Snapshot:
-    """One answer of the ``progress`` query, with its JSON ready to send."""
+    """One answer of the ``progress`` query, with its JSON ready to send, plain and gzipped
+    (a 2,000-target run's progress is about 200 KB of JSON; every viewer gets the same)."""
 
     progress: FleetProgress
     body: bytes
     at: float
+    gzipped: bytes = b""
+    summary: bytes = b""
+
+    @classmethod
+    def of(cls, progress: FleetProgress, at: float) -> Snapshot:
+        body = progress.model_dump_json().encode()
+        summary = progress.model_copy(update={"targets": {}}).model_dump_json().encode()
+        return cls(progress, body, at, gzip.compress(body, compresslevel=5), summary)
 
     @property
     def final(self) -> bool:
@@ -54,7 +64,7 @@ class ProgressCache:
 
     def __init__(
         self,
-        max_age: float = 0.5,
+        max_age: float = 1.0,
         max_stale: float = 5.0,
         max_runs: int = 1000,
         clock: Callable[[], float] = time.monotonic,
@@ -96,7 +106,7 @@ class ProgressCache:
 
     async def _refresh(self, entry: _Entry, fetch: Fetch) -> Snapshot:
         progress = await fetch()
-        snapshot = Snapshot(progress, progress.model_dump_json().encode(), self._clock())
+        snapshot = Snapshot.of(progress, self._clock())
         entry.snapshot = snapshot
         return snapshot
 

@@ -9,6 +9,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -60,6 +61,20 @@ RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The run has finished."},
 }
 STREAM_INTERVAL_SECONDS = 1.0
+
+
+class TargetsView(StrEnum):
+    """``GET /api/v1/migrations/{id}?targets=``: which per-target entries to send."""
+
+    ALL = "all"
+    NONE = "none"
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    UP_TO_DATE = "up_to_date"
+
+
 QUERY_TIMEOUT_SECONDS = 10.0
 
 FleetHandle = WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]
@@ -293,14 +308,37 @@ async def _progress(handle: FleetHandle, run_id: str) -> FleetProgress:
     responses=RUN_ERRORS,
 )
 async def get_run(
-    run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
+    run_id: str,
+    request: Request,
+    principal: MigrationsRead,
+    temporal: TemporalDep,
+    cache: CacheDep,
+    targets: Annotated[
+        TargetsView,
+        Query(description="Which per-target entries to include: all (default), none, or a state."),
+    ] = TargetsView.ALL,
 ) -> Response:
     """Counts per state, every target's state with versions and error, rate and ETA.
 
-    Served from a snapshot shared by every viewer of the run (at most about half a second old
-    while the run is watched), so the answer never waits for the worker."""
+    Served from a snapshot shared by every viewer of the run (at most about a second old while
+    the run is watched), so the answer never waits for the worker; gzipped when the client
+    accepts it. ``targets=none`` leaves the per-target map out (a light poll for big runs);
+    ``targets=failed`` (or any state) keeps only those targets."""
     del principal
     snapshot = await cache.get(run_id, _fetcher(temporal, run_id))
+    if targets is TargetsView.NONE:
+        return Response(content=snapshot.summary, media_type="application/json")
+    if targets is not TargetsView.ALL:
+        wanted = TargetState(targets.value)
+        subset = {k: v for k, v in snapshot.progress.targets.items() if v.state is wanted}
+        body = snapshot.progress.model_copy(update={"targets": subset}).model_dump_json()
+        return Response(content=body, media_type="application/json")
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        return Response(
+            content=snapshot.gzipped,
+            media_type="application/json",
+            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+        )
     return Response(content=snapshot.body, media_type="application/json")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 from datetime import UTC, datetime
 
 import pytest
@@ -129,3 +130,12 @@ async def test_least_recently_used_runs_are_evicted() -> None:
     assert run.calls == 3
     await cache.get("b", run.fetch)  # evicted
     assert run.calls == 4
+
+
+async def test_a_snapshot_carries_gzipped_and_summary_bodies() -> None:
+    run = Run()
+    snapshot = await ProgressCache().get("r1", run.fetch)
+    assert gzip.decompress(snapshot.gzipped) == snapshot.body
+    summary = FleetProgress.model_validate_json(snapshot.summary)
+    assert summary.targets == {}
+    assert summary.counts == snapshot.progress.counts

@@ -151,8 +151,17 @@ async def test_start_stream_to_the_end_then_roll_back(
     assert all(e["run_id"] == run["run_id"] and e["success"] for e in history["entries"])
     assert history["schema"] == "public"
 
-    progress = (await http.get(run["status_url"], headers=operator)).json()
+    answer = await http.get(run["status_url"], headers=operator)
+    assert answer.headers["content-encoding"] == "gzip"  # httpx asks for it, and decodes it
+    progress = answer.json()
     assert progress["status"] == "completed" and progress["total"] == ACCEPTANCE_TARGETS
+    assert len(progress["targets"]) == ACCEPTANCE_TARGETS
+    assert {t["to_version"] for t in progress["targets"].values()} == {"2"}
+    for view, size in (("none", 0), ("succeeded", ACCEPTANCE_TARGETS), ("failed", 0)):
+        light = await http.get(run["status_url"], params={"targets": view}, headers=operator)
+        assert light.status_code == 200, light.text
+        assert len(light.json()["targets"]) == size
+        assert light.json()["counts"]["succeeded"] == ACCEPTANCE_TARGETS
     assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 409
     await _listed_by_visibility(http, tokens, set_name, run["run_id"])
 

@@ -48,6 +48,7 @@ from models.migrations import Migration
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "core"
 CONTENDERS = ("plain", "seq", "tf")
+PROGRESS = "GET /api/v1/migrations/{id}"
 
 
 class Server(threading.Thread):
@@ -268,8 +269,9 @@ async def main(options: argparse.Namespace) -> None:
         finally:
             await admin.close()
         t0 = time.perf_counter()
-        targets = {prefix: await create_targets(pg, prefix, n, schemas) for prefix in CONTENDERS}
-        print(f"(setup: {3 * n} {kind} in {time.perf_counter() - t0:.1f} s, not timed)")
+        chosen = [prefix for prefix in CONTENDERS if prefix in options.contenders.split(",")]
+        targets = {prefix: await create_targets(pg, prefix, n, schemas) for prefix in chosen}
+        print(f"(setup: {len(chosen) * n} {kind} in {time.perf_counter() - t0:.1f} s, not timed)")
 
         semaphore = asyncio.Semaphore(c)
 
@@ -312,7 +314,10 @@ async def main(options: argparse.Namespace) -> None:
         await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes["gateway"])
         headers = {"Authorization": f"Bearer {issuer.mint(subject='bench', roles=['infra-admin'])}"}
         label = uuid.uuid4().hex[:8]
-        latencies: list[float] = []
+        # Per polled path: latencies. /health and /api/v1/auth/me, one client each, are the
+        # baselines in the same process: what any request costs on this machine meanwhile.
+        latencies: dict[str, list[float]] = {}
+        sizes: list[int] = [0, 0]
         run_ids: list[str] = []
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as api:
             files = {m.source or f"V{m.version}__x.sql": m.up_sql for m in migrations}
@@ -334,8 +339,8 @@ async def main(options: argparse.Namespace) -> None:
                     body["schema"] = name
                 (await api.post("/api/v1/databases", json=body)).raise_for_status()
 
-            async def watch(url: str, stop: asyncio.Event) -> None:
-                """One viewer polling the run's progress, each on its own connection."""
+            async def watch(url: str, stop: asyncio.Event, key: str) -> None:
+                """One viewer polling ``url``, each on its own connection."""
                 async with httpx.AsyncClient(
                     base_url=base_url, headers=headers, timeout=30
                 ) as client:
@@ -343,7 +348,9 @@ async def main(options: argparse.Namespace) -> None:
                         started = time.perf_counter()
                         answer = await client.get(url)
                         answer.raise_for_status()
-                        latencies.append(time.perf_counter() - started)
+                        latencies.setdefault(key, []).append(time.perf_counter() - started)
+                        if key == PROGRESS:
+                            sizes[:] = [answer.num_bytes_downloaded, len(answer.content)]
                         await asyncio.sleep(options.watch_interval)
 
             async def tenantflow() -> None:
@@ -360,10 +367,13 @@ async def main(options: argparse.Namespace) -> None:
                 run = started.json()
                 run_ids.append(run["run_id"])
                 stop = asyncio.Event()
-                watchers = [
-                    asyncio.create_task(watch(run["status_url"], stop))
-                    for _ in range(options.watchers)
-                ]
+                polled = [(run["status_url"], PROGRESS)] * options.watchers
+                if options.watchers:
+                    polled += [
+                        ("/health", "GET /health"),
+                        ("/api/v1/auth/me", "GET /api/v1/auth/me"),
+                    ]
+                watchers = [asyncio.create_task(watch(url, stop, key)) for url, key in polled]
                 # Watch it as a user would: the stream ends the moment the run does.
                 async with api.stream("GET", run["stream_url"]) as stream:
                     stream.raise_for_status()
@@ -381,11 +391,12 @@ async def main(options: argparse.Namespace) -> None:
                 ("seq", "sequential loop", sequential),
                 ("tf", "tenantflow", tenantflow),
             ]
+            contenders = [c for c in contenders if c[0] in chosen]
             times: dict[str, list[float]] = {prefix: [] for prefix in CONTENDERS}
             for round_number in range(rounds):
                 if round_number:
                     t1 = time.perf_counter()
-                    for prefix in CONTENDERS:
+                    for prefix in chosen:
                         await reset_targets(pg, prefix, targets[prefix], schemas)
                     print(f"(reset: {time.perf_counter() - t1:.1f} s, not timed)", flush=True)
                 print(f"-- round {round_number + 1}", flush=True)
@@ -394,13 +405,13 @@ async def main(options: argparse.Namespace) -> None:
                 for prefix, title, work in contenders[shift:] + contenders[:shift]:
                     times[prefix].append(await timed(title, work))
 
-        plain_s, seq_s, tf_s = (statistics.median(times[prefix]) for prefix in CONTENDERS)
-        print(
-            f"\nmedians: plain {plain_s:.2f} s, sequential {seq_s:.2f} s, tenantflow {tf_s:.2f} s"
-        )
-        print(f"tenantflow / plain asyncpg   = {tf_s / plain_s:.2f}")
-        print(f"sequential / plain asyncpg   = {seq_s / plain_s:.2f}")
-        print(f"tenantflow / sequential      = {tf_s / seq_s:.2f}")
+        medians = {prefix: statistics.median(times[prefix]) for prefix in chosen}
+        names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow"}
+        print("\nmedians: " + ", ".join(f"{names[k]} {v:.2f} s" for k, v in medians.items()))
+        for a, b in (("tf", "plain"), ("seq", "plain"), ("tf", "seq")):
+            if a in medians and b in medians:
+                label = f"{names[a]} / {names[b]}"
+                print(f"{label:<28} = {medians[a] / medians[b]:.2f}")
         print(f"worker peak memory           = {peak_rss_mb(processes['worker'].pid):.0f} MB")
         client = await Client.connect(temporal.address)
         for run_id in run_ids[-1:]:
@@ -419,13 +430,17 @@ async def main(options: argparse.Namespace) -> None:
                 f"history                      = {len(executions)} execution(s) "
                 f"(continue-as-new), at most {events} events each (limit 51,200)"
             )
-        if latencies:
-            ms = [1000 * v for v in latencies]
+        for key, values in latencies.items():
+            ms = [1000 * v for v in values]
+            clients = f"{options.watchers} clients" if key == PROGRESS else "1 client"
             print(
-                f"GET /api/v1/migrations/{{id}} = {len(ms)} requests, "
-                f"{options.watchers} clients: "
-                f"p50 {percentile(ms, 0.5):.1f} ms, p99 {percentile(ms, 0.99):.1f} ms, "
-                f"max {max(ms):.1f} ms"
+                f"{key:<30} {len(ms):5} requests, {clients}: p50 {percentile(ms, 0.5):6.1f} ms, "
+                f"p99 {percentile(ms, 0.99):6.1f} ms, max {max(ms):7.1f} ms"
+            )
+        if sizes[0]:
+            print(
+                f"last progress answer: {sizes[0] / 1000:.0f} KB on the wire, "
+                f"{sizes[1] / 1000:.0f} KB of JSON"
             )
     finally:
         for process in processes.values():
@@ -450,6 +465,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--watchers", type=int, default=0, help="clients polling the run's progress meanwhile"
+    )
+    parser.add_argument(
+        "--contenders", default="plain,seq,tf", help="which to time, e.g. tf for a scale run"
     )
     parser.add_argument("--watch-interval", type=float, default=0.1, help="each watcher's pause")
     return parser.parse_args(argv)

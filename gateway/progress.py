@@ -92,6 +92,13 @@ class ProgressCache:
                 return current  # another viewer refreshed it while we waited
             return await self._refresh(entry, fetch)
 
+    def seed(self, run_id: str, progress: FleetProgress) -> None:
+        """A first snapshot for a run this gateway just started (kept only if none exists);
+        it ages like any other and is refreshed from the workflow."""
+        entry = self._entry(run_id)
+        if entry.snapshot is None:
+            entry.snapshot = Snapshot.of(progress, self._clock())
+
     def _entry(self, run_id: str) -> _Entry:
         entry = self._entries.get(run_id)
         if entry is None:

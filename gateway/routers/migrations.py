@@ -8,7 +8,7 @@ import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -35,6 +35,7 @@ from models.errors import ErrorResponse
 from models.fleet import (
     ConcurrencyChange,
     DynamicMigrationRequest,
+    FleetCounts,
     FleetProgress,
     FleetRollbackRequest,
     FleetRunAccepted,
@@ -95,7 +96,12 @@ CacheDep = Annotated[ProgressCache, Depends(get_progress_cache)]
 
 
 async def _start(
-    temporal: TemporalDep, settings: SettingsDep, params: FleetRunInput, *, version: str | None
+    temporal: TemporalDep,
+    settings: SettingsDep,
+    cache: ProgressCache,
+    params: FleetRunInput,
+    *,
+    version: str | None,
 ) -> FleetRunAccepted:
     attributes: list[SearchAttributePair[Any]] = [
         SearchAttributePair(SET_KEY, params.set_name),
@@ -118,12 +124,35 @@ async def _start(
             "Temporal did not accept the run",
             details={"dependency": "temporal", "cause": getattr(exc, "message", str(exc))[:300]},
         ) from None
+    # The starter usually watches next: its first look needs no query (the worker has not
+    # even picked the run up yet, and a query would wait for it).
+    cache.seed(params.run_id, _accepted_progress(params))
     base = f"/api/v1/migrations/{params.run_id}"
     return FleetRunAccepted(
         run_id=params.run_id,
         workflow_id=workflow_id,
         status_url=base,
         stream_url=f"{base}/stream",
+    )
+
+
+def _accepted_progress(params: FleetRunInput) -> FleetProgress:
+    """What the run's ``progress`` query answers before it has resolved its selector."""
+    now = datetime.now(UTC)
+    return FleetProgress(
+        run_id=params.run_id,
+        set_name=params.set_name,
+        status=FleetStatus.RUNNING,
+        paused_reason=None,
+        total=0,
+        total_known=False,
+        counts=FleetCounts(),
+        concurrency=params.concurrency,
+        targets={},
+        started_at=now,
+        updated_at=now,
+        throughput_per_minute=0.0,
+        eta_seconds=None,
     )
 
 
@@ -142,6 +171,7 @@ async def start_run(
     principal: MigrationsExecute,
     temporal: TemporalDep,
     settings: SettingsDep,
+    cache: CacheDep,
     sets: SetsDep,
 ) -> FleetRunAccepted:
     """Apply a set to every selected target as one durable run; answers at once with its id."""
@@ -162,7 +192,7 @@ async def start_run(
         dry_run=body.dry_run,
         requester=principal.subject,
     )
-    return await _start(temporal, settings, params, version=version)
+    return await _start(temporal, settings, cache, params, version=version)
 
 
 @router.post(
@@ -173,6 +203,7 @@ async def start_dynamic(
     principal: MigrationsExecute,
     temporal: TemporalDep,
     settings: SettingsDep,
+    cache: CacheDep,
     sets: SetsDep,
 ) -> FleetRunAccepted:
     """The SQL becomes version 1 of a new set ``dynamic-<run id>``, so every target's ledger
@@ -200,7 +231,7 @@ async def start_dynamic(
         dry_run=body.dry_run,
         requester=principal.subject,
     )
-    return await _start(temporal, settings, params, version="1")
+    return await _start(temporal, settings, cache, params, version="1")
 
 
 @router.get("", summary="List fleet runs (from Temporal visibility)")
@@ -469,6 +500,7 @@ async def rollback_run(
     principal: MigrationsRollback,
     temporal: TemporalDep,
     settings: SettingsDep,
+    cache: CacheDep,
 ) -> FleetRunAccepted:
     """A new fleet run (same controls) that rolls every target the run touched back."""
     handle, running = await _handle(temporal, run_id)
@@ -496,4 +528,4 @@ async def rollback_run(
         failure_budget=body.failure_budget,
         requester=principal.subject,
     )
-    return await _start(temporal, settings, params, version=version)
+    return await _start(temporal, settings, cache, params, version=version)

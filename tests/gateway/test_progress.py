@@ -139,3 +139,18 @@ async def test_a_snapshot_carries_gzipped_and_summary_bodies() -> None:
     summary = FleetProgress.model_validate_json(snapshot.summary)
     assert summary.targets == {}
     assert summary.counts == snapshot.progress.counts
+
+
+async def test_a_seeded_run_answers_without_a_query_until_it_ages() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=1.0, clock=clock)
+    cache.seed("r1", await run.fetch())
+    run.calls = 0
+    seeded = await cache.get("r1", run.fetch)
+    assert run.calls == 0
+    cache.seed("r1", await run.fetch())  # never replaces what is there
+    assert await cache.get("r1", run.fetch) is seeded
+    clock.now += 2
+    await cache.get("r1", run.fetch)
+    await asyncio.sleep(0.01)
+    assert (await cache.get("r1", run.fetch)) is not seeded

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jwt
@@ -13,6 +16,8 @@ from gateway.auth.jwks import JwksCache, UnknownSigningKey
 from models.auth import Permission, Principal
 
 ALLOWED_ALGORITHMS = ("RS256",)
+VERIFIED_TTL_SECONDS = 60.0
+VERIFIED_MAX_ENTRIES = 10_000
 
 
 class InvalidToken(AuthenticationRequired):
@@ -48,13 +53,42 @@ def permissions_for(
 class TokenValidator:
     """Turns a bearer token into a ``Principal`` or raises ``InvalidToken``."""
 
-    def __init__(self, settings: AuthSettings, jwks: JwksCache, *, refuse_dev_keys: bool) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        jwks: JwksCache,
+        *,
+        refuse_dev_keys: bool,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.settings = settings
         self.jwks = jwks
         self.refuse_dev_keys = refuse_dev_keys
+        self._clock = clock
+        # sha256(token) -> (principal, until): a dashboard polling every second sends the same
+        # token each time; verifying it once per VERIFIED_TTL_SECONDS saves the RSA check and
+        # the claim parsing. The TTL bounds how long a key removed from the JWKS still admits
+        # a token it signed; a token's own expiry always wins.
+        self._verified: OrderedDict[bytes, tuple[Principal, float]] = OrderedDict()
 
     async def validate(self, token: str) -> Principal:
-        """Verify ``token`` and map its roles to permissions."""
+        """Verify ``token`` and map its roles to permissions (remembered for a minute at most,
+        never past the token's expiry)."""
+        digest = hashlib.sha256(token.encode()).digest()
+        now = self._clock()
+        remembered = self._verified.get(digest)
+        if remembered is not None:
+            if now < remembered[1]:
+                self._verified.move_to_end(digest)
+                return remembered[0].model_copy()
+            del self._verified[digest]
+        principal, expires_at = await self._verify(token)
+        self._verified[digest] = (principal, min(expires_at, now + VERIFIED_TTL_SECONDS))
+        while len(self._verified) > VERIFIED_MAX_ENTRIES:
+            self._verified.popitem(last=False)
+        return principal
+
+    async def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -97,13 +131,15 @@ class TokenValidator:
         if token_type is not None and str(token_type).lower() != "bearer":
             raise InvalidToken("only access tokens are accepted")
         roles = roles_from_claims(claims, self.settings.client_id)
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             username=claims.get("preferred_username"),
             client_id=claims.get("azp") or claims.get("client_id"),
             roles=roles,
             permissions=permissions_for(roles, self.settings.role_permissions),
         )
+        # No leeway here: a remembered token stops at its exact expiry.
+        return principal, float(claims["exp"])
 
     def _check_audience(self, claims: Mapping[str, Any]) -> None:
         audience = claims.get("aud")

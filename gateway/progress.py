@@ -4,10 +4,11 @@ Each query goes gateway -> Temporal -> a worker and back: tens of milliseconds, 
 load, more for a big run's payload. Viewers of a run share one snapshot, serialised once:
 
 - younger than ``max_age`` (1 s): served as it is;
-- older, but younger than ``max_stale`` (5 s): served as it is while one background query refreshes
-  it (so a viewer never waits for Temporal while the run is being watched);
-- older than that, or never read: the viewer waits for one query, shared by every concurrent
-  viewer of the run;
+- older, but younger than ``max_stale`` (5 s), or older while a background query is still on
+  its way: served as it is while that one query refreshes it (so a viewer never waits for
+  Temporal while the run is being watched);
+- older than that with no query on its way (the last one failed), or never read: the viewer
+  waits for one query, shared by every concurrent viewer of the run;
 - a finished run's snapshot never changes and is kept until evicted.
 """
 
@@ -83,7 +84,10 @@ class ProgressCache:
             age = self._clock() - snapshot.at
             if snapshot.final or age < self.max_age:
                 return snapshot
-            if age < self.max_stale:
+            refreshing = entry.refreshing is not None and not entry.refreshing.done()
+            if age < self.max_stale or refreshing:
+                # A slow query (a busy worker at the start of a big run) keeps the old
+                # snapshot in service; only a failed one makes the next viewer wait and see why.
                 self._refresh_in_background(entry, fetch)
                 return snapshot
         async with entry.lock:

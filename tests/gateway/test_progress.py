@@ -154,3 +154,19 @@ async def test_a_seeded_run_answers_without_a_query_until_it_ages() -> None:
     await cache.get("r1", run.fetch)
     await asyncio.sleep(0.01)
     assert (await cache.get("r1", run.fetch)) is not seeded
+
+
+async def test_a_slow_refresh_keeps_the_old_snapshot_in_service_past_max_stale() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, max_stale=5.0, clock=clock)
+    first = await cache.get("r1", run.fetch)
+    run.gate = asyncio.Event()
+    clock.now += 1
+    assert await cache.get("r1", run.fetch) is first  # starts the (slow) refresh
+    await asyncio.sleep(0.01)
+    clock.now += 30  # way past max_stale, but the query is still on its way
+    assert await asyncio.wait_for(cache.get("r1", run.fetch), timeout=1) is first
+    assert run.calls == 2
+    run.gate.set()
+    await asyncio.sleep(0.01)
+    assert await cache.get("r1", run.fetch) is not first

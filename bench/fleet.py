@@ -318,6 +318,8 @@ async def main(options: argparse.Namespace) -> None:
         # baselines in the same process: what any request costs on this machine meanwhile.
         latencies: dict[str, list[float]] = {}
         sizes: list[int] = [0, 0]
+        slowest: list[tuple[float, float, str]] = []
+        run_started = [0.0]
         run_ids: list[str] = []
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as api:
             files = {m.source or f"V{m.version}__x.sql": m.up_sql for m in migrations}
@@ -339,19 +341,27 @@ async def main(options: argparse.Namespace) -> None:
                     body["schema"] = name
                 (await api.post("/api/v1/databases", json=body)).raise_for_status()
 
-            async def watch(url: str, stop: asyncio.Event, key: str) -> None:
-                """One viewer polling ``url``, each on its own connection."""
-                async with httpx.AsyncClient(
-                    base_url=base_url, headers=headers, timeout=30
-                ) as client:
-                    while not stop.is_set():
-                        started = time.perf_counter()
-                        answer = await client.get(url)
-                        answer.raise_for_status()
-                        latencies.setdefault(key, []).append(time.perf_counter() - started)
-                        if key == PROGRESS:
-                            sizes[:] = [answer.num_bytes_downloaded, len(answer.content)]
-                        await asyncio.sleep(options.watch_interval)
+            # Viewers' clients exist before any timing: building one (its TLS context) blocks
+            # the loop for milliseconds, which would land in the other viewers' latencies.
+            viewers = [
+                httpx.AsyncClient(base_url=base_url, headers=headers, timeout=30)
+                for _ in range(options.watchers + 2 if options.watchers else 0)
+            ]
+
+            async def watch(
+                client: httpx.AsyncClient, url: str, stop: asyncio.Event, key: str
+            ) -> None:
+                """One viewer polling ``url`` on its own connection."""
+                while not stop.is_set():
+                    started = time.perf_counter()
+                    answer = await client.get(url)
+                    answer.raise_for_status()
+                    took = time.perf_counter() - started
+                    latencies.setdefault(key, []).append(took)
+                    slowest.append((took, started - run_started[0], key))
+                    if key == PROGRESS:
+                        sizes[:] = [answer.num_bytes_downloaded, len(answer.content)]
+                    await asyncio.sleep(options.watch_interval)
 
             async def tenantflow() -> None:
                 started = await api.post(
@@ -366,6 +376,7 @@ async def main(options: argparse.Namespace) -> None:
                 started.raise_for_status()
                 run = started.json()
                 run_ids.append(run["run_id"])
+                run_started[0] = time.perf_counter()
                 stop = asyncio.Event()
                 polled = [(run["status_url"], PROGRESS)] * options.watchers
                 if options.watchers:
@@ -373,7 +384,10 @@ async def main(options: argparse.Namespace) -> None:
                         ("/health", "GET /health"),
                         ("/api/v1/auth/me", "GET /api/v1/auth/me"),
                     ]
-                watchers = [asyncio.create_task(watch(url, stop, key)) for url, key in polled]
+                watchers = [
+                    asyncio.create_task(watch(client, url, stop, key))
+                    for client, (url, key) in zip(viewers, polled, strict=True)
+                ]
                 # Watch it as a user would: the stream ends the moment the run does.
                 async with api.stream("GET", run["stream_url"]) as stream:
                     stream.raise_for_status()
@@ -404,6 +418,8 @@ async def main(options: argparse.Namespace) -> None:
                 shift = round_number % len(contenders)
                 for prefix, title, work in contenders[shift:] + contenders[:shift]:
                     times[prefix].append(await timed(title, work))
+            for viewer in viewers:
+                await viewer.aclose()
 
         medians = {prefix: statistics.median(times[prefix]) for prefix in chosen}
         names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow"}
@@ -436,6 +452,12 @@ async def main(options: argparse.Namespace) -> None:
             print(
                 f"{key:<30} {len(ms):5} requests, {clients}: p50 {percentile(ms, 0.5):6.1f} ms, "
                 f"p99 {percentile(ms, 0.99):6.1f} ms, max {max(ms):7.1f} ms"
+            )
+        if slowest:
+            worst = sorted(slowest, reverse=True)[:5]
+            print(
+                "slowest: "
+                + ", ".join(f"{1000 * t:.0f} ms at {at:.1f} s ({key})" for t, at, key in worst)
             )
         if sizes[0]:
             print(

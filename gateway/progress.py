@@ -48,6 +48,11 @@ class Snapshot:
         summary = progress.model_copy(update={"targets": {}}).model_dump_json().encode()
         return cls(progress, body, at, gzip.compress(body, compresslevel=5), summary)
 
+    @classmethod
+    async def build(cls, progress: FleetProgress, at: float) -> Snapshot:
+        """``of`` in a thread: compressing releases the GIL, so viewers are served meanwhile."""
+        return await asyncio.to_thread(cls.of, progress, at)
+
     @property
     def final(self) -> bool:
         return self.progress.status in FINAL
@@ -117,7 +122,7 @@ class ProgressCache:
 
     async def _refresh(self, entry: _Entry, fetch: Fetch) -> Snapshot:
         progress = await fetch()
-        snapshot = Snapshot.of(progress, self._clock())
+        snapshot = await Snapshot.build(progress, self._clock())
         entry.snapshot = snapshot
         return snapshot
 

@@ -116,6 +116,13 @@ class DatabaseRepository:
         next_cursor = _encode_cursor(items[-1].name) if len(rows) > limit else None
         return DatabasePage(items=items, next_cursor=next_cursor)
 
+    async def count(self, *, labels: dict[str, str] | None = None) -> int:
+        """How many targets carry every label in ``labels`` (all of them without)."""
+        found: int = await self.pool.fetchval(
+            "SELECT count(*) FROM databases WHERE labels @> $1::jsonb", json.dumps(labels or {})
+        )
+        return found
+
     async def delete(self, database_id: uuid.UUID) -> None:
         """Remove a target from the catalog (the database itself is untouched)."""
         result = await self.pool.execute("DELETE FROM databases WHERE id = $1", database_id)

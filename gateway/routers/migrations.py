@@ -25,11 +25,13 @@ from temporalio.client import (
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
+from common.catalog.databases import DatabaseRepository
 from common.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import checksum, normalise_sql
 from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache
+from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
 from models.errors import ErrorResponse
 from models.fleet import (
@@ -77,6 +79,9 @@ class TargetsView(StrEnum):
 
 
 QUERY_TIMEOUT_SECONDS = 10.0
+# Every target's state rides in the run (about 100 bytes each) and in continue-as-new, whose
+# payload Temporal refuses above 2 MB (docs/architecture.md, "Scale limit").
+MAX_TARGETS_PER_RUN = 15_000
 
 FleetHandle = WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]
 
@@ -136,6 +141,21 @@ async def _start(
     )
 
 
+async def _check_fleet_size(databases: DatabaseRepository, selector: FleetSelector) -> None:
+    """Refuse, before anything starts, a selector bigger than one run can carry."""
+    size = (
+        len(selector.database_ids)
+        if selector.database_ids
+        else await databases.count(labels=selector.labels)
+    )
+    if size > MAX_TARGETS_PER_RUN:
+        raise InvalidInput(
+            f"the selector matches {size} targets; one run covers at most "
+            f"{MAX_TARGETS_PER_RUN}: split the fleet into several runs by label",
+            details={"matched": size, "max_targets_per_run": MAX_TARGETS_PER_RUN},
+        )
+
+
 def _accepted_progress(params: FleetRunInput) -> FleetProgress:
     """What the run's ``progress`` query answers before it has resolved its selector."""
     now = datetime.now(UTC)
@@ -173,9 +193,11 @@ async def start_run(
     settings: SettingsDep,
     cache: CacheDep,
     sets: SetsDep,
+    databases: RepositoryDep,
 ) -> FleetRunAccepted:
     """Apply a set to every selected target as one durable run; answers at once with its id."""
     await sets.info(body.set)
+    await _check_fleet_size(databases, body.selector)
     version = _version(body.to_version)
     params = FleetRunInput(
         run_id=uuid.uuid4().hex[:12],
@@ -205,9 +227,11 @@ async def start_dynamic(
     settings: SettingsDep,
     cache: CacheDep,
     sets: SetsDep,
+    databases: RepositoryDep,
 ) -> FleetRunAccepted:
     """The SQL becomes version 1 of a new set ``dynamic-<run id>``, so every target's ledger
     records it and the run can be rolled back with its down SQL like any other."""
+    await _check_fleet_size(databases, body.selector)
     run_id = uuid.uuid4().hex[:12]
     set_name = f"dynamic-{run_id}"
     up_sql = normalise_sql(body.up_sql)

@@ -297,3 +297,39 @@ async def test_dynamic_migration_is_a_recorded_set_and_rolls_back(
         await asyncio.sleep(0.1)
     for target in targets:
         assert await _ledger(target) == []
+
+
+async def test_a_selector_bigger_than_one_run_is_refused_before_anything_starts(
+    http: httpx.AsyncClient,
+    tokens: Tokens,
+    make_target: TargetFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gateway.routers.migrations as routes
+
+    monkeypatch.setattr(routes, "MAX_TARGETS_PER_RUN", 2)
+    label, set_name, _ = await _fleet(http, tokens, make_target, 3)
+    operator = tokens.headers("infra-operator")
+    by_label = await http.post(
+        "/api/v1/migrations",
+        json={"set": set_name, "selector": {"labels": {"fleet": label}}},
+        headers=operator,
+    )
+    assert by_label.status_code == 400, by_label.text
+    error = by_label.json()["error"]
+    assert error["type"] == "invalid_input"
+    assert error["details"] == {"matched": 3, "max_targets_per_run": 2}
+    by_ids = await http.post(
+        "/api/v1/migrations/dynamic",
+        json={
+            "description": "x",
+            "up_sql": "SELECT 1;",
+            "selector": {"database_ids": [str(uuid.uuid4()) for _ in range(3)]},
+        },
+        headers=operator,
+    )
+    assert by_ids.status_code == 400, by_ids.text
+    listed = await http.get(
+        "/api/v1/migrations", params={"set": set_name}, headers=tokens.headers("infra-viewer")
+    )
+    assert listed.json()["items"] == []

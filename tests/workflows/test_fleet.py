@@ -168,6 +168,32 @@ async def test_pause_starts_nothing_new_and_resume_finishes(
     assert max(gaps) >= 0.9
 
 
+async def test_a_failing_target_under_the_budget_is_reported_and_the_run_completes(
+    fleet: Fleet, make_target: TargetFactory
+) -> None:
+    broken = await make_target()
+    conn = await broken.connect()
+    try:
+        await conn.execute("CREATE TABLE b (id int)")  # version 2 will collide with it
+    finally:
+        await conn.close()
+    await fleet.add(broken, first=True)
+    for _ in range(3):
+        await fleet.add(await make_target())
+    handle = await fleet.start(
+        concurrency=2, batch_size=1, failure_budget=FailureBudget(max_failed=1)
+    )
+    result = await handle.result()
+    assert result.status is FleetStatus.COMPLETED
+    assert (result.counts.succeeded, result.counts.failed) == (3, 1)
+    [(_, failed)] = result.failed.items()
+    assert (failed.from_version, failed.to_version) == (None, "1")
+    assert failed.error is not None and failed.error.startswith("sql_error at version 2")
+    assert 'relation "b" already exists' in failed.error
+    # Version 1 stayed, version 2 left nothing behind: the ledger says exactly that.
+    assert len(await ledger_times(broken)) == 1
+
+
 async def test_failure_budget_pauses_the_run_and_cancel_ends_it(
     fleet: Fleet, make_target: TargetFactory
 ) -> None:

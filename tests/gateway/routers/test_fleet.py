@@ -333,3 +333,51 @@ async def test_a_selector_bigger_than_one_run_is_refused_before_anything_starts(
         "/api/v1/migrations", params={"set": set_name}, headers=tokens.headers("infra-viewer")
     )
     assert listed.json()["items"] == []
+
+
+async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    label, set_name, targets = await _fleet(http, tokens, make_target, 4)
+    operator = tokens.headers("infra-operator")
+    # A target whose credentials are wrong; named to be resolved first.
+    wrong = (await make_target()).create_body(name=f"0-{uuid.uuid4().hex[:8]}")
+    wrong.update(password="not-the-password", labels={"fleet": label})
+    assert (await http.post("/api/v1/databases", json=wrong, headers=operator)).status_code == 201
+    run = (
+        await http.post(
+            "/api/v1/migrations",
+            json={
+                "set": set_name,
+                "selector": {"labels": {"fleet": label}},
+                "concurrency": 1,
+                "batch_size": 1,
+                "failure_budget": {"max_failed": 0},
+            },
+            headers=operator,
+        )
+    ).json()
+    for _ in range(300):
+        state = (await http.get(run["status_url"], headers=operator)).json()
+        if state["status"] == "paused" and state["counts"]["running"] == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert state["status"] == "paused"
+    assert state["paused_reason"] == "failure budget exceeded: 1 of 5 failed"
+    failed = (
+        await http.get(run["status_url"], params={"targets": "failed"}, headers=operator)
+    ).json()["targets"]
+    [error] = [t["error"] for t in failed.values()]
+    assert "password authentication failed" in error
+    assert (await http.post(f"{run['status_url']}/cancel", headers=operator)).status_code == 202
+    for _ in range(300):
+        state = (await http.get(run["status_url"], headers=operator)).json()
+        if state["status"] == "cancelled":
+            break
+        await asyncio.sleep(0.1)
+    assert state["status"] == "cancelled"
+    assert state["counts"]["failed"] == 1
+    assert state["counts"]["pending"] + state["counts"]["succeeded"] == 4
+    # Nothing half-applied: every target has all of the set or none of it.
+    for target in targets:
+        assert sorted(await _ledger(target)) in ([], ["1", "2"])

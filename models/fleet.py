@@ -198,6 +198,12 @@ class FleetRunRequest(BaseModel):
     lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
     statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
     dry_run: bool = False
+    heartbeat_timeout_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=600,
+        description="How soon the targets of a worker that died are retried on another one.",
+    )
 
 
 class FleetRollbackRequest(BaseModel):

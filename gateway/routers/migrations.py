@@ -212,6 +212,7 @@ async def start_run(
         lock_timeout_ms=body.lock_timeout_ms,
         statement_timeout_ms=body.statement_timeout_ms,
         dry_run=body.dry_run,
+        heartbeat_timeout_seconds=body.heartbeat_timeout_seconds,
         requester=principal.subject,
     )
     return await _start(temporal, settings, cache, params, version=version)

@@ -7,6 +7,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from cli.stack import TemporalDevServer, free_port, temporal_binary
 from common.settings import Settings
 from gateway.app import create_app
 from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
+from tests.workflows.test_migrations import _start_worker
 
 pytestmark = pytest.mark.usefixtures("running_worker")
 
@@ -27,6 +29,12 @@ FILES = {
     "U1__a.sql": "DROP TABLE a;",
     "V2__b.sql": "CREATE TABLE b (id int);",
     "U2__b.sql": "DROP TABLE b;",
+}
+
+# Slow enough that a worker can be killed inside a migration.
+SLOW = {
+    "V1__slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(0.6);",
+    "V2__after.sql": "CREATE TABLE after (id int);",
 }
 
 
@@ -41,13 +49,17 @@ async def http(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 async def _fleet(
-    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory, count: int
+    http: httpx.AsyncClient,
+    tokens: Tokens,
+    make_target: TargetFactory,
+    count: int,
+    files: dict[str, str] = FILES,
 ) -> tuple[str, str, list[TargetDatabase]]:
     operator = tokens.headers("infra-operator")
     label = uuid.uuid4().hex[:8]
     set_name = f"fleet-{label}"
     registered = await http.post(
-        "/api/v1/migration-sets", json={"name": set_name, "files": FILES}, headers=operator
+        "/api/v1/migration-sets", json={"name": set_name, "files": files}, headers=operator
     )
     assert registered.status_code == 201
     targets = [await make_target() for _ in range(count)]
@@ -381,3 +393,59 @@ async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
     # Nothing half-applied: every target has all of the set or none of it.
     for target in targets:
         assert sorted(await _ledger(target)) in ([], ["1", "2"])
+
+
+async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applied_twice(
+    settings: Settings, tokens: Tokens, make_target: TargetFactory, tmp_path: Path
+) -> None:
+    # A gateway and worker processes of its own, on a task queue no other worker serves.
+    queue = f"fleet-kill-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(
+        update={"temporal": settings.temporal.model_copy(update={"task_queue": queue})}
+    )
+    port = free_port()
+    server = ThreadedServer(create_app(own), port, lifespan="on")
+    server.start()
+    first = _start_worker(own, queue, tmp_path / "w1.log")
+    second = None
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            label, set_name, targets = await _fleet(http, tokens, make_target, 6, files=SLOW)
+            operator = tokens.headers("infra-operator")
+            run = (
+                await http.post(
+                    "/api/v1/migrations",
+                    json={
+                        "set": set_name,
+                        "selector": {"labels": {"fleet": label}},
+                        "concurrency": 2,
+                        "batch_size": 1,
+                        "heartbeat_timeout_seconds": 3,
+                    },
+                    headers=operator,
+                )
+            ).json()
+            for _ in range(300):
+                counts = (await http.get(run["status_url"], headers=operator)).json()["counts"]
+                if counts["succeeded"] >= 2 and counts["running"] >= 1:
+                    break
+                await asyncio.sleep(0.1)
+            first.kill()  # SIGKILL: no goodbye, its batch is abandoned mid-migration
+            await asyncio.to_thread(first.wait, 10)
+            second = _start_worker(own, queue, tmp_path / "w2.log")
+            events: list[str] = []
+            async with http.stream("GET", run["stream_url"], headers=operator) as stream:
+                async for line in stream.aiter_lines():
+                    if line.startswith("data:"):
+                        events.append(line.split(":", 1)[1])
+            final = json.loads(events[-2])
+            assert json.loads(events[-1]) == {"status": "completed"}
+            assert final["counts"]["succeeded"] == 6
+            for target in targets:
+                assert sorted(await _ledger(target)) == ["1", "2"]  # each version exactly once
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                await asyncio.to_thread(process.wait, 45)
+        server.stop()

@@ -112,16 +112,7 @@ class MigrationActivities:
         targets = await self._databases.connection_params_many(batch.database_ids)
 
         async def one(database_id: uuid.UUID) -> TargetRunResult:
-            params = TargetRunInput(
-                run_id=batch.run_id,
-                database_id=database_id,
-                set_name=batch.set_name,
-                kind=batch.kind,
-                target_version=batch.target_version,
-                dry_run=batch.dry_run,
-                lock_timeout_ms=batch.lock_timeout_ms,
-                statement_timeout_ms=batch.statement_timeout_ms,
-            )
+            params = batch.for_target(database_id)
             target = targets.get(database_id)
             if target is None:
                 return _error_result(params, "not_found", f"no database {database_id}")

@@ -5,10 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
-from models.migrations import SetName, TargetRunKind
+from models.migrations import SetName, TargetRunInput, TargetRunKind
 
 
 class FleetSelector(BaseModel):
@@ -43,7 +44,33 @@ class FailureBudget(BaseModel):
         )
 
 
-class FleetRunInput(BaseModel):
+class FleetRunOptions(BaseModel):
+    """How a fleet run proceeds: what a caller of ``POST /api/v1/migrations`` chooses, carried
+    as is into the workflow's input."""
+
+    concurrency: int = Field(default=16, ge=1, le=1000)
+    batch_size: int = Field(
+        default=4, ge=1, le=100, description="Targets per activity; the per-target unit."
+    )
+    canary: int = Field(default=0, ge=0, le=100_000, description="Run these first, then decide.")
+    canary_wait_for_resume: bool = False
+    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
+    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
+    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
+    dry_run: bool = False
+    heartbeat_timeout_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        le=600,
+        description="How soon the targets of a worker that died are retried on another one.",
+    )
+
+    def options(self) -> dict[str, Any]:
+        """Just the options (for building a ``FleetRunInput`` from a request)."""
+        return self.model_dump(include=set(FleetRunOptions.model_fields))
+
+
+class FleetRunInput(FleetRunOptions):
     """Input of ``MigrateFleetWorkflow`` (and of each continue-as-new)."""
 
     run_id: str
@@ -51,19 +78,6 @@ class FleetRunInput(BaseModel):
     kind: TargetRunKind = TargetRunKind.APPLY
     target_version: str | None = None
     selector: FleetSelector
-    concurrency: int = Field(default=16, ge=1, le=1000)
-    batch_size: int = Field(
-        default=4, ge=1, le=100, description="Targets per activity; the per-target unit."
-    )
-    canary: int = Field(default=0, ge=0, description="Run these first, then decide.")
-    canary_wait_for_resume: bool = False
-    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
-    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
-    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
-    dry_run: bool = False
-    heartbeat_timeout_seconds: float = Field(
-        default=60.0, ge=1, le=600, description="How soon a dead worker's batch is retried."
-    )
     requester: str = "unknown"
     state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
 
@@ -165,6 +179,10 @@ class TargetBatchInput(BaseModel):
     lock_timeout_ms: int
     statement_timeout_ms: int
 
+    def for_target(self, database_id: uuid.UUID) -> TargetRunInput:
+        """The engine's input for one target of the batch."""
+        return TargetRunInput(database_id=database_id, **self.model_dump(exclude={"database_ids"}))
+
 
 class TargetPage(BaseModel):
     """One page of a resolved selector."""
@@ -184,26 +202,12 @@ class TargetPageRequest(BaseModel):
 FleetRunInput.model_rebuild()
 
 
-class FleetRunRequest(BaseModel):
+class FleetRunRequest(FleetRunOptions):
     """``POST /api/v1/migrations``: start a fleet run."""
 
     set: SetName
     to_version: str | None = Field(default=None, max_length=120, description="Latest when null.")
     selector: FleetSelector
-    concurrency: int = Field(default=16, ge=1, le=1000)
-    batch_size: int = Field(default=4, ge=1, le=100)
-    canary: int = Field(default=0, ge=0, le=100_000)
-    canary_wait_for_resume: bool = False
-    failure_budget: FailureBudget = Field(default_factory=FailureBudget)
-    lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
-    statement_timeout_ms: int = Field(default=0, ge=0, le=86_400_000)
-    dry_run: bool = False
-    heartbeat_timeout_seconds: float = Field(
-        default=60.0,
-        ge=1,
-        le=600,
-        description="How soon the targets of a worker that died are retried on another one.",
-    )
 
 
 class FleetRollbackRequest(BaseModel):

@@ -204,16 +204,8 @@ async def start_run(
         set_name=body.set,
         target_version=version,
         selector=body.selector,
-        concurrency=body.concurrency,
-        batch_size=body.batch_size,
-        canary=body.canary,
-        canary_wait_for_resume=body.canary_wait_for_resume,
-        failure_budget=body.failure_budget,
-        lock_timeout_ms=body.lock_timeout_ms,
-        statement_timeout_ms=body.statement_timeout_ms,
-        dry_run=body.dry_run,
-        heartbeat_timeout_seconds=body.heartbeat_timeout_seconds,
         requester=principal.subject,
+        **body.options(),
     )
     return await _start(temporal, settings, cache, params, version=version)
 
@@ -312,11 +304,14 @@ async def list_runs(
     )
 
 
+def _run_handle(temporal: TemporalDep, run_id: str) -> FleetHandle:
+    """The run's workflow handle (no call to Temporal)."""
+    return temporal.get_workflow_handle_for(MigrateFleetWorkflow.run, workflow_id_for(run_id))
+
+
 async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool]:
     """The run's handle and whether it is still running (404 when unknown)."""
-    handle: FleetHandle = temporal.get_workflow_handle_for(
-        MigrateFleetWorkflow.run, workflow_id_for(run_id)
-    )
+    handle = _run_handle(temporal, run_id)
     try:
         description = await handle.describe()
     except RPCError as exc:
@@ -328,11 +323,8 @@ async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool
     return handle, description.status is WorkflowExecutionStatus.RUNNING
 
 
-def _fetcher(temporal: TemporalDep, run_id: str) -> Callable[[], Awaitable[FleetProgress]]:
+def _fetcher(handle: FleetHandle, run_id: str) -> Callable[[], Awaitable[FleetProgress]]:
     """The ``progress`` query of a run (404 when Temporal does not know it)."""
-    handle: FleetHandle = temporal.get_workflow_handle_for(
-        MigrateFleetWorkflow.run, workflow_id_for(run_id)
-    )
 
     async def fetch() -> FleetProgress:
         return await _progress(handle, run_id)
@@ -381,7 +373,7 @@ async def get_run(
     accepts it. ``targets=none`` leaves the per-target map out (a light poll for big runs);
     ``targets=failed`` (or any state) keeps only those targets."""
     del principal
-    snapshot = await cache.get(run_id, _fetcher(temporal, run_id))
+    snapshot = await cache.get(run_id, _fetcher(_run_handle(temporal, run_id), run_id))
     if targets is TargetsView.NONE:
         return Response(content=snapshot.summary, media_type="application/json")
     if targets is not TargetsView.ALL:
@@ -405,11 +397,9 @@ async def stream_run(
     """``event: progress`` with the progress JSON every second, and at once when the run ends;
     then ``event: end``."""
     del principal
-    fetch = _fetcher(temporal, run_id)
+    handle = _run_handle(temporal, run_id)
+    fetch = _fetcher(handle, run_id)
     first = await cache.get(run_id, fetch)  # 404 before the stream starts
-    handle: FleetHandle = temporal.get_workflow_handle_for(
-        MigrateFleetWorkflow.run, workflow_id_for(run_id)
-    )
 
     async def events() -> AsyncIterator[dict[str, str]]:
         snapshot = first

@@ -6,8 +6,9 @@ import asyncio
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -69,6 +70,23 @@ async def _fleet(
             await http.post("/api/v1/databases", json=body, headers=operator)
         ).status_code == 201
     return label, set_name, targets
+
+
+async def _until(
+    http: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    condition: Callable[[dict[str, Any]], bool],
+    tries: int,
+) -> dict[str, Any]:
+    """Poll a run's progress every 0.1 s until ``condition`` holds (at most ``tries`` times);
+    the last progress either way, for the caller's assertions."""
+    for _ in range(tries):
+        state: dict[str, Any] = (await http.get(url, headers=headers)).json()
+        if condition(state):
+            break
+        await asyncio.sleep(0.1)
+    return state
 
 
 async def _ledger(target: TargetDatabase) -> list[str]:
@@ -182,11 +200,7 @@ async def test_start_stream_to_the_end_then_roll_back(
     )
     assert back.status_code == 202, back.text
     rollback_url = back.json()["status_url"]
-    for _ in range(200):
-        state = (await http.get(rollback_url, headers=operator)).json()
-        if state["status"] == "completed":
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(http, rollback_url, operator, lambda p: p["status"] == "completed", 200)
     assert state["counts"]["succeeded"] == ACCEPTANCE_TARGETS
     for target in targets:
         assert await _ledger(target) == []
@@ -213,11 +227,13 @@ async def test_pause_from_the_api_resume_with_the_temporal_cli(
         )
     ).json()
     assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 202
-    for _ in range(200):
-        state = (await http.get(run["status_url"], headers=operator)).json()
-        if state["status"] == "paused" and state["counts"]["running"] == 0:
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(
+        http,
+        run["status_url"],
+        operator,
+        lambda p: p["status"] == "paused" and p["counts"]["running"] == 0,
+        200,
+    )
     assert state["counts"]["succeeded"] < 6
     changed = await http.patch(run["status_url"], json={"concurrency": 3}, headers=operator)
     assert changed.json() == {"concurrency": 3}
@@ -242,11 +258,9 @@ async def test_pause_from_the_api_resume_with_the_temporal_cli(
         check=False,
     )
     assert signal.returncode == 0, signal.stderr
-    for _ in range(300):
-        state = (await http.get(run["status_url"], headers=operator)).json()
-        if state["status"] == "completed":
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(
+        http, run["status_url"], operator, lambda p: p["status"] == "completed", 300
+    )
     assert state["counts"]["succeeded"] == 6
 
 
@@ -286,11 +300,9 @@ async def test_dynamic_migration_is_a_recorded_set_and_rolls_back(
     )
     assert started.status_code == 202, started.text
     run = started.json()
-    for _ in range(200):
-        state = (await http.get(run["status_url"], headers=operator)).json()
-        if state["status"] == "completed":
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(
+        http, run["status_url"], operator, lambda p: p["status"] == "completed", 200
+    )
     assert state["counts"]["succeeded"] == 3
     recorded = (
         await http.get(f"/api/v1/migration-sets/{state['set_name']}", headers=operator)
@@ -302,11 +314,9 @@ async def test_dynamic_migration_is_a_recorded_set_and_rolls_back(
         f"{run['status_url']}/rollback", json={"to_version": "0"}, headers=operator
     )
     assert back.status_code == 202
-    for _ in range(200):
-        undone = (await http.get(back.json()["status_url"], headers=operator)).json()
-        if undone["status"] == "completed":
-            break
-        await asyncio.sleep(0.1)
+    await _until(
+        http, back.json()["status_url"], operator, lambda p: p["status"] == "completed", 200
+    )
     for target in targets:
         assert await _ledger(target) == []
 
@@ -369,11 +379,13 @@ async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
             headers=operator,
         )
     ).json()
-    for _ in range(300):
-        state = (await http.get(run["status_url"], headers=operator)).json()
-        if state["status"] == "paused" and state["counts"]["running"] == 0:
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(
+        http,
+        run["status_url"],
+        operator,
+        lambda p: p["status"] == "paused" and p["counts"]["running"] == 0,
+        300,
+    )
     assert state["status"] == "paused"
     assert state["paused_reason"] == "failure budget exceeded: 1 of 5 failed"
     failed = (
@@ -382,11 +394,9 @@ async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
     [error] = [t["error"] for t in failed.values()]
     assert "password authentication failed" in error
     assert (await http.post(f"{run['status_url']}/cancel", headers=operator)).status_code == 202
-    for _ in range(300):
-        state = (await http.get(run["status_url"], headers=operator)).json()
-        if state["status"] == "cancelled":
-            break
-        await asyncio.sleep(0.1)
+    state = await _until(
+        http, run["status_url"], operator, lambda p: p["status"] == "cancelled", 300
+    )
     assert state["status"] == "cancelled"
     assert state["counts"]["failed"] == 1
     assert state["counts"]["pending"] + state["counts"]["succeeded"] == 4
@@ -425,11 +435,13 @@ async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applie
                     headers=operator,
                 )
             ).json()
-            for _ in range(300):
-                counts = (await http.get(run["status_url"], headers=operator)).json()["counts"]
-                if counts["succeeded"] >= 2 and counts["running"] >= 1:
-                    break
-                await asyncio.sleep(0.1)
+            await _until(
+                http,
+                run["status_url"],
+                operator,
+                lambda p: p["counts"]["succeeded"] >= 2 and p["counts"]["running"] >= 1,
+                300,
+            )
             first.kill()  # SIGKILL: no goodbye, its batch is abandoned mid-migration
             await asyncio.to_thread(first.wait, 10)
             second = _start_worker(own, queue, tmp_path / "w2.log")

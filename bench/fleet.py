@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,24 +74,24 @@ class Server(threading.Thread):
         self.join(10)
 
 
+async def run_sql(pg: EmbeddedPostgres, database: str, statements: Iterable[str]) -> None:
+    """Each statement in turn on one connection to ``database`` (setup, resets: never timed)."""
+    conn = await asyncpg.connect(pg.dsn(database))
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
 async def create_targets(pg: EmbeddedPostgres, prefix: str, count: int, schemas: bool) -> list[str]:
     """Databases (or schemas in one database) named ``{prefix}_{i}``."""
     names = [f"{prefix}_{i}" for i in range(count)]
-    admin = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        if schemas:
-            await admin.execute(f'CREATE DATABASE "{prefix}"')
-            conn = await asyncpg.connect(pg.dsn(prefix))
-            try:
-                for name in names:
-                    await conn.execute(f'CREATE SCHEMA "{name}"')
-            finally:
-                await conn.close()
-        else:
-            for name in names:
-                await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
+    if schemas:
+        await run_sql(pg, "postgres", [f'CREATE DATABASE "{prefix}"'])
+        await run_sql(pg, prefix, (f'CREATE SCHEMA "{name}"' for name in names))
+    else:
+        await run_sql(pg, "postgres", (f'CREATE DATABASE "{name}"' for name in names))
     return names
 
 
@@ -181,29 +181,18 @@ async def reset_targets(pg: EmbeddedPostgres, prefix: str, names: list[str], sch
     """Empty a contender's targets between rounds (not timed), then checkpoint, so no round
     pays for the previous one's writes."""
     if schemas:
-        conn = await asyncpg.connect(pg.dsn(prefix))
-        try:
-            for name in names:
-                await conn.execute(f'DROP SCHEMA "{name}" CASCADE; CREATE SCHEMA "{name}"')
-        finally:
-            await conn.close()
+        await run_sql(
+            pg, prefix, (f'DROP SCHEMA "{name}" CASCADE; CREATE SCHEMA "{name}"' for name in names)
+        )
     else:
         semaphore = asyncio.Semaphore(16)
 
         async def one(name: str) -> None:
             async with semaphore:
-                conn = await asyncpg.connect(pg.dsn(name))
-                try:
-                    await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-                finally:
-                    await conn.close()
+                await run_sql(pg, name, ["DROP SCHEMA public CASCADE; CREATE SCHEMA public"])
 
         await asyncio.gather(*(one(name) for name in names))
-    admin = await asyncpg.connect(pg.dsn("postgres"))
-    try:
-        await admin.execute("CHECKPOINT")
-    finally:
-        await admin.close()
+    await run_sql(pg, "postgres", ["CHECKPOINT"])
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -262,12 +251,9 @@ async def main(options: argparse.Namespace) -> None:
         )
         # Background work that belongs to no contender: with 600 databases the autovacuum
         # launcher starts a worker every ~0.1 s, landing on whichever contender is running.
-        admin = await asyncpg.connect(pg.dsn("postgres"))
-        try:
-            await admin.execute("ALTER SYSTEM SET autovacuum = off")
-            await admin.execute("SELECT pg_reload_conf()")
-        finally:
-            await admin.close()
+        await run_sql(
+            pg, "postgres", ["ALTER SYSTEM SET autovacuum = off", "SELECT pg_reload_conf()"]
+        )
         t0 = time.perf_counter()
         chosen = [prefix for prefix in CONTENDERS if prefix in options.contenders.split(",")]
         targets = {prefix: await create_targets(pg, prefix, n, schemas) for prefix in chosen}

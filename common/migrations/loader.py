@@ -364,30 +364,28 @@ def to_format(migrations: Sequence[Migration], fmt: MigrationFormat) -> dict[str
     for m in migrations:
         slug = _slug(m.description)
         up_sql = m.up_sql
-        if fmt is MigrationFormat.FLYWAY:
-            if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
-                up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
-            files[f"V{m.version}__{slug}.sql"] = up_sql + "\n"
-            if m.down_sql:
-                files[f"U{m.version}__{slug}.sql"] = m.down_sql + "\n"
-            continue
-        if "." in m.version:
+        if fmt is not MigrationFormat.FLYWAY and "." in m.version:
             raise MigrationSetError(
                 f"{m.source or 'version ' + m.version}: version {m.version} cannot be written "
                 f"as {fmt.value}, whose versions are single integers",
                 details={"file": m.source, "version": m.version},
             )
-        number = f"{int(m.version):06d}"
-        if fmt is MigrationFormat.GOLANG_MIGRATE:
-            if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
-                up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
-            files[f"{number}_{slug}.up.sql"] = up_sql + "\n"
-            if m.down_sql:
-                files[f"{number}_{slug}.down.sql"] = m.down_sql + "\n"
-        else:
+        number = m.version if fmt is MigrationFormat.FLYWAY else f"{int(m.version):06d}"
+        if fmt is MigrationFormat.DBMATE:
             option = " transaction:false" if m.no_transaction else ""
             text = f"-- migrate:up{option}\n{up_sql}\n"
             if m.down_sql:
                 text += f"\n-- migrate:down\n{m.down_sql}\n"
             files[f"{number}_{slug}.sql"] = text
+            continue
+        # Flyway and golang-migrate: separate up and down files; the marker says no-transaction.
+        if fmt is MigrationFormat.FLYWAY:
+            up_name, down_name = f"V{number}__{slug}.sql", f"U{number}__{slug}.sql"
+        else:
+            up_name, down_name = f"{number}_{slug}.up.sql", f"{number}_{slug}.down.sql"
+        if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
+            up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
+        files[up_name] = up_sql + "\n"
+        if m.down_sql:
+            files[down_name] = m.down_sql + "\n"
     return files

@@ -72,6 +72,20 @@ async def _fleet(
     return label, set_name, targets
 
 
+async def _start_run(
+    http: httpx.AsyncClient, headers: dict[str, str], set_name: str, label: str, **options: Any
+) -> dict[str, Any]:
+    """``POST /api/v1/migrations`` over the fleet labelled ``label``: 202 and the run."""
+    started = await http.post(
+        "/api/v1/migrations",
+        json={"set": set_name, "selector": {"labels": {"fleet": label}}, **options},
+        headers=headers,
+    )
+    assert started.status_code == 202, started.text
+    run: dict[str, Any] = started.json()
+    return run
+
+
 async def _until(
     http: httpx.AsyncClient,
     url: str,
@@ -143,13 +157,7 @@ async def test_start_stream_to_the_end_then_roll_back(
 ) -> None:
     label, set_name, targets = await _fleet(http, tokens, make_target, ACCEPTANCE_TARGETS)
     operator = tokens.headers("infra-operator")
-    started = await http.post(
-        "/api/v1/migrations",
-        json={"set": set_name, "selector": {"labels": {"fleet": label}}, "concurrency": 8},
-        headers=operator,
-    )
-    assert started.status_code == 202, started.text
-    run = started.json()
+    run = await _start_run(http, operator, set_name, label, concurrency=8)
 
     events: list[tuple[str, dict[str, object]]] = []
     async with http.stream("GET", run["stream_url"], headers=tokens.headers("infra-viewer")) as s:
@@ -214,18 +222,7 @@ async def test_pause_from_the_api_resume_with_the_temporal_cli(
 ) -> None:
     label, set_name, _ = await _fleet(http, tokens, make_target, 6)
     operator = tokens.headers("infra-operator")
-    run = (
-        await http.post(
-            "/api/v1/migrations",
-            json={
-                "set": set_name,
-                "selector": {"labels": {"fleet": label}},
-                "concurrency": 1,
-                "batch_size": 1,
-            },
-            headers=operator,
-        )
-    ).json()
+    run = await _start_run(http, operator, set_name, label, concurrency=1, batch_size=1)
     assert (await http.post(f"{run['status_url']}/pause", headers=operator)).status_code == 202
     state = await _until(
         http,
@@ -366,19 +363,15 @@ async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
     wrong = (await make_target()).create_body(name=f"0-{uuid.uuid4().hex[:8]}")
     wrong.update(password="not-the-password", labels={"fleet": label})
     assert (await http.post("/api/v1/databases", json=wrong, headers=operator)).status_code == 201
-    run = (
-        await http.post(
-            "/api/v1/migrations",
-            json={
-                "set": set_name,
-                "selector": {"labels": {"fleet": label}},
-                "concurrency": 1,
-                "batch_size": 1,
-                "failure_budget": {"max_failed": 0},
-            },
-            headers=operator,
-        )
-    ).json()
+    run = await _start_run(
+        http,
+        operator,
+        set_name,
+        label,
+        concurrency=1,
+        batch_size=1,
+        failure_budget={"max_failed": 0},
+    )
     state = await _until(
         http,
         run["status_url"],
@@ -422,19 +415,15 @@ async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applie
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             label, set_name, targets = await _fleet(http, tokens, make_target, 6, files=SLOW)
             operator = tokens.headers("infra-operator")
-            run = (
-                await http.post(
-                    "/api/v1/migrations",
-                    json={
-                        "set": set_name,
-                        "selector": {"labels": {"fleet": label}},
-                        "concurrency": 2,
-                        "batch_size": 1,
-                        "heartbeat_timeout_seconds": 3,
-                    },
-                    headers=operator,
-                )
-            ).json()
+            run = await _start_run(
+                http,
+                operator,
+                set_name,
+                label,
+                concurrency=2,
+                batch_size=1,
+                heartbeat_timeout_seconds=3,
+            )
             await _until(
                 http,
                 run["status_url"],

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
-import zipfile
+import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, UploadFile
@@ -13,6 +11,7 @@ from fastapi.params import Form
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
 from common.migrations.loader import parse_files
+from gateway import archives
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from models.errors import ErrorResponse
 from models.migrations import (
@@ -29,9 +28,6 @@ from models.migrations import (
 
 router = APIRouter(prefix="/api/v1/migration-sets", tags=["migration-sets"])
 
-MAX_ARCHIVE_BYTES = 20 * 1024 * 1024
-MAX_EXTRACTED_BYTES = 100 * 1024 * 1024
-MAX_FILES = 10_000
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "A file is malformed; it is named."},
     409: {"model": ErrorResponse, "description": "A version exists with other content."},
@@ -72,50 +68,13 @@ async def register_archive(
 ) -> MigrationSetRegistered:
     """The same as the JSON form, from a ``.tar.gz``/``.tgz`` or ``.zip`` of the directory."""
     del principal
-    data = await archive.read(MAX_ARCHIVE_BYTES + 1)
-    if len(data) > MAX_ARCHIVE_BYTES:
-        raise PayloadTooLarge(f"archives are limited to {MAX_ARCHIVE_BYTES} bytes")
-    return await sets.register(name, parse_files(extract_sql_files(data), format))
-
-
-def extract_sql_files(data: bytes) -> dict[str, str]:
-    """``.sql`` members of a tar.gz or zip archive, by base name, with size limits."""
-    files: dict[str, str] = {}
-    total = 0
-
-    def add(member_name: str, content: bytes) -> None:
-        nonlocal total
-        total += len(content)
-        if total > MAX_EXTRACTED_BYTES or len(files) >= MAX_FILES:
-            raise PayloadTooLarge("the archive expands beyond the accepted size")
-        base = member_name.rsplit("/", 1)[-1]
-        if not base.endswith(".sql"):
-            return
-        try:
-            files[base] = content.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInput(f"{base} is not UTF-8 text", details={"file": base}) from None
-
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as bundle:
-            for info in bundle.infolist():
-                if not info.is_dir():
-                    if info.file_size > MAX_EXTRACTED_BYTES:
-                        raise PayloadTooLarge("the archive expands beyond the accepted size")
-                    add(info.filename, bundle.read(info))
-        return files
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
-            for member in tar:
-                if member.isfile():
-                    if member.size > MAX_EXTRACTED_BYTES:
-                        raise PayloadTooLarge("the archive expands beyond the accepted size")
-                    extracted = tar.extractfile(member)
-                    if extracted is not None:
-                        add(member.name, extracted.read())
-    except tarfile.TarError:
-        raise InvalidInput("the upload is neither a zip nor a (gzipped) tar archive") from None
-    return files
+    limit = archives.MAX_ARCHIVE_BYTES
+    data = await archive.read(limit + 1)
+    if len(data) > limit:
+        raise PayloadTooLarge(f"archives are limited to {limit} bytes")
+    # Decompression is CPU work: in a worker thread, so other requests keep being served.
+    files = await asyncio.to_thread(archives.extract_sql_files, data)
+    return await sets.register(name, parse_files(files, format))
 
 
 @router.get("", summary="List migration sets")

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from common.errors import AuthenticationRequired, PermissionDenied
 from common.settings import AuthSettings
 from gateway.auth.ratelimit import RateLimiter
-from gateway.auth.tokens import InvalidToken, TokenValidator
+from gateway.auth.tokens import ExpiredToken, InvalidToken, TokenValidator
 from models.auth import ADMIN_PERMISSIONS, Permission, Principal
 
 log = logging.getLogger("tenantflow.auth")
@@ -52,11 +52,14 @@ class Authenticator:
     async def authenticate(
         self, request: Request, credentials: HTTPAuthorizationCredentials | None
     ) -> Principal:
-        """Establish who calls; count failures per client IP against brute force."""
+        """Establish who calls. Valid tokens are always served; a wrong break-glass token counts
+        as a failed login, a bad bearer token only toward slowing further bad tokens, and an
+        expired one (a client that forgot to refresh) toward nothing."""
         client_ip = request.client.host if request.client else "unknown"
-        await self.limiter.check_not_blocked(client_ip)
         emergency = request.headers.get(BREAK_GLASS_HEADER)
         if emergency is not None:
+            # A guessable secret, like a password: the brute-force block applies.
+            await self.limiter.check_not_blocked(client_ip)
             if self._break_glass(emergency):
                 log.warning(
                     "break-glass access used",
@@ -73,13 +76,15 @@ class Authenticator:
             raise InvalidToken("break-glass token refused")
         if credentials is None:
             if request.headers.get("authorization"):
-                await self.limiter.record_failed_auth(client_ip)
+                await self.limiter.check_bad_token(client_ip)
                 raise InvalidToken("the Authorization header must be 'Bearer <token>'")
             raise AuthenticationRequired("authentication required: send a bearer token")
         try:
             return await self.validator.validate(credentials.credentials)
+        except ExpiredToken:
+            raise
         except InvalidToken:
-            await self.limiter.record_failed_auth(client_ip)
+            await self.limiter.check_bad_token(client_ip)
             raise
 
 

@@ -1,6 +1,10 @@
-"""Rate limits with the ``limits`` library: per caller and route, per IP on auth endpoints, and per
-IP for failed authentications (brute force). In memory by default; ``async+redis://`` shares the
-counters between gateway replicas."""
+"""Rate limits with the ``limits`` library: per caller and route, per IP on auth endpoints, per IP
+for failed password logins (brute force), and per IP for bad bearer tokens. In memory by default;
+``async+redis://`` shares the counters between gateway replicas.
+
+The last two are separate counters on purpose: guessing passwords blocks password logins from the
+address, while bad bearer tokens only slow further bad tokens. A valid token is always served,
+so one client with a broken token cannot lock out everyone behind the same NAT."""
 
 from __future__ import annotations
 
@@ -49,7 +53,8 @@ class RateLimiter:
         await self._hit(self._auth_endpoints, "auth", client_ip)
 
     async def check_not_blocked(self, client_ip: str) -> None:
-        """Refuse ``client_ip`` outright while it is over the failed-authentication limit."""
+        """Refuse a password login (or break-glass attempt) from ``client_ip`` while it is over
+        the failed-login limit."""
         if not self.enabled:
             return
         if not await self._limiter.test(self._failed_auth, "failed-auth", client_ip):
@@ -65,6 +70,22 @@ class RateLimiter:
             )
 
     async def record_failed_auth(self, client_ip: str) -> None:
-        """Count one failed authentication from ``client_ip``."""
+        """Count one failed password login (or break-glass attempt) from ``client_ip``."""
         if self.enabled:
             await self._limiter.hit(self._failed_auth, "failed-auth", client_ip)
+
+    async def check_bad_token(self, client_ip: str) -> None:
+        """Count one bad bearer token from ``client_ip``; past the limit, raise ``RateLimited``
+        (the caller answers it instead of 401). Valid tokens never pass through here."""
+        if not self.enabled:
+            return
+        if await self._limiter.hit(self._failed_auth, "bad-token", client_ip):
+            return
+        stats = await self._limiter.get_window_stats(self._failed_auth, "bad-token", client_ip)
+        raise RateLimited(
+            "too many invalid tokens from this address; valid tokens are still accepted",
+            details={
+                "retry_after_seconds": max(1, math.ceil(stats.reset_time - time.time())),
+                "limit": str(self._failed_auth),
+            },
+        )

@@ -26,6 +26,10 @@ class InvalidToken(AuthenticationRequired):
     error_type = "invalid_token"
 
 
+class ExpiredToken(InvalidToken):
+    """A genuine token past its expiry: a client that forgot to refresh, not an attack."""
+
+
 def roles_from_claims(claims: Mapping[str, Any], client_id: str) -> list[str]:
     """Keycloak's realm roles plus the roles of ``client_id`` (``resource_access``)."""
     roles: list[str] = []
@@ -116,7 +120,7 @@ class TokenValidator:
                 options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False},
             )
         except jwt.ExpiredSignatureError:
-            raise InvalidToken("token has expired") from None
+            raise ExpiredToken("token has expired") from None
         except jwt.ImmatureSignatureError:
             raise InvalidToken("token is not valid yet") from None
         except jwt.InvalidIssuerError:

@@ -12,6 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -19,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import (
     AuthenticationRequired,
+    InvalidInput,
     RateLimited,
     RequestValidationFailed,
     TenantflowError,
@@ -97,8 +99,22 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, error_for_status(exc.status_code, message), exc.headers)
 
 
+NUL_MESSAGE = "text cannot contain NUL characters (U+0000): PostgreSQL cannot store them"
+
+
+async def _untranslatable_text(request: Request, exc: Exception) -> JSONResponse:
+    # 22021/22P05: whatever field carried it (a decoded cursor, a JSON value, a file name), the
+    # input held text PostgreSQL cannot represent, in practice a NUL: the caller's fault, not ours.
+    assert isinstance(exc, asyncpg.PostgresError)
+    return error_response(
+        request, InvalidInput(NUL_MESSAGE, details={"sqlstate": exc.sqlstate or ""})
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that render every error as the envelope."""
     app.add_exception_handler(TenantflowError, _tenantflow_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, _untranslatable_text)
+    app.add_exception_handler(asyncpg.UntranslatableCharacterError, _untranslatable_text)

@@ -13,9 +13,11 @@ import time
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.logging import request_id_var
+from gateway.errors import NUL_MESSAGE
 
 access_log = logging.getLogger("tenantflow.access")
 error_log = logging.getLogger("tenantflow.gateway")
@@ -59,8 +61,26 @@ def _security_headers(path: str, https: bool) -> list[tuple[bytes, bytes]]:
     return headers
 
 
-class _BodyTooLarge(Exception):
-    """Raised from ``receive`` when a request body passes the limit."""
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` when a request body passes the limit.
+
+    An HTTP exception, so that FastAPI's body parsing (JSON or multipart) lets it through as 413
+    instead of turning it into 400 "error parsing the body"; the error handlers render it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request bodies are limited to {limit} bytes")
+
+
+def _carries_nul(scope: Scope) -> bool:
+    """NUL in the (decoded) path, the query string (raw or percent-encoded) or a header value.
+
+    PostgreSQL text cannot hold NUL; refusing it here keeps it out of every route at once."""
+    if "\x00" in scope.get("path", ""):
+        return True
+    query: bytes = scope.get("query_string", b"")
+    if b"\x00" in query or b"%00" in query:
+        return True
+    return any(b"\x00" in value for _, value in scope.get("headers", []))
 
 
 def _declared_length(scope: Scope) -> int:
@@ -138,12 +158,28 @@ class RequestContextMiddleware:
             if message["type"] == "http.request" and self.max_body_bytes is not None:
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_body_bytes)
             return message
 
         try:
             if self.max_body_bytes is not None and _declared_length(scope) > self.max_body_bytes:
-                raise _BodyTooLarge
+                raise _BodyTooLarge(self.max_body_bytes)
+            if _carries_nul(scope):
+                status = 400
+                await send_wrapper(
+                    {
+                        "type": "http.response.start",
+                        "status": 400,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": error_body(request_id, "invalid_input", NUL_MESSAGE),
+                    }
+                )
+                return
             await self.app(scope, receive_limited, send_wrapper)
         except _BodyTooLarge:
             if response_started:

@@ -38,6 +38,18 @@ class _Budget:
                 details={"max_members": MAX_MEMBERS},
             )
 
+    def skip(self, declared: int) -> None:
+        # Skipping a member of a compressed tar still decompresses it: it counts toward the total.
+        self.total += declared
+        self._check_total()
+
+    def _check_total(self) -> None:
+        if self.total > MAX_EXTRACTED_BYTES:
+            raise PayloadTooLarge(
+                f"the archive expands beyond {MAX_EXTRACTED_BYTES} bytes",
+                details={"max_extracted_bytes": MAX_EXTRACTED_BYTES},
+            )
+
     def read(self, name: str, stream: IO[bytes], declared: int) -> bytes:
         if declared > MAX_MEMBER_BYTES:
             raise _member_too_large(name)
@@ -51,11 +63,7 @@ class _Budget:
             self.total += len(chunk)
             if size > MAX_MEMBER_BYTES:
                 raise _member_too_large(name)
-            if self.total > MAX_EXTRACTED_BYTES:
-                raise PayloadTooLarge(
-                    f"the archive expands beyond {MAX_EXTRACTED_BYTES} bytes",
-                    details={"max_extracted_bytes": MAX_EXTRACTED_BYTES},
-                )
+            self._check_total()
             chunks.append(chunk)
         return b"".join(chunks)
 
@@ -102,7 +110,10 @@ def _tar_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             for member in tar:
                 budget.member()
-                if not member.isfile() or not member.name.endswith(".sql"):
+                if not member.isfile():
+                    continue
+                if not member.name.endswith(".sql"):
+                    budget.skip(member.size)
                     continue
                 extracted = tar.extractfile(member)
                 if extracted is not None:

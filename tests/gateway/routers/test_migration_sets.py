@@ -111,6 +111,10 @@ async def test_member_and_total_size_limits(
     monkeypatch.setattr(archives, "MAX_EXTRACTED_BYTES", 150)
     total = await _upload(api, tokens, _zip({f"V{i}__a.sql": b"-- x\n" * 10 for i in (1, 2, 3, 4)}))
     assert total.status_code == 413, total.text
+    # Members that are not SQL still expand when a compressed tar is walked past them.
+    skipped = await _upload(api, tokens, _tgz({"V1__a.sql": UP, "blob.bin": b"\0" * 200}))
+    assert skipped.status_code == 413, skipped.text
+    assert skipped.json()["error"]["details"]["max_extracted_bytes"] == 150
 
 
 async def test_extraction_runs_in_a_worker_thread(

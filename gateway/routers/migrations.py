@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import (
+    WorkflowExecution,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
@@ -251,6 +252,36 @@ async def start_dynamic(
     return await _start(temporal, settings, cache, params, version="1")
 
 
+# The run's own search attribute says how a live run is doing; once the execution has closed
+# any other way than by returning (terminated, cancelled or failed through Temporal), the
+# attribute is stale and Temporal's close status is the truth.
+_CLOSED_BY_TEMPORAL = {
+    WorkflowExecutionStatus.CANCELED: "cancelled",
+    WorkflowExecutionStatus.TERMINATED: "terminated",
+    WorkflowExecutionStatus.FAILED: "failed",
+    WorkflowExecutionStatus.TIMED_OUT: "timed_out",
+}
+
+
+def _listed_status(execution: WorkflowExecution) -> str:
+    """How a listed run is doing, or how it closed."""
+    if execution.status in _CLOSED_BY_TEMPORAL:
+        return _CLOSED_BY_TEMPORAL[execution.status]
+    return execution.typed_search_attributes.get(STATUS_KEY) or (
+        execution.status.name.lower() if execution.status else "unknown"
+    )
+
+
+def _status_clause(status: FleetStatus) -> str:
+    """Visibility filter matching what ``_listed_status`` shows."""
+    attribute = f"TenantflowStatus = '{status.value}'"
+    if status is FleetStatus.COMPLETED:
+        return f"({attribute} AND ExecutionStatus = 'Completed')"
+    if status is FleetStatus.CANCELLED:
+        return f"(({attribute} AND ExecutionStatus = 'Completed') OR ExecutionStatus = 'Canceled')"
+    return f"({attribute} AND ExecutionStatus = 'Running')"
+
+
 @router.get("", summary="List fleet runs (from Temporal visibility)")
 async def list_runs(
     principal: MigrationsRead,
@@ -266,7 +297,7 @@ async def list_runs(
     clauses = ["WorkflowType = 'MigrateFleetWorkflow'"]
     # Values are restricted to safe characters by the query patterns above.
     if status is not None:
-        clauses.append(f"TenantflowStatus = '{status.value}'")
+        clauses.append(_status_clause(status))
     if set is not None:
         clauses.append(f"TenantflowMigrationSet = '{set}'")
     if requester is not None:
@@ -288,8 +319,7 @@ async def list_runs(
         FleetRunSummary(
             run_id=execution.id.removeprefix("migrate-fleet-"),
             workflow_id=execution.id,
-            status=execution.typed_search_attributes.get(STATUS_KEY)
-            or (execution.status.name.lower() if execution.status else "unknown"),
+            status=_listed_status(execution),
             set_name=execution.typed_search_attributes.get(SET_KEY),
             requester=execution.typed_search_attributes.get(REQUESTER_KEY),
             started_at=execution.start_time,

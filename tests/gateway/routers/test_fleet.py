@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from temporalio.client import Client
 
 from activities.migrations import LEDGER_TABLE
 from cli.stack import TemporalDevServer, free_port, temporal_binary
@@ -450,3 +451,33 @@ async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applie
                 process.terminate()
                 await asyncio.to_thread(process.wait, 45)
         server.stop()
+
+
+async def test_a_run_terminated_through_temporal_is_listed_as_terminated(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory, temporal_client: Client
+) -> None:
+    """Issue 9, point 12: Temporal's close status wins over the run's own search attribute."""
+    label, set_name, _ = await _fleet(http, tokens, make_target, 3, SLOW)
+    operator = tokens.headers("infra-operator")
+    viewer = tokens.headers("infra-viewer")
+    run = await _start_run(http, operator, set_name, label, concurrency=1, batch_size=1)
+    await temporal_client.get_workflow_handle(run["workflow_id"]).terminate("test")
+    expected = {(): ["terminated"], (("status", "running"),): []}
+    for _ in range(100):  # visibility is eventually consistent
+        found = {
+            filters: [
+                item["status"]
+                for item in (
+                    await http.get(
+                        "/api/v1/migrations",
+                        params={"set": set_name, **dict(filters)},
+                        headers=viewer,
+                    )
+                ).json()["items"]
+            ]
+            for filters in expected
+        }
+        if found == expected:
+            break
+        await asyncio.sleep(0.1)
+    assert found == expected

@@ -147,6 +147,7 @@ class FleetProgress(BaseModel):
     paused_reason: str | None
     total: int
     total_known: bool = Field(description="False while the selector is still being paged.")
+    dry_run: bool = Field(default=False, description="True when the run only planned.")
     counts: FleetCounts
     concurrency: int
     targets: dict[str, TargetProgress]

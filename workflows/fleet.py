@@ -128,6 +128,7 @@ class MigrateFleetWorkflow:
             paused_reason=state.paused_reason,
             total=state.resolved,
             total_known=state.selector_exhausted,
+            dry_run=params.dry_run,
             counts=counts,
             concurrency=state.concurrency,
             targets=state.targets,

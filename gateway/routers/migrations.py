@@ -554,13 +554,19 @@ async def rollback_run(
             f"run {run_id} is still running; cancel it first", details={"run_id": run_id}
         )
     progress = await _progress(handle, run_id)
+    if progress.dry_run:
+        raise Conflict(
+            f"run {run_id} was a dry run: it changed nothing", details={"run_id": run_id}
+        )
+    # Only what the run changed: an up-to-date target was left as it was, and a failed one may
+    # have committed versions before its failure (each version commits with its ledger row).
     touched = [
         uuid.UUID(key)
         for key, target in progress.targets.items()
-        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED, TargetState.UP_TO_DATE)
+        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
     ]
     if not touched:
-        raise Conflict(f"run {run_id} touched no target", details={"run_id": run_id})
+        raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
     version = _version(body.to_version)
     params = FleetRunInput(
         run_id=uuid.uuid4().hex[:12],

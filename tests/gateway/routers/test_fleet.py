@@ -481,3 +481,34 @@ async def test_a_run_terminated_through_temporal_is_listed_as_terminated(
             break
         await asyncio.sleep(0.1)
     assert found == expected
+
+
+async def test_rolling_back_a_dry_run_or_an_up_to_date_run_touches_nothing(
+    http: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    """Issue 9, point 10: only what a run changed is rolled back; dry runs changed nothing."""
+    label, set_name, targets = await _fleet(http, tokens, make_target, 2)
+    operator = tokens.headers("infra-operator")
+
+    async def finished(**options: Any) -> dict[str, Any]:
+        run = await _start_run(http, operator, set_name, label, **options)
+        state = await _until(
+            http, run["status_url"], operator, lambda p: p["status"] == "completed", 300
+        )
+        assert state["status"] == "completed"
+        return run
+
+    dry = await finished(dry_run=True)
+    refused = await http.post(
+        f"{dry['status_url']}/rollback", json={"to_version": "0"}, headers=operator
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["type"] == "conflict"
+    await finished()
+    again = await finished()  # every target already up to date
+    refused = await http.post(
+        f"{again['status_url']}/rollback", json={"to_version": "0"}, headers=operator
+    )
+    assert refused.status_code == 409, refused.text
+    for target in targets:
+        assert sorted(await _ledger(target)) == ["1", "2"]

@@ -114,6 +114,19 @@ async def ledger_times(target: TargetDatabase) -> list[float]:
     return [float(r["t"]) for r in rows]
 
 
+async def replay_and_record(
+    handle: WorkflowHandle[MigrateFleetWorkflow, FleetRunResult], name: str
+) -> None:
+    """The run's history replays; with TENANTFLOW_RECORD_HISTORIES=1 it is saved for
+    tests/workflows/test_system.py::test_committed_histories_replay."""
+    history = await handle.fetch_history()
+    await Replayer(
+        workflows=list(WORKFLOWS), data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    if os.environ.get("TENANTFLOW_RECORD_HISTORIES") == "1":
+        (Path(__file__).parent / "histories" / name).write_text(history.to_json())
+
+
 @pytest.fixture
 async def fleet(catalog_pool: asyncpg.Pool, settings: Settings, temporal_client: Client) -> Fleet:
     return Fleet(catalog_pool, settings, temporal_client)
@@ -133,12 +146,7 @@ async def test_every_target_reaches_the_latest_version_once(
     assert all(t.to_version == "2" for t in final.targets.values())
     for target in fleet.targets:
         assert len(await ledger_times(target)) == 2  # one row per version
-    history = await handle.fetch_history()
-    await Replayer(
-        workflows=list(WORKFLOWS), data_converter=pydantic_data_converter
-    ).replay_workflow(history)
-    if os.environ.get("TENANTFLOW_RECORD_HISTORIES") == "1":
-        (Path(__file__).parent / "histories" / "migrate_fleet.json").write_text(history.to_json())
+    await replay_and_record(handle, "migrate_fleet.json")
 
 
 async def test_pause_starts_nothing_new_and_resume_finishes(
@@ -166,6 +174,7 @@ async def test_pause_starts_nothing_new_and_resume_finishes(
     times.sort()
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert max(gaps) >= 0.9
+    await replay_and_record(handle, "migrate_fleet_paused_resumed.json")
 
 
 async def test_a_failing_target_under_the_budget_is_reported_and_the_run_completes(
@@ -214,6 +223,7 @@ async def test_failure_budget_pauses_the_run_and_cancel_ends_it(
     assert result.status is FleetStatus.CANCELLED
     assert result.counts.failed == 1
     assert result.counts.pending + result.counts.succeeded == 4
+    await replay_and_record(handle, "migrate_fleet_budget_paused_cancelled.json")
 
 
 async def test_concurrency_update_is_validated(fleet: Fleet, make_target: TargetFactory) -> None:

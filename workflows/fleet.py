@@ -192,6 +192,12 @@ class MigrateFleetWorkflow:
                 if state.selector_exhausted:
                     return
                 await self._resolve_page()
+                # A cancel or pause that came while the page loaded stops the fill; old
+                # histories went on starting targets, so they replay the old way.
+                if workflow.patched("fill-stops-after-page-load") and (
+                    state.cancel_requested or state.paused
+                ):
+                    return
                 continue
             size = min(params.batch_size, allowed, len(state.queue))
             batch, state.queue = state.queue[:size], state.queue[size:]

@@ -235,3 +235,35 @@ async def test_concurrency_update_is_validated(fleet: Fleet, make_target: Target
     assert await handle.execute_update(MigrateFleetWorkflow.set_concurrency, 3) == 3
     assert (await progress(handle)).concurrency == 3
     assert (await handle.result()).counts.succeeded == 3
+
+
+async def test_cancel_while_a_page_of_targets_loads_starts_nothing(
+    fleet: Fleet, make_target: TargetFactory, catalog_pool: asyncpg.Pool
+) -> None:
+    """Issue 9, point 9: a cancel that arrives during page resolution is honoured at once."""
+    for _ in range(4):
+        await fleet.add(await make_target())
+    async with catalog_pool.acquire() as conn, conn.transaction():
+        # The catalog holds resolve_targets on its first page (real PostgreSQL, a real lock).
+        await conn.execute("LOCK TABLE databases IN ACCESS EXCLUSIVE MODE")
+        handle = await fleet.start(concurrency=4, batch_size=1)
+        for _ in range(600):
+            waiting = await catalog_pool.fetchval(
+                "SELECT count(*) FROM pg_locks "
+                "WHERE NOT granted AND relation = 'databases'::regclass"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert waiting
+        await handle.signal(MigrateFleetWorkflow.cancel)
+        await until(handle, lambda p: p.status is FleetStatus.CANCELLING)
+    result = await handle.result()
+    assert result.status is FleetStatus.CANCELLED
+    assert (result.counts.succeeded, result.counts.running, result.counts.failed) == (0, 0, 0)
+    for target in fleet.targets:
+        conn = await target.connect()
+        try:
+            assert not await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}') IS NOT NULL")
+        finally:
+            await conn.close()

@@ -262,8 +262,10 @@ async def test_cancel_while_a_page_of_targets_loads_starts_nothing(
     assert result.status is FleetStatus.CANCELLED
     assert (result.counts.succeeded, result.counts.running, result.counts.failed) == (0, 0, 0)
     for target in fleet.targets:
-        conn = await target.connect()
+        target_conn = await target.connect()
         try:
-            assert not await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}') IS NOT NULL")
+            assert not await target_conn.fetchval(
+                f"SELECT to_regclass('{LEDGER_TABLE}') IS NOT NULL"
+            )
         finally:
-            await conn.close()
+            await target_conn.close()

@@ -33,12 +33,14 @@ class FailureBudget(BaseModel):
     max_failed: int | None = Field(default=None, ge=0)
     max_failed_percent: float | None = Field(default=None, ge=0, le=100)
 
-    def exceeded(self, failed: int, total: int) -> bool:
-        """Whether ``failed`` of ``total`` targets is over the budget."""
+    def exceeded(self, failed: int, total: int, *, total_known: bool = True) -> bool:
+        """Whether ``failed`` of ``total`` targets is over the budget; a percentage is judged
+        only once the run's total is known (never over the targets resolved so far)."""
         if self.max_failed is not None and failed > self.max_failed:
             return True
         return (
             self.max_failed_percent is not None
+            and total_known
             and total > 0
             and failed * 100 / total > self.max_failed_percent
         )
@@ -123,6 +125,9 @@ class FleetState(BaseModel):
     paused: bool = False
     paused_reason: str | None = None
     cancel_requested: bool = False
+    budget_failed_before: int = Field(
+        default=0, description="Failures before the last resume from a budget pause."
+    )
     canary_done: bool = False
     concurrency: int = 16
     continued: int = 0

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
 STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
 # Continue-as-new long before the 51,200-event limit; a batch costs about 6 events.
 HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
+BUDGET_PAUSE = "failure budget exceeded"
 RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 
 
@@ -90,6 +91,9 @@ class MigrateFleetWorkflow:
     def resume(self) -> None:
         """Continue after a pause (by an operator, the canary or the failure budget)."""
         state = self._require_state()
+        if state.paused_reason and state.paused_reason.startswith(BUDGET_PAUSE):
+            # Resuming a budget pause means "go on until the budget's worth of new failures".
+            state.budget_failed_before = self._counts().failed
         state.paused, state.paused_reason = False, None
         self._wake = True
 
@@ -259,9 +263,20 @@ class MigrateFleetWorkflow:
     def _check_budget(self) -> None:
         params, state = self._require_params(), self._require_state()
         failed = self._counts().failed
-        if not state.paused and params.failure_budget.exceeded(failed, state.resolved):
+        if state.paused:
+            return
+        if workflow.patched("budget-counts-since-resume-over-total"):
+            # Failures since the last budget resume; a percentage only over the whole fleet.
+            over = params.failure_budget.exceeded(
+                failed - state.budget_failed_before,
+                state.resolved,
+                total_known=state.selector_exhausted,
+            )
+        else:
+            over = params.failure_budget.exceeded(failed, state.resolved)
+        if over:
             state.paused = True
-            state.paused_reason = f"failure budget exceeded: {failed} of {state.resolved} failed"
+            state.paused_reason = f"{BUDGET_PAUSE}: {failed} of {state.resolved} failed"
             workflow.logger.warning(
                 "ALERT fleet run %s paused: %s", params.run_id, state.paused_reason
             )

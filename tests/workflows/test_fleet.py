@@ -269,3 +269,26 @@ async def test_cancel_while_a_page_of_targets_loads_starts_nothing(
             )
         finally:
             await target_conn.close()
+
+
+async def test_resume_after_a_budget_pause_allows_the_budget_again(
+    fleet: Fleet, make_target: TargetFactory
+) -> None:
+    """Issue 9, point 11: resume means "go on until the budget's worth of new failures"."""
+    await fleet.add(await make_target(), password="wrong", first=True)
+    for _ in range(4):
+        await fleet.add(await make_target())
+    handle = await fleet.start(
+        concurrency=1, batch_size=1, failure_budget=FailureBudget(max_failed=0)
+    )
+    await until(handle, lambda p: p.status is FleetStatus.PAUSED and not p.counts.running)
+    await handle.signal(MigrateFleetWorkflow.resume)
+    state = await until(
+        handle,
+        lambda p: (
+            p.status is FleetStatus.COMPLETED
+            or (p.status is FleetStatus.PAUSED and p.counts.pending < 4)
+        ),
+    )
+    assert state.status is FleetStatus.COMPLETED, state.paused_reason
+    assert (state.counts.failed, state.counts.succeeded) == (1, 4)

@@ -292,3 +292,11 @@ async def test_resume_after_a_budget_pause_allows_the_budget_again(
     )
     assert state.status is FleetStatus.COMPLETED, state.paused_reason
     assert (state.counts.failed, state.counts.succeeded) == (1, 4)
+
+
+def test_a_budget_percentage_waits_for_the_runs_total() -> None:
+    """Issue 9, point 11: 1 failure of 2 resolved so far is not 50 % of a fleet still paging."""
+    budget = FailureBudget(max_failed_percent=10)
+    assert not budget.exceeded(1, 2, total_known=False)
+    assert not budget.exceeded(1, 20, total_known=True)
+    assert budget.exceeded(3, 20, total_known=True)

@@ -23,7 +23,7 @@ from temporalio import activity
 
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
-from common.errors import TenantflowError
+from common.errors import NotFound, TenantflowError
 from common.sql import quote_ident, quote_literal
 from models.fleet import TargetBatchInput
 from models.migrations import (
@@ -48,6 +48,16 @@ LEDGER_TABLE = "tenantflow_schema_history"
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 HEARTBEAT_SECONDS = 5.0
 BATCH_LOCK_ATTEMPTS = 4
+
+
+# Settings from the startup packet are session defaults, so this returns the session to the
+# state it was connected with; role and session authorization are not part of RESET ALL. Sent
+# inside each version's own message: no round trip of its own.
+RESET_SESSION = "SET SESSION AUTHORIZATION DEFAULT;\nRESET ROLE;\nRESET ALL"
+DOWN_PREFIX = f"{RESET_SESSION};\n"
+# The error a version's predecessor guard raises (22P02 with this text) when the ledger changed
+# between the plan and the lock.
+GUARD_MARKER = "tenantflow: ledger changed under the lock"
 
 
 class LockTimeout(Exception):
@@ -109,13 +119,15 @@ class MigrationActivities:
         """Several targets at once (the fleet's per-target unit). A target's failure is its
         result; a busy target is retried here with backoff before it counts as failed."""
         migrations = await self._sets.migrations(batch.set_name)
-        targets = await self._databases.connection_params_many(batch.database_ids)
+        targets = await self._connection_params(batch.database_ids)
 
         async def one(database_id: uuid.UUID) -> TargetRunResult:
             params = batch.for_target(database_id)
             target = targets.get(database_id)
             if target is None:
                 return _error_result(params, "not_found", f"no database {database_id}")
+            if isinstance(target, BaseException):
+                return _error_result(params, "credentials", _describe(target))
             delay = 1.0
             for attempt in range(BATCH_LOCK_ATTEMPTS):
                 try:
@@ -129,10 +141,47 @@ class MigrationActivities:
                     return _error_result(params, "unreachable", _describe(exc))
                 except TenantflowError as exc:
                     return _error_result(params, exc.error_type, exc.message)
+                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+                    # The connection dropped mid-version (the error path itself then fails).
+                    return _error_result(params, "unreachable", _describe(exc))
             raise AssertionError("unreachable")  # pragma: no cover
 
         async with _heartbeating():
-            return list(await asyncio.gather(*(one(i) for i in batch.database_ids)))
+            # return_exceptions: one target's surprise never leaves the others running unseen
+            # while Temporal retries the batch against them.
+            outcomes = await asyncio.gather(
+                *(one(i) for i in batch.database_ids), return_exceptions=True
+            )
+        results: list[TargetRunResult] = []
+        for database_id, outcome in zip(batch.database_ids, outcomes, strict=True):
+            if isinstance(outcome, asyncio.CancelledError):
+                raise outcome
+            if isinstance(outcome, BaseException):
+                log.exception("target %s failed unexpectedly", database_id, exc_info=outcome)
+                outcome = _error_result(
+                    batch.for_target(database_id), "internal", _describe(outcome)
+                )
+            results.append(outcome)
+        return results
+
+    async def _connection_params(
+        self, database_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
+        """Every target's connection parameters in one catalog query; when one credential
+        cannot be decrypted, each target is read alone so that only its own result fails."""
+        try:
+            return dict(await self._databases.connection_params_many(database_ids))
+        except TenantflowError:
+            pass
+        found: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
+        for database_id in database_ids:
+            try:
+                found[database_id] = await self._databases.connection_params(database_id)
+            except NotFound:
+                continue
+            except TenantflowError as exc:
+                found[database_id] = exc
+        return found
 
     @activity.defn(name="read_ledger")
     async def read_ledger(self, request: LedgerRequest) -> Ledger:
@@ -303,8 +352,15 @@ class _TargetEngine:
         applied: list[AppliedVersion] = []
         reached = list(ledger)
         for migration in pending:
+            # The version just below this one that the plan expects in the ledger: checked
+            # again under the lock, in the same message.
+            predecessor = max(
+                (v for v in reached if version_key(v) < version_key(migration.version)),
+                key=version_key,
+                default=None,
+            )
             try:
-                took = await self._apply_one(migration)
+                took = await self._apply_one(migration, predecessor)
             except _VersionFailed as failed:
                 if failed.error.sqlstate in RETRYABLE_SQLSTATES:
                     raise failed.error from None
@@ -341,18 +397,29 @@ class _TargetEngine:
             )
         return version_key(version)
 
-    async def _apply_one(self, migration: Migration) -> float | None:
+    async def _apply_one(self, migration: Migration, predecessor: str | None) -> float | None:
         """Apply one version with its ledger row; None when another runner already did.
 
         Raises ``_VersionFailed`` for an SQL error (the transaction rolled back)."""
         if migration.no_transaction:
             try:
-                return await self._apply_outside_transaction(migration)
+                return await self._apply_outside_transaction(migration, predecessor)
             except asyncpg.PostgresError as exc:
                 raise _VersionFailed(exc, 0) from None
-        return await self._apply_in_one_message(migration)
+        return await self._apply_in_one_message(migration, predecessor)
 
-    async def _apply_in_one_message(self, migration: Migration) -> float | None:
+    def _guard(self, predecessor: str) -> str:
+        """A statement that fails (22P02, ``GUARD_MARKER``) unless ``predecessor`` is in the
+        ledger at this moment, under the lock; ``now()`` keeps the planner from folding it."""
+        return (
+            "SELECT CASE WHEN NOT EXISTS (SELECT FROM "  # noqa: S608 - quoted identifier
+            f"{self.ledger_name} WHERE version = {quote_literal(predecessor)} AND success) "
+            f"THEN ({quote_literal(GUARD_MARKER + ': ')} || now())::int END"
+        )
+
+    async def _apply_in_one_message(
+        self, migration: Migration, predecessor: str | None
+    ) -> float | None:
         """BEGIN, the target's lock, the SQL, the ledger row and COMMIT as one simple-query
         message: one round trip per version (the plain way takes three), and no statement
         beyond the row itself (every extra statement shape costs each new backend catalog
@@ -367,15 +434,17 @@ class _TargetEngine:
         prefix = ";\n".join(
             [
                 "BEGIN",
+                RESET_SESSION,
                 "SELECT pg_advisory_xact_lock(hashtextextended("
                 f"{quote_literal(self.lock_key)}, 0))",
                 *([] if self.ledger_ready else self._ledger_ddl()),
+                *([] if predecessor is None else [self._guard(predecessor)]),
             ]
         )
         prefix += ";\n"
         # The SQL may end in a line comment or without a semicolon: start on a new line.
         suffix = (
-            f"\n;\nINSERT INTO {self.ledger_name} "
+            f"\n;\n{RESET_SESSION};\nINSERT INTO {self.ledger_name} "
             "(version, description, checksum, execution_ms, run_id, success) VALUES ("
             f"{version}, {quote_literal(migration.description)}, "
             f"{quote_literal(migration.checksum)}, "
@@ -388,6 +457,12 @@ class _TargetEngine:
         except asyncpg.PostgresError as exc:
             if self.conn.is_in_transaction():
                 await self.conn.execute("ROLLBACK")
+            if GUARD_MARKER in str(exc):
+                raise LockTimeout(
+                    f"version {predecessor} left the ledger of this target while version "
+                    f"{migration.version} waited for its lock (a concurrent rollback); "
+                    "planning again"
+                ) from None
             if exc.sqlstate not in RETRYABLE_SQLSTATES and migration.version in (
                 await self._ledger()
             ):
@@ -397,12 +472,23 @@ class _TargetEngine:
         self.ledger_ready = True
         return round((time.perf_counter() - started) * 1000, 3)
 
-    async def _apply_outside_transaction(self, migration: Migration) -> float | None:
+    async def _apply_outside_transaction(
+        self, migration: Migration, predecessor: str | None
+    ) -> float | None:
         # CREATE INDEX CONCURRENTLY and friends: a session lock instead of a transaction one;
-        # the ledger row is written only after the statement succeeded.
-        session_lock = "SELECT pg_advisory_lock(hashtextextended($1, 0))"
-        await self.conn.execute(session_lock, self.lock_key)
+        # the ledger row is written only after the statement succeeded. The session is reset
+        # in the lock's own message (a statement that refuses transaction blocks cannot share
+        # a multi-statement message).
+        await self.conn.execute(
+            "SELECT pg_advisory_lock(hashtextextended("
+            f"{quote_literal(self.lock_key)}, 0));\n{RESET_SESSION}"
+        )
         try:
+            if predecessor is not None and not await self._is_applied(predecessor):
+                raise LockTimeout(
+                    f"version {predecessor} left the ledger of this target while version "
+                    f"{migration.version} waited for its lock; planning again"
+                )
             took = await self._apply_locked(migration)
             if took is not None:
                 self.ledger_ready = True
@@ -420,6 +506,7 @@ class _TargetEngine:
         started = time.perf_counter()
         await self.conn.execute(migration.up_sql)
         took = round((time.perf_counter() - started) * 1000, 3)
+        await self.conn.execute(RESET_SESSION)
         await self._record(migration, took)
         return took
 
@@ -501,8 +588,9 @@ class _TargetEngine:
                     if not await self._is_applied(version):
                         continue
                     started = time.perf_counter()
-                    await self.conn.execute(migration.down_sql or "")
+                    await self.conn.execute(f"{DOWN_PREFIX}{migration.down_sql or ''}")
                     took = round((time.perf_counter() - started) * 1000, 3)
+                    await self.conn.execute(RESET_SESSION)
                     await self.conn.execute(
                         f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
                         version,
@@ -514,7 +602,7 @@ class _TargetEngine:
                     current,
                     to_version=self._current(await self._ledger()),
                     applied=undone,
-                    failure=_sql_failure(version, exc),
+                    failure=_sql_failure(version, exc, len(DOWN_PREFIX)),
                 )
             undone.append(
                 AppliedVersion(

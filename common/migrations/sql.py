@@ -1,0 +1,140 @@
+"""Reading migration SQL with PostgreSQL's own parser (``pglast``, libpg_query).
+
+Offsets are character offsets into the text as given; lines are 1-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pglast import ast, parse_sql
+from pglast.parser import ParseError, scan, split
+
+# TransactionStmtKind values that end or start a transaction (SAVEPOINT, RELEASE and ROLLBACK
+# TO stay inside one and are allowed).
+_ENDS_TRANSACTION = {0: "BEGIN", 1: "START TRANSACTION", 2: "COMMIT", 3: "ROLLBACK"}
+_ENDS_TRANSACTION |= {7: "PREPARE TRANSACTION", 8: "COMMIT PREPARED", 9: "ROLLBACK PREPARED"}
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One statement of a script: its text (no trailing semicolon) and where it starts."""
+
+    text: str
+    offset: int
+    line: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a script cannot run as a version, and the line (1-based, in the script)."""
+
+    line: int
+    message: str
+
+
+def line_at(sql: str, offset: int) -> int:
+    """The 1-based line of a character offset."""
+    return sql.count("\n", 0, max(offset, 0)) + 1
+
+
+def split_statements(sql: str) -> list[Statement]:
+    """The statements of ``sql`` in order; comments between them are dropped.
+
+    Uses the parser; a script it cannot parse (newer syntax, or simply wrong) is split by the
+    scanner instead, so PostgreSQL still gets to report its own error.
+    """
+    try:
+        raws = parse_sql(sql)
+    except ParseError:
+        pieces = split(sql, with_parser=False)
+        found: list[Statement] = []
+        start = 0
+        for piece in pieces:
+            at = sql.find(piece, start)
+            start = at + len(piece)
+            found.append(Statement(piece, at, line_at(sql, at)))
+        return found
+    statements = []
+    for raw in raws:
+        begin = raw.stmt_location or 0
+        end = begin + raw.stmt_len if raw.stmt_len else len(sql)
+        text = sql[begin:end].strip().rstrip(";").strip()
+        if text:
+            statements.append(Statement(text, begin, line_at(sql, begin)))
+    return statements
+
+
+def _meta_commands(sql: str) -> list[Refusal]:
+    """psql backslash commands: a backslash outside strings and comments."""
+    try:
+        tokens = scan(sql)
+    except Exception:  # the scanner refusing is PostgreSQL's error to report
+        return []
+    refusals = []
+    for token in tokens:
+        if token.name == "ASCII_92":
+            word = sql[token.start :].split(None, 1)[0] if sql[token.start :].strip() else "\\"
+            refusals.append(
+                Refusal(
+                    line_at(sql, token.start),
+                    f"psql meta-command {word[:20]!r} is not SQL: tenantflow sends each version "
+                    "to PostgreSQL as it is (inline included files; no \\set or \\connect)",
+                )
+            )
+    return refusals
+
+
+def refusals(sql: str, *, no_transaction: bool) -> list[Refusal]:
+    """What in ``sql`` cannot run as a version: transaction control in a transactional version
+    (it would end the engine's transaction and lock), ``COPY ... FROM STDIN`` or ``TO STDOUT``
+    (nothing feeds or drains it: the target would hang), and psql meta-commands."""
+    found = _meta_commands(sql)
+    if found:
+        return found
+    try:
+        raws = parse_sql(sql)
+    except ParseError:
+        return []  # PostgreSQL reports its own syntax error when the version runs
+    for raw in raws:
+        stmt, line = raw.stmt, line_at(sql, raw.stmt_location or 0)
+        if isinstance(stmt, ast.TransactionStmt) and not no_transaction:
+            kind = _ENDS_TRANSACTION.get(int(stmt.kind or 0))
+            if kind is not None:
+                found.append(
+                    Refusal(
+                        line,
+                        f"{kind} ends the transaction tenantflow runs each version in (its "
+                        "lock and ledger row with it); remove it, or mark the file "
+                        "'-- tenantflow:no-transaction' to run it statement by statement",
+                    )
+                )
+        if isinstance(stmt, ast.CopyStmt) and stmt.filename is None and not stmt.is_program:
+            where = "FROM STDIN" if stmt.is_from else "TO STDOUT"
+            found.append(
+                Refusal(
+                    line,
+                    f"COPY ... {where} needs psql to feed it and would hang the target; "
+                    "use INSERT ... VALUES, or COPY from a server-side file",
+                )
+            )
+    return found
+
+
+def has_marker(sql: str, marker: str) -> bool:
+    """Whether ``marker`` (``-- something``) stands as a line comment alone on its line:
+    not inside a block comment, a string or a function body."""
+    try:
+        tokens = scan(sql)
+    except Exception:  # unscannable text: no marker can be trusted in it
+        return False
+    wanted = marker.replace(" ", "").lower()
+    for token in tokens:
+        if token.name != "SQL_COMMENT":
+            continue
+        text = sql[token.start : token.end + 1]
+        line_start = sql.rfind("\n", 0, token.start) + 1
+        alone = not sql[line_start : token.start].strip()
+        if alone and text.replace(" ", "").replace("\t", "").strip().lower() == wanted:
+            return True
+    return False

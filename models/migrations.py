@@ -51,9 +51,11 @@ class Migration(BaseModel):
 
     version: Version
     description: str = Field(max_length=500)
-    up_sql: str = Field(min_length=1)
+    up_sql: str = Field(description="Run byte for byte as registered; empty: a no-op version")
     down_sql: str | None = None
-    checksum: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the normalised up SQL")
+    checksum: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="sha256 of the version: up, down and flag"
+    )
     no_transaction: bool = Field(
         default=False, description="Marked -- tenantflow:no-transaction: runs outside a transaction"
     )

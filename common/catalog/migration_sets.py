@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from common.errors import Conflict, NotFound
+from common.migrations.loader import checksum, normalise_sql
 from models.migrations import (
     Migration,
     MigrationSetInfo,
@@ -15,6 +16,16 @@ from models.migrations import (
     MigrationSummary,
     version_key,
 )
+
+
+def _same_as_legacy(row: asyncpg.Record, migration: Migration) -> bool:
+    """A version registered before checksums covered every part (its checksum is the up
+    SQL's alone, and an empty down was stored as none) uploaded again unchanged."""
+    return (
+        row["checksum"] == checksum(migration.up_sql)
+        and normalise_sql(row["down_sql"] or "") == normalise_sql(migration.down_sql or "")
+        and row["no_transaction"] == migration.no_transaction
+    )
 
 
 class MigrationSetRepository:
@@ -33,13 +44,18 @@ class MigrationSetRepository:
             # Serialise registrations of one set so two uploads cannot interleave.
             await conn.execute("SELECT 1 FROM migration_sets WHERE name = $1 FOR UPDATE", name)
             rows = await conn.fetch(
-                "SELECT version, checksum FROM migration_set_versions WHERE set_name = $1", name
+                "SELECT version, checksum, down_sql, no_transaction FROM migration_set_versions "
+                "WHERE set_name = $1",
+                name,
             )
             known = {r["version"]: r["checksum"] for r in rows}
+            stored = {r["version"]: r for r in rows}
             conflicts = [
                 {"version": m.version, "registered": known[m.version], "uploaded": m.checksum}
                 for m in migrations
-                if m.version in known and known[m.version] != m.checksum
+                if m.version in known
+                and known[m.version] != m.checksum
+                and not _same_as_legacy(stored[m.version], m)
             ]
             if conflicts:
                 first = conflicts[0]

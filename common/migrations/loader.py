@@ -14,17 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InvalidInput
+from common.migrations.sql import has_marker, line_at, refusals
 from models.migrations import Migration, MigrationFormat, normalise_version, version_key
 
 _FLYWAY = re.compile(r"^(?P<kind>[VU])(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")
 _FLYWAY_REPEATABLE = re.compile(r"^R__.*\.sql$")
 _GOLANG = re.compile(r"^(?P<version>\d+)_(?P<desc>.+)\.(?P<kind>up|down)\.sql$")
 _DBMATE = re.compile(r"^(?P<version>\d+)_(?P<desc>.+)\.sql$")
-_DBMATE_UP = re.compile(r"^--[ \t]*migrate:up(?P<options>[ \t][^\n]*)?$", re.MULTILINE)
-_DBMATE_DOWN = re.compile(r"^--[ \t]*migrate:down(?:[ \t][^\n]*)?$", re.MULTILINE)
-_NO_TRANSACTION = re.compile(
-    r"^[ \t]*--[ \t]*tenantflow:no-transaction[ \t]*$", re.MULTILINE | re.IGNORECASE
-)
+_DBMATE_UP = re.compile(r"^--[ \t]*migrate:up(?P<options>[ \t][^\r\n]*)?\r?$", re.MULTILINE)
+_DBMATE_DOWN = re.compile(r"^--[ \t]*migrate:down(?:[ \t][^\r\n]*)?\r?$", re.MULTILINE)
 _BLOCK_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 # The line that makes a migration run outside a transaction (CREATE INDEX CONCURRENTLY, ...).
 NO_TRANSACTION_MARKER = "-- tenantflow:no-transaction"
@@ -51,17 +49,28 @@ def normalise_sql(sql: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
 
 
-def checksum(sql: str) -> str:
-    """The checksum recorded for a migration.
+def checksum(sql: str, down_sql: str | None = None, *, no_transaction: bool = False) -> str:
+    """The checksum recorded for a migration: every part of the version.
+
+    A version with neither a down script nor the no-transaction flag keeps the checksum of its
+    up SQL alone (what earlier releases recorded), so ledgers written then still verify.
 
     Args:
-        sql: Script text; it is normalised first (see ``normalise_sql``), so line endings and
-            trailing blanks do not change the checksum while any change of a statement does.
+        sql: The up script; each part is normalised for the checksum only (see
+            ``normalise_sql``), so line endings and trailing blanks do not change it while any
+            change of a statement does.
+        down_sql: The down script; ``None`` (no down) and ``""`` (an explicit no-op) differ.
+        no_transaction: Whether the version runs outside a transaction.
 
     Returns:
-        The sha256 of the normalised UTF-8 text, as 64 lowercase hex digits.
+        The sha256 of the normalised UTF-8 parts, as 64 lowercase hex digits.
     """
-    return hashlib.sha256(normalise_sql(sql).encode("utf-8")).hexdigest()
+    text = normalise_sql(sql)
+    if down_sql is not None:
+        text += "\0down\0" + normalise_sql(down_sql)
+    if no_transaction:
+        text += "\0no-transaction"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _listing(names: Sequence[str]) -> str:
@@ -127,6 +136,8 @@ class _Pending:
     down: str | None = None
     down_file: str | None = None
     no_transaction: bool = False
+    up_line: int = 1  # where the up / down SQL starts in its file (dbmate sections)
+    down_line: int = 1
 
 
 def _describe(raw: str) -> str:
@@ -158,9 +169,10 @@ def _set_down(entry: _Pending, name: str, sql: str) -> None:
     entry.down, entry.down_file = sql, name
 
 
-def _split_dbmate(name: str, raw: str) -> tuple[str, str | None, bool]:
-    """(up SQL, down SQL or None, transaction:false) of one dbmate file."""
-    text = normalise_sql(raw)
+def _split_dbmate(name: str, raw: str) -> tuple[str, str | None, bool, int, int]:
+    """(up SQL, down SQL or None, transaction:false, up line, down line) of one dbmate file;
+    each section exactly as written (from the line after its marker)."""
+    text = raw.removeprefix("\ufeff")
     ups = list(_DBMATE_UP.finditer(text))
     downs = list(_DBMATE_DOWN.finditer(text))
     if not ups:
@@ -183,11 +195,13 @@ def _split_dbmate(name: str, raw: str) -> tuple[str, str | None, bool]:
                 f"{name}, line {number}: only comments and blank lines may precede '-- migrate:up'",
                 details={"file": name, "line": number},
             )
-    up_sql = text[up.end() : down.start() if down else len(text)]
-    down_sql = text[down.end() :] if down else None
+    up_sql = text[up.end() : down.start() if down else len(text)].removeprefix("\n")
+    down_sql = text[down.end() :].removeprefix("\n") if down else None
     options = (up["options"] or "").split()
     no_transaction = any(option.lower() == "transaction:false" for option in options)
-    return up_sql, down_sql, no_transaction
+    up_line = line_at(text, up.end()) + 1
+    down_line = line_at(text, down.end()) + 1 if down else 1
+    return up_sql, down_sql, no_transaction, up_line, down_line
 
 
 def _base_names(files: Mapping[str, str]) -> dict[str, str]:
@@ -271,11 +285,13 @@ def parse_files(files: Mapping[str, str], fmt: MigrationFormat | None = None) ->
         entry = pending.setdefault(version, _Pending(version))
         description = _describe(match["desc"])
         if fmt is MigrationFormat.DBMATE:
-            up_sql, down_sql, no_transaction = _split_dbmate(name, named[name])
+            up_sql, down_sql, no_transaction, up_line, down_line = _split_dbmate(name, named[name])
             _set_up(entry, name, up_sql, description)
-            if down_sql is not None and normalise_sql(down_sql):
+            # A '-- migrate:down' marker is a down script, an empty one a no-op (as in dbmate).
+            if down_sql is not None:
                 entry.down, entry.down_file = down_sql, name
             entry.no_transaction = no_transaction
+            entry.up_line, entry.down_line = up_line, down_line
         elif match["kind"] in ("V", "up"):
             _set_up(entry, name, named[name], description)
         else:
@@ -290,21 +306,75 @@ def _build(entry: _Pending) -> Migration:
             f"{entry.down_file} has no matching up migration for version {entry.version}",
             details={"file": entry.down_file, "version": entry.version},
         )
-    up_sql = normalise_sql(entry.up)
-    if not up_sql:
-        raise MigrationSetError(
-            f"{entry.up_file} has no SQL to apply", details={"file": entry.up_file}
-        )
-    down_sql = normalise_sql(entry.down) if entry.down is not None else ""
-    return Migration(
-        version=entry.version,
-        description=entry.description[:500] or f"version {entry.version}",
-        up_sql=up_sql,
-        down_sql=down_sql or None,
-        checksum=checksum(up_sql),
-        no_transaction=entry.no_transaction or bool(_NO_TRANSACTION.search(up_sql)),
+    return make_migration(
+        entry.version,
+        entry.description,
+        entry.up,
+        entry.down,
         source=entry.up_file,
+        down_source=entry.down_file,
+        no_transaction=entry.no_transaction,
+        lines=(entry.up_line, entry.down_line),
     )
+
+
+def make_migration(
+    version: str,
+    description: str,
+    up_sql: str,
+    down_sql: str | None,
+    *,
+    source: str,
+    down_source: str | None = None,
+    no_transaction: bool = False,
+    lines: tuple[int, int] = (1, 1),
+) -> Migration:
+    """One version from its scripts, refused (``MigrationSetError`` naming file and line) when
+    it cannot run as a version: transaction control outside a no-transaction version,
+    ``COPY ... FROM STDIN``, psql meta-commands, NUL characters.
+
+    The scripts are stored and run byte for byte as written (a leading BOM, an encoding mark,
+    is dropped); an empty or comment-only up script is a no-op version, an empty down script
+    an explicit no-op down (``None``: no down at all)."""
+    up_sql = up_sql.removeprefix("\ufeff")
+    down_sql = down_sql.removeprefix("\ufeff") if down_sql is not None else None
+    no_transaction = no_transaction or has_marker(up_sql, NO_TRANSACTION_MARKER)
+    _refuse(source, up_sql, lines[0], no_transaction)
+    if down_sql is not None:
+        _refuse(down_source or source, down_sql, lines[1], no_transaction)
+    return Migration(
+        version=version,
+        description=description[:500] or f"version {version}",
+        up_sql=up_sql,
+        down_sql=down_sql,
+        checksum=checksum(up_sql, down_sql, no_transaction=no_transaction),
+        no_transaction=no_transaction,
+        source=source,
+    )
+
+
+def _refuse(name: str, sql: str, first_line: int, no_transaction: bool) -> None:
+    """Refuse SQL that cannot run as a version, naming the file and line."""
+    if "\0" in sql:
+        line = first_line + line_at(sql, sql.index("\0")) - 1
+        raise MigrationSetError(
+            f"{name}, line {line}: contains a NUL character, which PostgreSQL cannot take",
+            details={"file": name, "line": line},
+        )
+    found = refusals(sql, no_transaction=no_transaction)
+    if found:
+        lines = [first_line + r.line - 1 for r in found]
+        raise MigrationSetError(
+            f"{name}, line {lines[0]}: {found[0].message}",
+            details={
+                "file": name,
+                "line": lines[0],
+                "problems": [
+                    {"line": line, "message": r.message}
+                    for line, r in zip(lines, found, strict=True)
+                ],
+            },
+        )
 
 
 def load_directory(path: Path, fmt: MigrationFormat | None = None) -> list[Migration]:
@@ -328,7 +398,7 @@ def load_directory(path: Path, fmt: MigrationFormat | None = None) -> list[Migra
         if file.is_dir():
             continue
         try:
-            files[file.name] = file.read_text("utf-8")
+            files[file.name] = file.read_bytes().decode("utf-8")  # line endings as written
         except (OSError, UnicodeDecodeError) as exc:
             raise MigrationSetError(
                 f"{file.name} cannot be read as UTF-8 text ({type(exc).__name__})",
@@ -339,6 +409,11 @@ def load_directory(path: Path, fmt: MigrationFormat | None = None) -> list[Migra
 
 def _slug(description: str) -> str:
     return re.sub(r"\W+", "_", description).strip("_") or "migration"
+
+
+def _ending(sql: str) -> str:
+    """``sql`` ending in a line break, so that a marker written after it stands on its own."""
+    return sql if not sql or sql.endswith("\n") else sql + "\n"
 
 
 def to_format(migrations: Sequence[Migration], fmt: MigrationFormat) -> dict[str, str]:
@@ -373,9 +448,9 @@ def to_format(migrations: Sequence[Migration], fmt: MigrationFormat) -> dict[str
         number = m.version if fmt is MigrationFormat.FLYWAY else f"{int(m.version):06d}"
         if fmt is MigrationFormat.DBMATE:
             option = " transaction:false" if m.no_transaction else ""
-            text = f"-- migrate:up{option}\n{up_sql}\n"
-            if m.down_sql:
-                text += f"\n-- migrate:down\n{m.down_sql}\n"
+            text = f"-- migrate:up{option}\n{up_sql}"
+            if m.down_sql is not None:
+                text = f"{_ending(text)}-- migrate:down\n{m.down_sql}"
             files[f"{number}_{slug}.sql"] = text
             continue
         # Flyway and golang-migrate: separate up and down files; the marker says no-transaction.
@@ -383,9 +458,9 @@ def to_format(migrations: Sequence[Migration], fmt: MigrationFormat) -> dict[str
             up_name, down_name = f"V{number}__{slug}.sql", f"U{number}__{slug}.sql"
         else:
             up_name, down_name = f"{number}_{slug}.up.sql", f"{number}_{slug}.down.sql"
-        if m.no_transaction and not _NO_TRANSACTION.search(up_sql):
+        if m.no_transaction and not has_marker(up_sql, NO_TRANSACTION_MARKER):
             up_sql = f"{NO_TRANSACTION_MARKER}\n{up_sql}"
-        files[up_name] = up_sql + "\n"
-        if m.down_sql:
-            files[down_name] = m.down_sql + "\n"
+        files[up_name] = up_sql
+        if m.down_sql is not None:
+            files[down_name] = m.down_sql
     return files

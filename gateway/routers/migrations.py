@@ -28,7 +28,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from common.catalog.databases import DatabaseRepository
 from common.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
-from common.migrations.loader import checksum, normalise_sql
+from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache
@@ -51,7 +51,7 @@ from models.fleet import (
     FleetStatus,
     TargetState,
 )
-from models.migrations import Migration, TargetRunKind, normalise_version
+from models.migrations import TargetRunKind, normalise_version
 from workflows.fleet import MigrateFleetWorkflow
 
 router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
@@ -228,14 +228,8 @@ async def start_dynamic(
     await _check_fleet_size(databases, body.selector)
     run_id = uuid.uuid4().hex[:12]
     set_name = f"dynamic-{run_id}"
-    up_sql = normalise_sql(body.up_sql)
-    migration = Migration(
-        version="1",
-        description=body.description,
-        up_sql=up_sql,
-        down_sql=normalise_sql(body.down_sql) if body.down_sql else None,
-        checksum=checksum(up_sql),
-        source="dynamic",
+    migration = make_migration(
+        "1", body.description, body.up_sql, body.down_sql or None, source="dynamic"
     )
     await sets.register(set_name, [migration])
     params = FleetRunInput(

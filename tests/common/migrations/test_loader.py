@@ -53,7 +53,7 @@ def test_flyway_up_and_undo_with_dotted_and_underscored_versions() -> None:
     assert orders.up_sql == "CREATE TABLE orders (id int);"
     assert orders.down_sql == "DROP TABLE orders;"
     assert orders.source == "V2__create_orders.sql"
-    assert orders.checksum == checksum("CREATE TABLE orders (id int);")
+    assert orders.checksum == checksum("CREATE TABLE orders (id int);", "DROP TABLE orders;")
     assert orders.no_transaction is False
     assert migrations[0].down_sql is None
     assert migrations[0].source == "V1_1__one_one.sql"
@@ -94,23 +94,25 @@ def test_dbmate_sections_comments_and_transaction_option() -> None:
     )
     assert versions(migrations) == ["20240101120000", "20240102120000", "20240103120000"]
     first, second, third = migrations
+    # Each section exactly as written, from the line after its marker.
     assert (first.description, first.up_sql, first.down_sql) == (
         "create t",
-        "CREATE TABLE t (x int);",
-        "DROP TABLE t;",
+        "CREATE TABLE t (x int);\n\n",
+        "DROP TABLE t;\n",
     )
     assert first.source == "20240101120000_create_t.sql"
     assert first.no_transaction is False
     assert second.no_transaction is True
     assert second.down_sql is None
-    assert third.down_sql is None
+    # An empty '-- migrate:down' section is dbmate's explicit no-op down, not a missing one.
+    assert third.down_sql == "\n"
 
 
 def test_dbmate_file_with_crlf_and_bom() -> None:
     (m,) = parse_files(
         {"1_t.sql": "\ufeff-- migrate:up\r\nSELECT 1;  \r\n-- migrate:down\r\nSELECT 2;\r\n"}
     )
-    assert (m.up_sql, m.down_sql) == ("SELECT 1;", "SELECT 2;")
+    assert (m.up_sql, m.down_sql) == ("SELECT 1;  \r\n", "SELECT 2;\r\n")
 
 
 def test_load_directory_reads_sql_files_only_and_not_subdirectories(tmp_path: Path) -> None:
@@ -122,8 +124,8 @@ def test_load_directory_reads_sql_files_only_and_not_subdirectories(tmp_path: Pa
     (tmp_path / "old" / "schema.sql").write_text("this is not a migration")
     migrations = load_directory(tmp_path)
     assert versions(migrations) == ["1", "2"]
-    assert migrations[0].down_sql == "DROP TABLE t;"
-    assert migrations[1].up_sql == "ALTER TABLE t ADD COLUMN y int;"
+    assert migrations[0].down_sql == "DROP TABLE t;\n"
+    assert migrations[1].up_sql == "ALTER TABLE t ADD COLUMN y int;\r\n"  # byte for byte
 
 
 def test_uploaded_paths_count_by_base_name() -> None:
@@ -245,10 +247,18 @@ def test_checksum_changes_with_the_statements() -> None:
     assert checksum("SELECT 1;") != checksum("  SELECT 1;")
 
 
-def test_migration_checksum_is_of_the_up_file() -> None:
+def test_migration_checksum_covers_up_down_and_the_no_transaction_flag() -> None:
     (crlf,) = parse_files({"V1__a.sql": "SELECT 1;  \r\n", "U1__a.sql": "SELECT 2;"})
-    (lf,) = parse_files({"V1__a.sql": "SELECT 1;\n", "U1__a.sql": "SELECT 3;"})
-    assert crlf.checksum == lf.checksum == checksum("SELECT 1;")
+    (lf,) = parse_files({"V1__a.sql": "SELECT 1;\n", "U1__a.sql": "SELECT 2;\n"})
+    assert crlf.checksum == lf.checksum == checksum("SELECT 1;", "SELECT 2;")
+    (other_down,) = parse_files({"V1__a.sql": "SELECT 1;\n", "U1__a.sql": "SELECT 3;"})
+    (no_down,) = parse_files({"V1__a.sql": "SELECT 1;\n"})
+    (noop_down,) = parse_files({"V1__a.sql": "SELECT 1;\n", "U1__a.sql": ""})
+    (flagged,) = parse_files({"1_a.sql": "-- migrate:up transaction:false\nSELECT 1;\n"})
+    sums = {m.checksum for m in (lf, other_down, no_down, noop_down, flagged)}
+    assert len(sums) == 5  # a down added later, or the flag, is a change
+    # Without a down or the flag, the checksum is the up SQL's alone, as ledgers recorded it.
+    assert no_down.checksum == hashlib.sha256(b"SELECT 1;").hexdigest()
 
 
 # --- refusals ------------------------------------------------------------------------------------
@@ -267,12 +277,6 @@ def test_migration_checksum_is_of_the_up_file() -> None:
                      ["V1_1__a.sql", "V1.1__b.sql"], "twice", id="flyway-dot-and-underscore"),
         pytest.param({"V1__a.sql": "SELECT 1;", "U1__a.sql": "x", "U01__a.sql": "y"}, None,
                      ["U1__a.sql", "U01__a.sql"], "two down", id="flyway-two-undos"),
-        pytest.param({"V1__a.sql": "   \n\r\n"}, None, ["V1__a.sql"], "no SQL",
-                     id="flyway-empty-up"),
-        pytest.param({"1_a.up.sql": "", "1_a.down.sql": "SELECT 1;"}, None, ["1_a.up.sql"],
-                     "no SQL", id="golang-empty-up"),
-        pytest.param({"1_a.sql": "-- migrate:up\n\n-- migrate:down\nSELECT 1;"}, None,
-                     ["1_a.sql"], "no SQL", id="dbmate-empty-up"),
         pytest.param({"V1__a.sql": "SELECT 1;", "R__view.sql": "SELECT 1;"}, None,
                      ["R__view.sql"], "repeatable", id="flyway-repeatable"),
         pytest.param({"R__view.sql": "SELECT 1;"}, None, ["R__view.sql"], "repeatable",
@@ -315,11 +319,11 @@ def test_no_sql_files_at_all() -> None:
 
 
 def test_refusals_are_http_400_invalid_migration_set() -> None:
-    error = refused({"V1__a.sql": ""})
+    error = refused({"V1__a.sql": "SELECT 1;", "U2__a.sql": "SELECT 1;"})
     assert isinstance(error, InvalidInput)
     assert error.status_code == 400
     assert error.to_dict()["type"] == "invalid_migration_set"
-    assert error.details == {"file": "V1__a.sql"}
+    assert error.details == {"file": "U2__a.sql", "version": "2"}
 
 
 def test_many_stray_files_are_listed_briefly_and_all_in_details() -> None:
@@ -393,7 +397,7 @@ def test_to_format_file_names() -> None:
         "000007_add_orders.up.sql",
     ]
     assert to_format([m], MigrationFormat.DBMATE) == {
-        "000007_add_orders.sql": "-- migrate:up\nSELECT 1;\n\n-- migrate:down\nSELECT 2;\n"
+        "000007_add_orders.sql": "-- migrate:up\nSELECT 1;\n-- migrate:down\nSELECT 2;"
     }
 
 

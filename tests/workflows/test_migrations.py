@@ -27,7 +27,7 @@ from models.migrations import Migration, TargetRunInput
 from tests.activities.test_migrations import BASE, migration
 from tests.conftest import TargetDatabase
 from worker.registry import WORKFLOWS
-from workflows.migrations import MigrateTargetWorkflow
+from workflows.migrations import MigrateTargetWorkflow, RollbackTargetWorkflow
 
 HISTORIES = Path(__file__).parent / "histories"
 ROOT = Path(__file__).resolve().parents[2]
@@ -212,3 +212,37 @@ async def test_lock_timeout_is_retried_with_backoff_until_the_target_is_free(
         if e.HasField("activity_task_started_event_attributes")
     ]
     assert max(attempts) >= 2  # the lock timeouts were retried, not reported as failures
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_rollback_workflow_undoes_in_reverse_and_its_history_replays(
+    temporal_client: Client,
+    settings: Settings,
+    catalog_pool: asyncpg.Pool,
+    target_database: TargetDatabase,
+) -> None:
+    set_name, database_id = await _register(catalog_pool, settings, target_database, BASE)
+    params = TargetRunInput(run_id="rb-up", database_id=database_id, set_name=set_name)
+    applied = await temporal_client.execute_workflow(
+        MigrateTargetWorkflow.run,
+        params,
+        id=f"target-run-{database_id}-rb-up",
+        task_queue=settings.temporal.task_queue,
+    )
+    assert applied.failure is None, applied.failure
+    handle = await temporal_client.start_workflow(
+        RollbackTargetWorkflow.run,
+        params.model_copy(update={"run_id": "rb-down", "target_version": "1"}),
+        id=f"target-run-{database_id}-rb-down",
+        task_queue=settings.temporal.task_queue,
+    )
+    result = await handle.result()
+    assert result.failure is None, result.failure
+    assert [a.version for a in result.applied] == ["10", "2"]
+    assert [v for v, _ in await _ledger(target_database)] == ["1"]
+    history = await handle.fetch_history()
+    await Replayer(
+        workflows=list(WORKFLOWS), data_converter=pydantic_data_converter
+    ).replay_workflow(history)
+    if os.environ.get("TENANTFLOW_RECORD_HISTORIES") == "1":
+        (HISTORIES / "rollback_target.json").write_text(history.to_json())

@@ -192,7 +192,9 @@ class RateLimitSettings(BaseModel):
     per_subject: str = Field(default="300/minute", description="Per caller and route.")
     auth_endpoints: str = Field(default="20/minute", description="Per client IP on /auth/*.")
     failed_auth: str = Field(
-        default="10/minute", description="Failed authentications per client IP before 429."
+        default="10/minute",
+        description="Failed password logins per client IP before 429; bad bearer tokens are "
+        "counted apart and only slow further bad tokens, never valid ones.",
     )
 
     @model_validator(mode="after")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pglast import ast, parse_sql
-from pglast.parser import ParseError, scan, split
+from pglast.parser import ParseError, scan
 
 # TransactionStmtKind values that end or start a transaction (SAVEPOINT, RELEASE and ROLLBACK
 # TO stay inside one and are allowed).
@@ -47,14 +47,7 @@ def split_statements(sql: str) -> list[Statement]:
     try:
         raws = parse_sql(sql)
     except ParseError:
-        pieces = split(sql, with_parser=False)
-        found: list[Statement] = []
-        start = 0
-        for piece in pieces:
-            at = sql.find(piece, start)
-            start = at + len(piece)
-            found.append(Statement(piece, at, line_at(sql, at)))
-        return found
+        return _split_by_scanner(sql)
     statements = []
     for raw in raws:
         begin = raw.stmt_location or 0
@@ -65,6 +58,31 @@ def split_statements(sql: str) -> list[Statement]:
     return statements
 
 
+def _split_by_scanner(sql: str) -> list[Statement]:
+    """Statements ended by semicolons that the scanner sees (not those in strings, comments or
+    dollar quotes); for text the parser refuses."""
+    found: list[Statement] = []
+    start: int | None = None
+    try:
+        tokens = scan(sql)
+    except Exception:  # the scanner refusing too: one statement, PostgreSQL will say why
+        return [Statement(sql.strip(), 0, 1)] if sql.strip() else []
+    for token in tokens:
+        if token.name in ("SQL_COMMENT", "C_COMMENT"):
+            continue
+        if token.name == "ASCII_59":
+            if start is not None:
+                found.append(
+                    Statement(sql[start : token.start].strip(), start, line_at(sql, start))
+                )
+            start = None
+        elif start is None:
+            start = token.start
+    if start is not None and sql[start:].strip():
+        found.append(Statement(sql[start:].strip(), start, line_at(sql, start)))
+    return found
+
+
 def _meta_commands(sql: str) -> list[Refusal]:
     """psql backslash commands: a backslash outside strings and comments."""
     try:
@@ -72,8 +90,19 @@ def _meta_commands(sql: str) -> list[Refusal]:
     except Exception:  # the scanner refusing is PostgreSQL's error to report
         return []
     refusals = []
+    copy_at: int | None = None
     for token in tokens:
-        if token.name == "ASCII_92":
+        if token.name == "COPY":
+            copy_at = token.start
+        if token.name == "ASCII_92" and sql.startswith("\\.", token.start) and copy_at is not None:
+            refusals.append(
+                Refusal(
+                    line_at(sql, copy_at),
+                    "COPY ... FROM STDIN with inline data needs psql to feed it and would hang "
+                    "the target; use INSERT ... VALUES, or COPY from a server-side file",
+                )
+            )
+        elif token.name == "ASCII_92":
             word = sql[token.start :].split(None, 1)[0] if sql[token.start :].strip() else "\\"
             refusals.append(
                 Refusal(

@@ -558,7 +558,8 @@ class _TargetEngine:
         to_undo = sorted(
             (v for v in ledger if version_key(v) > goal), key=version_key, reverse=True
         )
-        missing = [v for v in to_undo if not self.by_version[v].down_sql]
+        # An empty down script is an explicit no-op; only a missing one (None) stops here.
+        missing = [v for v in to_undo if self.by_version[v].down_sql is None]
         if missing:
             return self._result(
                 current,

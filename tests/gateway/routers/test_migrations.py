@@ -81,7 +81,8 @@ async def test_malformed_sets_are_refused_naming_the_file(
     cases = {
         "U7__orphan.sql": {"V1__a.sql": "SELECT 1;", "U7__orphan.sql": "SELECT 1;"},
         "V01__b.sql": {"V1__a.sql": "SELECT 1;", "V01__b.sql": "SELECT 2;"},
-        "V2__empty.sql": {"V1__a.sql": "SELECT 1;", "V2__empty.sql": "  \n"},
+        "V2__commit.sql": {"V1__a.sql": "SELECT 1;", "V2__commit.sql": "SELECT 1;\nCOMMIT;\n"},
+        "V3__copy.sql": {"V1__a.sql": "SELECT 1;", "V3__copy.sql": "COPY t FROM STDIN;\n"},
         "R__view.sql": {"V1__a.sql": "SELECT 1;", "R__view.sql": "SELECT 1;"},
     }
     for culprit, files in cases.items():

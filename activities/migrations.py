@@ -21,6 +21,16 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
+from activities.ledger import (
+    GUARD_MARKER,
+    LEDGER_TABLE,
+    RESET_SESSION,
+    RETRYABLE_SQLSTATES,
+    LockTimeout,
+    VersionFailed,
+    ledger_ddl,
+)
+from activities.no_transaction import NoTransactionRunner
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import NotFound, TenantflowError
@@ -43,39 +53,19 @@ from models.migrations import (
 
 log = logging.getLogger(__name__)
 
-LEDGER_TABLE = "tenantflow_schema_history"
-# SQLSTATEs that mean "someone else holds a lock right now": retried, not failed.
-RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 HEARTBEAT_SECONDS = 5.0
 BATCH_LOCK_ATTEMPTS = 4
-
-
-# Settings from the startup packet are session defaults, so this returns the session to the
-# state it was connected with; role and session authorization are not part of RESET ALL. Sent
-# inside each version's own message: no round trip of its own.
-RESET_SESSION = "SET SESSION AUTHORIZATION DEFAULT;\nRESET ROLE;\nRESET ALL"
 DOWN_PREFIX = f"{RESET_SESSION};\n"
-# The error a version's predecessor guard raises (22P02 with this text) when the ledger changed
-# between the plan and the lock.
-GUARD_MARKER = "tenantflow: ledger changed under the lock"
 
-
-class LockTimeout(Exception):
-    """The target was busy (lock timeout, deadlock, serialisation); Temporal retries."""
-
-
-def ledger_ddl(schema: str) -> str:
-    """The ledger table, created in the target schema on first contact."""
-    return (
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{LEDGER_TABLE} ("
-        " version text PRIMARY KEY,"
-        " description text NOT NULL,"
-        " checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now(),"
-        " execution_ms double precision NOT NULL,"
-        " run_id text NOT NULL,"
-        " success boolean NOT NULL DEFAULT true)"
-    )
+__all__ = [
+    "GUARD_MARKER",
+    "LEDGER_TABLE",
+    "RESET_SESSION",
+    "RETRYABLE_SQLSTATES",
+    "LockTimeout",
+    "MigrationActivities",
+    "ledger_ddl",
+]
 
 
 @contextlib.asynccontextmanager
@@ -267,6 +257,11 @@ class _TargetEngine:
         self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self.lock_key = f"tenantflow:{schema}"
         self.ledger_ready = False
+        # Versions whose row says part-way (a no-transaction version interrupted or failed).
+        self.partial: set[str] = set()
+        self.no_transaction = NoTransactionRunner(
+            conn, self.ledger_name, self.lock_key, params.run_id, self._ledger_ddl()
+        )
 
     def _result(self, from_version: str | None, **fields: object) -> TargetRunResult:
         return TargetRunResult(
@@ -286,12 +281,13 @@ class _TargetEngine:
         if not exists:
             return {}
         rows = await self.conn.fetch(
-            f"SELECT version, checksum FROM {self.ledger_name} WHERE success"  # noqa: S608
+            f"SELECT version, checksum, success FROM {self.ledger_name}"  # noqa: S608
         )
-        return {r["version"]: r["checksum"] for r in rows}
+        self.partial = {r["version"] for r in rows if not r["success"]}
+        return {r["version"]: r["checksum"] for r in rows if r["success"]}
 
     def _verify(self, ledger: dict[str, str]) -> MigrationFailure | None:
-        for version in sorted(ledger, key=version_key):
+        for version in sorted({*ledger, *self.partial}, key=version_key):
             known = self.by_version.get(version)
             if known is None:
                 return MigrationFailure(
@@ -299,7 +295,7 @@ class _TargetEngine:
                     reason="unknown_version",
                     message=f"version {version} is applied but not in set {self.params.set_name!r}",
                 )
-            if known.checksum != ledger[version]:
+            if version in ledger and known.checksum != ledger[version]:
                 return MigrationFailure(
                     version=version,
                     reason="checksum_mismatch",
@@ -361,7 +357,7 @@ class _TargetEngine:
             )
             try:
                 took = await self._apply_one(migration, predecessor)
-            except _VersionFailed as failed:
+            except VersionFailed as failed:
                 if failed.error.sqlstate in RETRYABLE_SQLSTATES:
                     raise failed.error from None
                 return self._result(
@@ -400,12 +396,12 @@ class _TargetEngine:
     async def _apply_one(self, migration: Migration, predecessor: str | None) -> float | None:
         """Apply one version with its ledger row; None when another runner already did.
 
-        Raises ``_VersionFailed`` for an SQL error (the transaction rolled back)."""
+        Raises ``VersionFailed`` for an SQL error (the transaction rolled back)."""
         if migration.no_transaction:
-            try:
-                return await self._apply_outside_transaction(migration, predecessor)
-            except asyncpg.PostgresError as exc:
-                raise _VersionFailed(exc, 0) from None
+            self.no_transaction.ledger_ready = self.ledger_ready
+            took = await self.no_transaction.apply(migration, predecessor)
+            self.ledger_ready = True
+            return took
         return await self._apply_in_one_message(migration, predecessor)
 
     def _guard(self, predecessor: str) -> str:
@@ -439,6 +435,15 @@ class _TargetEngine:
                 f"{quote_literal(self.lock_key)}, 0))",
                 *([] if self.ledger_ready else self._ledger_ddl()),
                 *([] if predecessor is None else [self._guard(predecessor)]),
+                # Left part-way as a no-transaction version; the file is transactional now.
+                *(
+                    [
+                        f"DELETE FROM {self.ledger_name} WHERE version = {version} "  # noqa: S608
+                        "AND NOT success"
+                    ]
+                    if migration.version in self.partial
+                    else []
+                ),
             ]
         )
         prefix += ";\n"
@@ -467,78 +472,22 @@ class _TargetEngine:
                 await self._ledger()
             ):
                 return None  # another runner applied it meanwhile
-            raise _VersionFailed(exc, len(prefix)) from None
+            raise VersionFailed(exc, len(prefix)) from None
         # Only now: had the transaction rolled back, the ledger table would have gone with it.
         self.ledger_ready = True
         return round((time.perf_counter() - started) * 1000, 3)
-
-    async def _apply_outside_transaction(
-        self, migration: Migration, predecessor: str | None
-    ) -> float | None:
-        # CREATE INDEX CONCURRENTLY and friends: a session lock instead of a transaction one;
-        # the ledger row is written only after the statement succeeded. The session is reset
-        # in the lock's own message (a statement that refuses transaction blocks cannot share
-        # a multi-statement message).
-        await self.conn.execute(
-            "SELECT pg_advisory_lock(hashtextextended("
-            f"{quote_literal(self.lock_key)}, 0));\n{RESET_SESSION}"
-        )
-        try:
-            if predecessor is not None and not await self._is_applied(predecessor):
-                raise LockTimeout(
-                    f"version {predecessor} left the ledger of this target while version "
-                    f"{migration.version} waited for its lock; planning again"
-                )
-            took = await self._apply_locked(migration)
-            if took is not None:
-                self.ledger_ready = True
-            return took
-        finally:
-            await self.conn.execute(
-                "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_key
-            )
-
-    async def _apply_locked(self, migration: Migration) -> float | None:
-        """Under the target's lock: re-read the ledger, apply, record. None if already applied."""
-        await self._ensure_ledger()
-        if await self._is_applied(migration.version):
-            return None
-        started = time.perf_counter()
-        await self.conn.execute(migration.up_sql)
-        took = round((time.perf_counter() - started) * 1000, 3)
-        await self.conn.execute(RESET_SESSION)
-        await self._record(migration, took)
-        return took
 
     def _ledger_ddl(self) -> list[str]:
         # Schema-per-tenant: the tenant's schema appears with its first migration.
         create_schema = f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}"
         return [*([create_schema] if self.schema != "public" else []), ledger_ddl(self.schema)]
 
-    async def _ensure_ledger(self) -> None:
-        if self.ledger_ready:  # saves a catalog-locking DDL round trip per version
-            return
-        for statement in self._ledger_ddl():
-            await self.conn.execute(statement)
-
     async def _is_applied(self, version: str) -> bool:
         found = await self.conn.fetchval(
-            f"SELECT 1 FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
+            f"SELECT 1 FROM {self.ledger_name} WHERE version = $1",  # noqa: S608 - any state
             version,
         )
         return found is not None
-
-    async def _record(self, migration: Migration, took: float) -> None:
-        await self.conn.execute(
-            f"INSERT INTO {self.ledger_name} "  # noqa: S608
-            "(version, description, checksum, execution_ms, run_id, success) "
-            "VALUES ($1, $2, $3, $4, $5, true)",
-            migration.version,
-            migration.description,
-            migration.checksum,
-            took,
-            self.params.run_id,
-        )
 
     async def rollback(self) -> TargetRunResult:
         checked = await self._preflight()
@@ -555,8 +504,11 @@ class _TargetEngine:
                     message="a rollback needs a target version (0 for everything)",
                 ),
             )
+        # A version left part-way is undone too: its down script converges.
         to_undo = sorted(
-            (v for v in ledger if version_key(v) > goal), key=version_key, reverse=True
+            (v for v in {*ledger, *self.partial} if version_key(v) > goal),
+            key=version_key,
+            reverse=True,
         )
         # An empty down script is an explicit no-op; only a missing one (None) stops here.
         missing = [v for v in to_undo if self.by_version[v].down_sql is None]
@@ -576,6 +528,7 @@ class _TargetEngine:
                     version=v,
                     description=self.by_version[v].description,
                     sql=self.by_version[v].down_sql or "",
+                    no_transaction=self.by_version[v].no_transaction,
                 )
                 for v in to_undo
             ]
@@ -583,6 +536,27 @@ class _TargetEngine:
         undone: list[AppliedVersion] = []
         for version in to_undo:
             migration = self.by_version[version]
+            if migration.no_transaction:
+                try:
+                    took_or_none = await self.no_transaction.rollback(migration)
+                except VersionFailed as failed:
+                    if failed.error.sqlstate in RETRYABLE_SQLSTATES:
+                        raise failed.error from None
+                    return self._result(
+                        current,
+                        to_version=self._current(await self._ledger()),
+                        applied=undone,
+                        failure=_sql_failure(version, failed.error, failed.offset),
+                    )
+                if took_or_none is not None:
+                    undone.append(
+                        AppliedVersion(
+                            version=version,
+                            description=migration.description,
+                            execution_ms=took_or_none,
+                        )
+                    )
+                continue
             try:
                 async with self.conn.transaction():
                     await self.conn.execute(self.lock_sql, self.lock_key)
@@ -628,15 +602,6 @@ def _error_result(params: TargetRunInput, reason: str, message: str) -> TargetRu
         to_version=None,
         failure=MigrationFailure(version=None, reason=reason, message=message),
     )
-
-
-class _VersionFailed(Exception):
-    """A version's SQL failed; ``offset`` is where its text began in the message sent."""
-
-    def __init__(self, error: asyncpg.PostgresError, offset: int) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.offset = offset
 
 
 def _sql_failure(version: str, exc: asyncpg.PostgresError, offset: int = 0) -> MigrationFailure:

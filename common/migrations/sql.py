@@ -125,8 +125,15 @@ def refusals(sql: str, *, no_transaction: bool) -> list[Refusal]:
         raws = parse_sql(sql)
     except ParseError:
         return []  # PostgreSQL reports its own syntax error when the version runs
+    began_at: int | None = None  # the line of a no-transaction version's open BEGIN
     for raw in raws:
         stmt, line = raw.stmt, line_at(sql, raw.stmt_location or 0)
+        if isinstance(stmt, ast.TransactionStmt) and no_transaction:
+            kind_number = int(stmt.kind or 0)
+            if kind_number in (0, 1):
+                began_at = line if began_at is None else began_at
+            elif kind_number in (2, 3):
+                began_at = None
         if isinstance(stmt, ast.TransactionStmt) and not no_transaction:
             kind = _ENDS_TRANSACTION.get(int(stmt.kind or 0))
             if kind is not None:
@@ -147,6 +154,14 @@ def refusals(sql: str, *, no_transaction: bool) -> list[Refusal]:
                     "use INSERT ... VALUES, or COPY from a server-side file",
                 )
             )
+    if began_at is not None:
+        found.append(
+            Refusal(
+                began_at,
+                "this transaction is never committed: the version would end inside it and "
+                "its changes would be lost; end it with COMMIT",
+            )
+        )
     return found
 
 
@@ -167,3 +182,55 @@ def has_marker(sql: str, marker: str) -> bool:
         if alone and text.replace(" ", "").replace("\t", "").strip().lower() == wanted:
             return True
     return False
+
+
+# When a statement of a no-transaction version may already have taken effect (a crash between
+# it and the ledger's progress note, or a retry of a failed build), these errors mean "done".
+ALREADY_THERE = frozenset({"42P07", "42710", "42701", "42P06", "42723"})
+# ...and these too, for a statement that drops something.
+ALREADY_GONE = frozenset({"42P01", "42704", "42883", "42703", "3F000"})
+_DROP_SUBTYPES = frozenset({"AT_DropColumn", "AT_DropConstraint"})
+
+
+@dataclass(frozen=True)
+class IndexBuild:
+    """An index a statement builds: its name and its table as ``to_regclass`` reads it."""
+
+    name: str
+    table: str
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """How to run a statement again that may already have taken effect: the index it builds
+    (checked first: a valid one is kept, an INVALID one dropped and rebuilt) and the SQLSTATEs
+    that mean its effect is already there."""
+
+    index: IndexBuild | None
+    done_codes: frozenset[str]
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def convergence(statement: str) -> Convergence:
+    """How ``statement`` (one statement) converges when it is run again."""
+    try:
+        raws = parse_sql(statement)
+    except ParseError:
+        return Convergence(None, ALREADY_THERE)
+    if len(raws) != 1:
+        return Convergence(None, ALREADY_THERE)
+    node = raws[0].stmt
+    if isinstance(node, ast.IndexStmt) and node.idxname and node.relation is not None:
+        relation = node.relation
+        parts = [p for p in (relation.schemaname, relation.relname) if p]
+        table = ".".join(_quoted(p) for p in parts)
+        return Convergence(IndexBuild(node.idxname, table), ALREADY_THERE)
+    drops = isinstance(node, ast.DropStmt) or (
+        isinstance(node, ast.AlterTableStmt)
+        and bool(node.cmds)
+        and all(getattr(cmd.subtype, "name", "") in _DROP_SUBTYPES for cmd in node.cmds or ())
+    )
+    return Convergence(None, ALREADY_THERE | ALREADY_GONE if drops else ALREADY_THERE)

@@ -165,8 +165,18 @@ HARD_CASES = {
         "INSERT INTO tags VALUES (1, 'a');\nCOMMIT;\n"
     ),
     "000004_tags.down.sql": "DROP TABLE tags;\n",
-    "000005_after.up.sql": "CREATE TABLE later (id bigint);\n",
-    "000005_after.down.sql": "DROP TABLE later;\n",
+    # Two concurrent builds in one file, and their concurrent drops (point 4).
+    "000005_indexes.up.sql": (
+        "-- tenantflow:no-transaction\n"
+        "CREATE INDEX CONCURRENTLY notes_account ON notes (account);\n"
+        "CREATE INDEX CONCURRENTLY tags_label ON tags (label);\n"
+    ),
+    "000005_indexes.down.sql": (
+        "-- tenantflow:no-transaction\n"
+        "DROP INDEX CONCURRENTLY tags_label;\nDROP INDEX CONCURRENTLY notes_account;\n"
+    ),
+    "000006_after.up.sql": "CREATE TABLE later (id bigint);\n",
+    "000006_after.down.sql": "DROP TABLE later;\n",
 }
 
 
@@ -179,7 +189,7 @@ async def test_real_history_hard_cases_match_psql_and_roll_back_to_empty(
     tmp_path: Path,
 ) -> None:
     migrations = parse_files(HARD_CASES)
-    assert [m.no_transaction for m in migrations] == [False, False, False, True, False]
+    assert [m.no_transaction for m in migrations] == [False, False, False, True, True, False]
     by_tenantflow, by_psql = await make_target(), await make_target()
     empty = await schema_dump(by_tenantflow)
     set_name = f"hard-{uuid.uuid4().hex[:6]}"
@@ -196,12 +206,13 @@ async def test_real_history_hard_cases_match_psql_and_roll_back_to_empty(
         task_queue=settings.temporal.task_queue,
     )
     assert result.failure is None, result.failure
-    assert result.to_version == "5"
+    assert result.to_version == "6"
 
     await apply_with_psql(by_psql, HARD_CASES, tmp_path)
     tenantflow_schema = await schema_dump(by_tenantflow)
     assert tenantflow_schema == await schema_dump(by_psql)
     assert "CREATE TABLE public.later" in tenantflow_schema
+    assert "CREATE INDEX notes_account" in tenantflow_schema
 
     back = await temporal_client.execute_workflow(
         RollbackTargetWorkflow.run,
@@ -210,5 +221,5 @@ async def test_real_history_hard_cases_match_psql_and_roll_back_to_empty(
         task_queue=settings.temporal.task_queue,
     )
     assert back.failure is None, back.failure
-    assert [a.version for a in back.applied] == ["5", "4", "3", "2", "1"]
+    assert [a.version for a in back.applied] == ["6", "5", "4", "3", "2", "1"]
     assert await schema_dump(by_tenantflow) == empty

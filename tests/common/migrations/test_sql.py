@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from common.migrations.loader import NO_TRANSACTION_MARKER, MigrationSetError, parse_files
-from common.migrations.sql import has_marker, split_statements
+from common.migrations.sql import (
+    ALREADY_GONE,
+    ALREADY_THERE,
+    IndexBuild,
+    convergence,
+    has_marker,
+    split_statements,
+)
 
 
 def refused(files: dict[str, str]) -> MigrationSetError:
@@ -59,6 +66,11 @@ def test_transaction_control_is_allowed_in_a_no_transaction_version() -> None:
     parse_files({"V1__a.sql": "SAVEPOINT s; SELECT 1; ROLLBACK TO SAVEPOINT s; RELEASE s;"})
     # COPY FROM STDIN never is.
     assert "COPY" in refused({"1_a.up.sql": f"{NO_TRANSACTION_MARKER}\nCOPY a FROM STDIN;"}).message
+    # A transaction it begins must end in it, or the version's changes would be lost.
+    never_ended = f"{NO_TRANSACTION_MARKER}\nBEGIN;\nCREATE TABLE a (id int);\n"
+    error = refused({"1_a.up.sql": never_ended})
+    assert error.message.startswith("1_a.up.sql, line 2: this transaction is never committed")
+    parse_files({"1_a.up.sql": f"{NO_TRANSACTION_MARKER}\nBEGIN;\nSELECT 1;\nROLLBACK;\n"})
 
 
 def test_words_inside_strings_comments_and_bodies_are_not_statements() -> None:
@@ -123,3 +135,24 @@ def test_split_statements_gives_each_statement_with_its_line() -> None:
     # Text the parser cannot read is still split (PostgreSQL then reports its own error).
     unparsable = "SELEC 1; SELECT ';';\n-- c\nSELECT 2"
     assert [s.text for s in split_statements(unparsable)] == ["SELEC 1", "SELECT ';'", "SELECT 2"]
+
+
+def test_how_a_statement_run_again_converges() -> None:
+    """What a retry of a no-transaction version checks first and which errors mean "done"."""
+    index = convergence('CREATE UNIQUE INDEX CONCURRENTLY ix ON "Sales".orders (id)')
+    assert index.index == IndexBuild("ix", '"Sales"."orders"')
+    assert convergence("CREATE INDEX CONCURRENTLY ix ON orders (id)").index == IndexBuild(
+        "ix", '"orders"'
+    )
+    # An unnamed index gets a name from PostgreSQL: nothing to look for.
+    assert convergence("CREATE INDEX CONCURRENTLY ON orders (id)").index is None
+    assert convergence("CREATE TABLE t (id int)").done_codes == ALREADY_THERE
+    for drop in (
+        "DROP INDEX CONCURRENTLY ix",
+        "DROP TABLE t",
+        "ALTER TABLE t DROP COLUMN a, DROP CONSTRAINT c",
+    ):
+        assert convergence(drop).done_codes == ALREADY_THERE | ALREADY_GONE, drop
+    # A drop mixed with an addition is not safely "done" when something is missing.
+    assert convergence("ALTER TABLE t DROP COLUMN a, ADD COLUMN b int").done_codes == ALREADY_THERE
+    assert convergence("SELEC 1").done_codes == ALREADY_THERE

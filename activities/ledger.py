@@ -1,0 +1,62 @@
+"""What the engine's two paths share: the target's ledger table, the session reset, and the
+errors that travel between them."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from common.sql import quote_ident
+
+LEDGER_TABLE = "tenantflow_schema_history"
+# SQLSTATEs that mean "someone else holds a lock right now": retried, not failed.
+RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+
+# Settings from the startup packet are session defaults, so this returns the session to the
+# state it was connected with; role and session authorization are not part of RESET ALL. Sent
+# inside each version's own message: no round trip of its own.
+RESET_SESSION = "SET SESSION AUTHORIZATION DEFAULT;\nRESET ROLE;\nRESET ALL"
+# The error a version's predecessor guard raises (22P02 with this text) when the ledger changed
+# between the plan and the lock.
+GUARD_MARKER = "tenantflow: ledger changed under the lock"
+
+
+class LockTimeout(Exception):
+    """The target was busy (lock timeout, deadlock, serialisation); Temporal retries."""
+
+
+class VersionFailed(Exception):
+    """A version's SQL failed; ``offset`` is where its text began in the message sent (negative
+    when the statement sent began inside the version's text)."""
+
+    def __init__(self, error: asyncpg.PostgresError, offset: int) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.offset = offset
+
+
+def ledger_ddl(schema: str) -> str:
+    """The ledger table, created in the target schema on first contact. ``success`` is false
+    while a no-transaction version is part-way (``statements_done`` of its statements are in;
+    NULL: unknown, after a rollback began)."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{LEDGER_TABLE} ("
+        " version text PRIMARY KEY,"
+        " description text NOT NULL,"
+        " checksum text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now(),"
+        " execution_ms double precision NOT NULL,"
+        " run_id text NOT NULL,"
+        " success boolean NOT NULL DEFAULT true,"
+        " statements_done integer)"
+    )
+
+
+def progress_column_ddl(ledger_name: str) -> str:
+    """Adds ``statements_done`` to a ledger created before it existed; one round trip, and no
+    table lock when the column is there."""
+    literal = "'" + ledger_name.replace("'", "''") + "'"
+    return (
+        "DO $tenantflow$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        f"to_regclass({literal}) AND attname = 'statements_done' AND NOT attisdropped) THEN "
+        f"ALTER TABLE {ledger_name} ADD COLUMN statements_done integer; END IF; END $tenantflow$"
+    )

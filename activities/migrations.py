@@ -1,11 +1,8 @@
-"""The migration engine: apply or roll back one target, correctly, safely and idempotently.
+"""The migration activities: apply or roll back one target, or a batch of targets, correctly,
+safely and idempotently; read a target's ledger.
 
-Every version runs in its own transaction together with its ledger row, under a per-target
-``pg_advisory_xact_lock``, as one simple-query message (one round trip); the ledger's primary
-key makes a retry (or a second runner) roll back rather than apply a version twice. Checksums
-of applied versions are verified before any change. A lock timeout raises (Temporal retries
-with backoff); any other SQL error is a result that names the version and carries
-PostgreSQL's code, message and position.
+Connecting, heartbeats and per-target outcomes live here; what happens on the connection is
+``activities.engine`` (transactional versions) and ``activities.no_transaction``.
 """
 
 from __future__ import annotations
@@ -13,41 +10,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 from temporalio import activity
 
+from activities.engine import TargetEngine
 from activities.ledger import (
     GUARD_MARKER,
     LEDGER_TABLE,
     RESET_SESSION,
     RETRYABLE_SQLSTATES,
     LockTimeout,
-    VersionFailed,
     ledger_ddl,
 )
-from activities.no_transaction import NoTransactionRunner
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import NotFound, TenantflowError
-from common.sql import quote_ident, quote_literal
+from common.sql import quote_ident
 from models.fleet import TargetBatchInput
 from models.migrations import (
-    AppliedVersion,
     Ledger,
     LedgerEntry,
     LedgerRequest,
     Migration,
     MigrationFailure,
-    PlannedVersion,
     TargetRunInput,
     TargetRunKind,
     TargetRunResult,
-    normalise_version,
     version_key,
 )
 
@@ -55,7 +47,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 5.0
 BATCH_LOCK_ATTEMPTS = 4
-DOWN_PREFIX = f"{RESET_SESSION};\n"
 
 __all__ = [
     "GUARD_MARKER",
@@ -225,7 +216,7 @@ class MigrationActivities:
             },
         )
         try:
-            engine = _TargetEngine(conn, schema, params, migrations)
+            engine = TargetEngine(conn, schema, params, migrations)
             if params.kind is TargetRunKind.ROLLBACK:
                 return await engine.rollback()
             return await engine.apply()
@@ -235,356 +226,6 @@ class MigrationActivities:
             raise
         finally:
             await conn.close()
-
-
-class _TargetEngine:
-    """One run on one open connection."""
-
-    def __init__(
-        self,
-        conn: asyncpg.Connection,
-        schema: str,
-        params: TargetRunInput,
-        migrations: Sequence[Migration],
-    ) -> None:
-        self.conn = conn
-        self.schema = schema
-        self.params = params
-        self.by_version = {m.version: m for m in migrations}
-        self.migrations = sorted(migrations, key=lambda m: version_key(m.version))
-        self.ledger_name = f"{quote_ident(schema)}.{LEDGER_TABLE}"
-        # Advisory locks are per database; the key names the schema within it.
-        self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
-        self.lock_key = f"tenantflow:{schema}"
-        self.ledger_ready = False
-        # Versions whose row says part-way (a no-transaction version interrupted or failed).
-        self.partial: set[str] = set()
-        self.no_transaction = NoTransactionRunner(
-            conn, self.ledger_name, self.lock_key, params.run_id, self._ledger_ddl()
-        )
-
-    def _result(self, from_version: str | None, **fields: object) -> TargetRunResult:
-        return TargetRunResult(
-            run_id=self.params.run_id,
-            database_id=self.params.database_id,
-            kind=self.params.kind,
-            dry_run=self.params.dry_run,
-            from_version=from_version,
-            **fields,
-        )
-
-    async def _ledger(self) -> dict[str, str]:
-        # Ask first: selecting from a missing table costs PostgreSQL an error (logged with its
-        # statement), which made first contact cost a quarter more CPU than the migrations.
-        exists = await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.ledger_name)
-        self.ledger_ready = bool(exists)
-        if not exists:
-            return {}
-        rows = await self.conn.fetch(
-            f"SELECT version, checksum, success FROM {self.ledger_name}"  # noqa: S608
-        )
-        self.partial = {r["version"] for r in rows if not r["success"]}
-        return {r["version"]: r["checksum"] for r in rows if r["success"]}
-
-    def _verify(self, ledger: dict[str, str]) -> MigrationFailure | None:
-        for version in sorted({*ledger, *self.partial}, key=version_key):
-            known = self.by_version.get(version)
-            if known is None:
-                return MigrationFailure(
-                    version=version,
-                    reason="unknown_version",
-                    message=f"version {version} is applied but not in set {self.params.set_name!r}",
-                )
-            if version in ledger and known.checksum != ledger[version]:
-                return MigrationFailure(
-                    version=version,
-                    reason="checksum_mismatch",
-                    message=f"checksum mismatch at version {version}",
-                )
-        return None
-
-    @staticmethod
-    def _current(versions: Iterable[str]) -> str | None:
-        return max(versions, key=version_key, default=None)
-
-    async def _preflight(
-        self,
-    ) -> tuple[dict[str, str], str | None, tuple[int, ...] | None] | TargetRunResult:
-        """The ledger, the current version and the goal; or the result that stops the run
-        before any change (checksum mismatch, unknown version)."""
-        ledger = await self._ledger()
-        current = self._current(ledger)
-        failure = self._verify(ledger)
-        if failure is not None:
-            return self._result(current, to_version=current, failure=failure)
-        goal = self._goal()
-        if isinstance(goal, MigrationFailure):
-            return self._result(current, to_version=current, failure=goal)
-        return ledger, current, goal
-
-    async def apply(self) -> TargetRunResult:
-        checked = await self._preflight()
-        if isinstance(checked, TargetRunResult):
-            return checked
-        ledger, current, goal = checked
-        pending = [
-            m
-            for m in self.migrations
-            if m.version not in ledger
-            and not m.withdrawn
-            and (goal is None or version_key(m.version) <= goal)
-        ]
-        if self.params.dry_run:
-            planned = [
-                PlannedVersion(
-                    version=m.version,
-                    description=m.description,
-                    sql=m.up_sql,
-                    no_transaction=m.no_transaction,
-                )
-                for m in pending
-            ]
-            return self._result(current, to_version=current, planned=planned)
-        applied: list[AppliedVersion] = []
-        reached = list(ledger)
-        for migration in pending:
-            # The version just below this one that the plan expects in the ledger: checked
-            # again under the lock, in the same message.
-            predecessor = max(
-                (v for v in reached if version_key(v) < version_key(migration.version)),
-                key=version_key,
-                default=None,
-            )
-            try:
-                took = await self._apply_one(migration, predecessor)
-            except VersionFailed as failed:
-                if failed.error.sqlstate in RETRYABLE_SQLSTATES:
-                    raise failed.error from None
-                return self._result(
-                    current,
-                    to_version=self._current(await self._ledger()),
-                    applied=applied,
-                    failure=_sql_failure(migration.version, failed.error, failed.offset),
-                )
-            reached.append(migration.version)
-            if took is not None:
-                applied.append(
-                    AppliedVersion(
-                        version=migration.version,
-                        description=migration.description,
-                        execution_ms=took,
-                    )
-                )
-        # Every pending version is now in the ledger, by this run or by a concurrent one.
-        return self._result(current, to_version=self._current(reached), applied=applied)
-
-    def _goal(self) -> tuple[int, ...] | MigrationFailure | None:
-        if self.params.target_version is None:
-            return None
-        try:
-            version = normalise_version(self.params.target_version)
-        except ValueError as exc:
-            return MigrationFailure(version=None, reason="unknown_version", message=str(exc))
-        if version not in self.by_version and version != "0":
-            return MigrationFailure(
-                version=version,
-                reason="unknown_version",
-                message=f"version {version} is not in set {self.params.set_name!r}",
-            )
-        return version_key(version)
-
-    async def _apply_one(self, migration: Migration, predecessor: str | None) -> float | None:
-        """Apply one version with its ledger row; None when another runner already did.
-
-        Raises ``VersionFailed`` for an SQL error (the transaction rolled back)."""
-        if migration.no_transaction:
-            self.no_transaction.ledger_ready = self.ledger_ready
-            took = await self.no_transaction.apply(migration, predecessor)
-            self.ledger_ready = True
-            return took
-        return await self._apply_in_one_message(migration, predecessor)
-
-    def _guard(self, predecessor: str) -> str:
-        """A statement that fails (22P02, ``GUARD_MARKER``) unless ``predecessor`` is in the
-        ledger at this moment, under the lock; ``now()`` keeps the planner from folding it."""
-        return (
-            "SELECT CASE WHEN NOT EXISTS (SELECT FROM "  # noqa: S608 - quoted identifier
-            f"{self.ledger_name} WHERE version = {quote_literal(predecessor)} AND success) "
-            f"THEN ({quote_literal(GUARD_MARKER + ': ')} || now())::int END"
-        )
-
-    async def _apply_in_one_message(
-        self, migration: Migration, predecessor: str | None
-    ) -> float | None:
-        """BEGIN, the target's lock, the SQL, the ledger row and COMMIT as one simple-query
-        message: one round trip per version (the plain way takes three), and no statement
-        beyond the row itself (every extra statement shape costs each new backend catalog
-        lookups: an UPDATE of the row's timing cost PostgreSQL a third more CPU in the bench).
-
-        A concurrent runner that committed the version first makes this transaction fail:
-        its SQL meets the objects already there, or at the latest the ledger's primary key
-        rejects the row; either way nothing of it stays, and the ledger, read again, says
-        whether the version is in (skip it) or the SQL really failed.
-        """
-        version = quote_literal(migration.version)
-        prefix = ";\n".join(
-            [
-                "BEGIN",
-                RESET_SESSION,
-                "SELECT pg_advisory_xact_lock(hashtextextended("
-                f"{quote_literal(self.lock_key)}, 0))",
-                *([] if self.ledger_ready else self._ledger_ddl()),
-                *([] if predecessor is None else [self._guard(predecessor)]),
-                # Left part-way as a no-transaction version; the file is transactional now.
-                *(
-                    [
-                        f"DELETE FROM {self.ledger_name} WHERE version = {version} "  # noqa: S608
-                        "AND NOT success"
-                    ]
-                    if migration.version in self.partial
-                    else []
-                ),
-            ]
-        )
-        prefix += ";\n"
-        # The SQL may end in a line comment or without a semicolon: start on a new line.
-        suffix = (
-            f"\n;\n{RESET_SESSION};\nINSERT INTO {self.ledger_name} "
-            "(version, description, checksum, execution_ms, run_id, success) VALUES ("
-            f"{version}, {quote_literal(migration.description)}, "
-            f"{quote_literal(migration.checksum)}, "
-            "round(1000 * extract(epoch FROM clock_timestamp() - now()), 3), "
-            f"{quote_literal(self.params.run_id)}, true);\nCOMMIT"
-        )
-        started = time.perf_counter()
-        try:
-            await self.conn.execute(prefix + migration.up_sql + suffix)
-        except asyncpg.PostgresError as exc:
-            if self.conn.is_in_transaction():
-                await self.conn.execute("ROLLBACK")
-            if GUARD_MARKER in str(exc):
-                raise LockTimeout(
-                    f"version {predecessor} left the ledger of this target while version "
-                    f"{migration.version} waited for its lock (a concurrent rollback); "
-                    "planning again"
-                ) from None
-            if exc.sqlstate not in RETRYABLE_SQLSTATES and migration.version in (
-                await self._ledger()
-            ):
-                return None  # another runner applied it meanwhile
-            raise VersionFailed(exc, len(prefix)) from None
-        # Only now: had the transaction rolled back, the ledger table would have gone with it.
-        self.ledger_ready = True
-        return round((time.perf_counter() - started) * 1000, 3)
-
-    def _ledger_ddl(self) -> list[str]:
-        # Schema-per-tenant: the tenant's schema appears with its first migration.
-        create_schema = f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}"
-        return [*([create_schema] if self.schema != "public" else []), ledger_ddl(self.schema)]
-
-    async def _is_applied(self, version: str) -> bool:
-        found = await self.conn.fetchval(
-            f"SELECT 1 FROM {self.ledger_name} WHERE version = $1",  # noqa: S608 - any state
-            version,
-        )
-        return found is not None
-
-    async def rollback(self) -> TargetRunResult:
-        checked = await self._preflight()
-        if isinstance(checked, TargetRunResult):
-            return checked
-        ledger, current, goal = checked
-        if goal is None:
-            return self._result(
-                current,
-                to_version=current,
-                failure=MigrationFailure(
-                    version=None,
-                    reason="unknown_version",
-                    message="a rollback needs a target version (0 for everything)",
-                ),
-            )
-        # A version left part-way is undone too: its down script converges.
-        to_undo = sorted(
-            (v for v in {*ledger, *self.partial} if version_key(v) > goal),
-            key=version_key,
-            reverse=True,
-        )
-        # An empty down script is an explicit no-op; only a missing one (None) stops here.
-        missing = [v for v in to_undo if self.by_version[v].down_sql is None]
-        if missing:
-            return self._result(
-                current,
-                to_version=current,
-                failure=MigrationFailure(
-                    version=missing[0],
-                    reason="missing_down",
-                    message="no down script for version(s) " + ", ".join(missing),
-                ),
-            )
-        if self.params.dry_run:
-            planned = [
-                PlannedVersion(
-                    version=v,
-                    description=self.by_version[v].description,
-                    sql=self.by_version[v].down_sql or "",
-                    no_transaction=self.by_version[v].no_transaction,
-                )
-                for v in to_undo
-            ]
-            return self._result(current, to_version=current, planned=planned)
-        undone: list[AppliedVersion] = []
-        for version in to_undo:
-            migration = self.by_version[version]
-            if migration.no_transaction:
-                try:
-                    took_or_none = await self.no_transaction.rollback(migration)
-                except VersionFailed as failed:
-                    if failed.error.sqlstate in RETRYABLE_SQLSTATES:
-                        raise failed.error from None
-                    return self._result(
-                        current,
-                        to_version=self._current(await self._ledger()),
-                        applied=undone,
-                        failure=_sql_failure(version, failed.error, failed.offset),
-                    )
-                if took_or_none is not None:
-                    undone.append(
-                        AppliedVersion(
-                            version=version,
-                            description=migration.description,
-                            execution_ms=took_or_none,
-                        )
-                    )
-                continue
-            try:
-                async with self.conn.transaction():
-                    await self.conn.execute(self.lock_sql, self.lock_key)
-                    if not await self._is_applied(version):
-                        continue
-                    started = time.perf_counter()
-                    await self.conn.execute(f"{DOWN_PREFIX}{migration.down_sql or ''}")
-                    took = round((time.perf_counter() - started) * 1000, 3)
-                    await self.conn.execute(RESET_SESSION)
-                    await self.conn.execute(
-                        f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
-                        version,
-                    )
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate in RETRYABLE_SQLSTATES:
-                    raise
-                return self._result(
-                    current,
-                    to_version=self._current(await self._ledger()),
-                    applied=undone,
-                    failure=_sql_failure(version, exc, len(DOWN_PREFIX)),
-                )
-            undone.append(
-                AppliedVersion(
-                    version=version, description=migration.description, execution_ms=took
-                )
-            )
-        return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
 
 
 def _describe(exc: BaseException) -> str:
@@ -602,26 +243,3 @@ def _error_result(params: TargetRunInput, reason: str, message: str) -> TargetRu
         to_version=None,
         failure=MigrationFailure(version=None, reason=reason, message=message),
     )
-
-
-def _sql_failure(version: str, exc: asyncpg.PostgresError, offset: int = 0) -> MigrationFailure:
-    position = _position_in_script(getattr(exc, "position", None), offset)
-    return MigrationFailure(
-        version=version,
-        reason="sql_error",
-        message=str(exc),
-        sqlstate=exc.sqlstate,
-        position=str(position) if position is not None else None,
-    )
-
-
-def _position_in_script(position: object, offset: int) -> int | None:
-    """PostgreSQL's 1-based character position within the whole message, made relative to the
-    version's own SQL (None when it points into the engine's statements around it)."""
-    if position is None:
-        return None
-    try:
-        shifted = int(str(position)) - offset
-    except ValueError:
-        return None
-    return shifted if shifted >= 1 else None

@@ -13,8 +13,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
+from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
+from common.temporal_client import connect_temporal
 from common.version import __version__
 from gateway.audit import AuditMiddleware
 from gateway.auth.deps import Authenticator
@@ -32,11 +34,10 @@ from gateway.routers import (
     health,
     migration_sets,
     migrations,
+    run_control,
     system,
     target_runs,
 )
-from worker.client import connect_temporal
-from worker.codec import EncryptionCodec
 
 log = logging.getLogger("tenantflow.gateway")
 
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
     app.include_router(migrations.router)
+    app.include_router(run_control.router)
     app.include_router(system.router)
     app.include_router(codec.router)
     if settings.gateway.cors_origins:

@@ -1,5 +1,6 @@
-"""``/api/v1/migrations``: fleet runs. Start, list, watch (query or SSE), pause, resume, cancel,
-change concurrency, roll back. Progress lives in the workflow; finished runs in visibility."""
+"""``/api/v1/migrations``: fleet runs. Start, list, watch (query or SSE); the controls (pause,
+resume, cancel, concurrency, roll back) are ``gateway.routers.run_control``. Progress lives in
+the workflow; finished runs in visibility."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import (
     WorkflowExecution,
@@ -21,26 +22,23 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
 )
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError, RPCStatusCode
 
 from common.catalog.databases import DatabaseRepository
-from common.errors import Conflict, DependencyUnavailable, InvalidInput, NotFound
+from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import make_migration
-from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
+from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
 from models.errors import ErrorResponse
 from models.fleet import (
-    ConcurrencyChange,
     DynamicMigrationRequest,
     FleetCounts,
     FleetProgress,
-    FleetRollbackRequest,
     FleetRunAccepted,
     FleetRunInput,
     FleetRunPage,
@@ -51,7 +49,7 @@ from models.fleet import (
     FleetStatus,
     TargetState,
 )
-from models.migrations import TargetRunKind, normalise_version
+from models.migrations import normalise_version
 from workflows.fleet import MigrateFleetWorkflow
 
 router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
@@ -461,116 +459,3 @@ async def _ended(handle: FleetHandle) -> str:
             await asyncio.sleep(STREAM_INTERVAL_SECONDS)
             continue
         return result.status.value
-
-
-async def _signal(temporal: TemporalDep, run_id: str, signal: str) -> JSONResponse:
-    handle, running = await _handle(temporal, run_id)
-    if not running:
-        raise Conflict(
-            f"run {run_id} has finished; it cannot be {signal}d", details={"run_id": run_id}
-        )
-    method = {
-        "pause": MigrateFleetWorkflow.pause,
-        "resume": MigrateFleetWorkflow.resume,
-        "cancel": MigrateFleetWorkflow.cancel,
-    }[signal]
-    await handle.signal(method)
-    return JSONResponse(status_code=202, content={"run_id": run_id, "signal": signal})
-
-
-@router.post(
-    "/{run_id}/pause", status_code=202, summary="Pause: no new target starts", responses=RUN_ERRORS
-)
-async def pause_run(
-    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
-) -> JSONResponse:
-    """In-flight targets finish; nothing new starts until ``resume``."""
-    del principal
-    return await _signal(temporal, run_id, "pause")
-
-
-@router.post(
-    "/{run_id}/resume", status_code=202, summary="Resume a paused run", responses=RUN_ERRORS
-)
-async def resume_run(
-    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
-) -> JSONResponse:
-    """Continue after a pause by an operator, the canary or the failure budget."""
-    del principal
-    return await _signal(temporal, run_id, "resume")
-
-
-@router.post(
-    "/{run_id}/cancel", status_code=202, summary="Cancel: nothing new starts", responses=RUN_ERRORS
-)
-async def cancel_run(
-    run_id: str, principal: MigrationsExecute, temporal: TemporalDep
-) -> JSONResponse:
-    """In-flight targets finish (no version is ever half-applied); the run then ends."""
-    del principal
-    return await _signal(temporal, run_id, "cancel")
-
-
-@router.patch("/{run_id}", summary="Change a run's concurrency", responses=RUN_ERRORS)
-async def change_run(
-    run_id: str, body: ConcurrencyChange, principal: MigrationsExecute, temporal: TemporalDep
-) -> dict[str, int]:
-    """Takes effect at once: more targets start, or fewer as in-flight ones finish."""
-    del principal
-    handle, running = await _handle(temporal, run_id)
-    if not running:
-        raise Conflict(f"run {run_id} has finished", details={"run_id": run_id})
-    try:
-        value = await handle.execute_update(MigrateFleetWorkflow.set_concurrency, body.concurrency)
-    except WorkflowUpdateFailedError as exc:
-        raise InvalidInput(str(exc.cause or exc)) from None
-    return {"concurrency": value}
-
-
-@router.post(
-    "/{run_id}/rollback",
-    status_code=202,
-    summary="Roll back the targets a run touched",
-    responses=RUN_ERRORS,
-)
-async def rollback_run(
-    run_id: str,
-    body: FleetRollbackRequest,
-    principal: MigrationsRollback,
-    temporal: TemporalDep,
-    settings: SettingsDep,
-    cache: CacheDep,
-) -> FleetRunAccepted:
-    """A new fleet run (same controls) that rolls every target the run touched back."""
-    handle, running = await _handle(temporal, run_id)
-    if running:
-        raise Conflict(
-            f"run {run_id} is still running; cancel it first", details={"run_id": run_id}
-        )
-    progress = await _progress(handle, run_id)
-    if progress.dry_run:
-        raise Conflict(
-            f"run {run_id} was a dry run: it changed nothing", details={"run_id": run_id}
-        )
-    # Only what the run changed: an up-to-date target was left as it was, and a failed one may
-    # have committed versions before its failure (each version commits with its ledger row).
-    touched = [
-        uuid.UUID(key)
-        for key, target in progress.targets.items()
-        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
-    ]
-    if not touched:
-        raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
-    version = _version(body.to_version)
-    params = FleetRunInput(
-        run_id=uuid.uuid4().hex[:12],
-        set_name=progress.set_name,
-        kind=TargetRunKind.ROLLBACK,
-        target_version=version,
-        selector=FleetSelector(database_ids=touched),
-        concurrency=body.concurrency,
-        batch_size=body.batch_size,
-        failure_budget=body.failure_budget,
-        requester=principal.subject,
-    )
-    return await _start(temporal, settings, cache, params, version=version)

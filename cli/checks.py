@@ -7,7 +7,7 @@ import asyncio
 from common.catalog import create_catalog_pool, ping_catalog
 from common.errors import DependencyUnavailable
 from common.settings import Settings
-from worker.client import connect_temporal, ping_temporal
+from common.temporal_client import connect_temporal, ping_temporal
 
 
 async def _temporal(settings: Settings) -> str | None:

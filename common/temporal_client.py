@@ -9,9 +9,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
+from common.codec import build_data_converter
 from common.errors import DependencyUnavailable
 from common.settings import CryptoSettings, TemporalSettings
-from worker.codec import build_data_converter
 
 
 async def connect_temporal(

@@ -32,8 +32,8 @@ from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog import open_catalog
 from common.logging import JsonFormatter
 from common.settings import DEV_REALM, AuthSettings, Settings
+from common.temporal_client import connect_temporal
 from gateway.app import create_app
-from worker.client import connect_temporal
 from worker.main import run_worker
 
 

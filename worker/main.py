@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from common.catalog import open_catalog
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
-from worker.client import connect_temporal
+from common.temporal_client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
 
 log = logging.getLogger(__name__)

@@ -13,10 +13,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from temporalio.converter import PayloadCodec
 
+from common.codec import decode_payloads_json, encode_payloads_json
 from common.errors import InvalidInput
 from gateway.auth.deps import MigrationsExecute, MonitoringRead
 from models.errors import ErrorResponse
-from worker.codec import decode_payloads_json, encode_payloads_json
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

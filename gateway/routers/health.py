@@ -11,10 +11,10 @@ from fastapi.responses import JSONResponse
 
 from common.catalog import ping_catalog
 from common.errors import DependencyUnavailable
+from common.temporal_client import ping_temporal
 from common.version import __version__
 from gateway.deps import CatalogDep, SettingsDep, TemporalDep
 from models.system import DependencyState, DependencyStatus, Liveness, Readiness
-from worker.client import ping_temporal
 
 router = APIRouter(tags=["health"])
 

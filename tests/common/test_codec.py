@@ -24,16 +24,16 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.worker import Worker
 
     from cli.stack import TemporalDevServer
-    from common.crypto import KeyRing, generate_key
-    from common.errors import InvalidInput
-    from common.settings import CryptoSettings
-    from worker.codec import (
+    from common.codec import (
         ENCODING,
         EncryptionCodec,
         build_data_converter,
         decode_payloads_json,
         encode_payloads_json,
     )
+    from common.crypto import KeyRing, generate_key
+    from common.errors import InvalidInput
+    from common.settings import CryptoSettings
 
 SECRET = "s3cr3t-in-payload"
 KEY_1 = bytes(range(32))

@@ -10,9 +10,9 @@ import pytest
 from cli.stack import EmbeddedPostgres, free_port
 from common.errors import DependencyUnavailable
 from common.settings import Settings
+from common.temporal_client import connect_temporal
 from models.system import SystemCheckInput
 from tests.conftest import make_settings
-from worker.client import connect_temporal
 from worker.main import run_worker
 from worker.registry import WORKFLOWS, build_activities
 from workflows.system import SystemCheckWorkflow

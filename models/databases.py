@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, SecretStr
 
@@ -40,6 +40,9 @@ def _check_host(value: str) -> str:
     return value
 
 
+SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+"""libpq's sslmode values; asyncpg takes the same strings as its ``ssl=`` argument."""
+
 Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
 Name = Annotated[str, AfterValidator(_check_name)]
 Host = Annotated[str, AfterValidator(_check_host)]
@@ -63,6 +66,13 @@ class DatabaseCreate(BaseModel):
         min_length=1, max_length=1024, json_schema_extra={"writeOnly": True}
     )
     labels: Labels = Field(default_factory=dict)
+    server: Name | None = Field(
+        default=None, description="Name of the registered server the target lives on."
+    )
+    sslmode: SslMode | None = Field(
+        default=None,
+        description="How to use TLS when connecting; default: the server's, else prefer.",
+    )
 
     model_config = {"populate_by_name": True}
 
@@ -80,6 +90,8 @@ class Database(BaseModel):
     user: str
     labels: dict[str, str]
     password_key_id: str = Field(description="Id of the key the stored password is encrypted with.")
+    server_id: uuid.UUID | None = Field(default=None, description="The server it lives on.")
+    sslmode: SslMode | None = Field(default=None, description="None: asyncpg's default (prefer).")
     created_at: datetime
     updated_at: datetime
 

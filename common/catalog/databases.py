@@ -17,7 +17,7 @@ from models.databases import Database, DatabaseCreate, DatabasePage
 
 _COLUMNS = (
     "id, name, tenant_id, host, port, database, schema, username, labels, password_key_id, "
-    "created_at, updated_at"
+    "server_id, sslmode, created_at, updated_at"
 )
 
 
@@ -39,6 +39,8 @@ def _row_to_model(row: asyncpg.Record) -> Database:
         user=row["username"],
         labels=json.loads(labels) if isinstance(labels, str) else dict(labels),
         password_key_id=row["password_key_id"],
+        server_id=row["server_id"],
+        sslmode=row["sslmode"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -51,8 +53,10 @@ class DatabaseRepository:
         self.pool = pool
         self.cipher = cipher
 
-    async def create(self, spec: DatabaseCreate) -> Database:
-        """Insert a target; its password is encrypted under the active key."""
+    async def create(self, spec: DatabaseCreate, *, server_id: uuid.UUID | None = None) -> Database:
+        """Insert a target; its password is encrypted under the active key. ``server_id``
+        records the registered server it lives on (``spec.server`` is a name, resolved by the
+        caller); an unknown id is ``NotFound``."""
         database_id = uuid.uuid4()
         encrypted = self.cipher.encrypt(
             spec.password.get_secret_value(), context=password_context(database_id)
@@ -60,8 +64,8 @@ class DatabaseRepository:
         try:
             row = await self.pool.fetchrow(
                 f"INSERT INTO databases (id, name, tenant_id, host, port, database, schema, "  # noqa: S608 - constant column list
-                f"username, password_encrypted, password_key_id, labels) "
-                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb) "
+                f"username, password_encrypted, password_key_id, labels, server_id, sslmode) "
+                f"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13) "
                 f"RETURNING {_COLUMNS}",
                 database_id,
                 spec.name,
@@ -74,11 +78,17 @@ class DatabaseRepository:
                 encrypted,
                 self.cipher.key_id_of(encrypted),
                 json.dumps(spec.labels),
+                server_id,
+                spec.sslmode,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
                 f"a database named {spec.name!r} is already registered",
                 details={"name": spec.name},
+            ) from None
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(
+                f"no server {server_id}", details={"server_id": str(server_id)}
             ) from None
         assert row is not None
         return _row_to_model(row)
@@ -102,7 +112,7 @@ class DatabaseRepository:
         cursor: str | None = None,
     ) -> DatabasePage:
         """Targets whose labels contain ``labels``, ordered by name, keyset-paginated."""
-        after = _decode_cursor(cursor) if cursor else None
+        after = decode_cursor(cursor) if cursor else None
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM databases "  # noqa: S608 - constant column list
             "WHERE labels @> $1::jsonb AND ($2::text IS NULL OR tenant_id = $2) "
@@ -113,7 +123,7 @@ class DatabaseRepository:
             limit + 1,
         )
         items = [_row_to_model(r) for r in rows[:limit]]
-        next_cursor = _encode_cursor(items[-1].name) if len(rows) > limit else None
+        next_cursor = encode_cursor(items[-1].name) if len(rows) > limit else None
         return DatabasePage(items=items, next_cursor=next_cursor)
 
     async def count(self, *, labels: dict[str, str] | None = None) -> int:
@@ -142,7 +152,7 @@ class DatabaseRepository:
         """``connection_params`` for several targets in one catalog query (a fleet batch);
         ids that are not in the catalog are absent from the answer."""
         rows = await self.pool.fetch(
-            "SELECT id, host, port, database, schema, username, password_encrypted "
+            "SELECT id, host, port, database, schema, username, password_encrypted, sslmode "
             "FROM databases WHERE id = ANY($1::uuid[])",
             list(database_ids),
         )
@@ -156,6 +166,8 @@ class DatabaseRepository:
                     row["password_encrypted"], context=password_context(row["id"])
                 ),
                 "schema": row["schema"],
+                # None leaves asyncpg's default (PGSSLMODE, else prefer).
+                "ssl": row["sslmode"],
             }
             for row in rows
         }
@@ -188,11 +200,13 @@ class DatabaseRepository:
                 changed += len(rows)
 
 
-def _encode_cursor(name: str) -> str:
+def encode_cursor(name: str) -> str:
+    """An opaque keyset cursor: the last name of a page, base64url without padding."""
     return base64.urlsafe_b64encode(name.encode()).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> str:
+def decode_cursor(cursor: str) -> str:
+    """The name inside a cursor from ``encode_cursor``; ``InvalidInput`` when it is not one."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         return base64.b64decode(padded, altchars=b"-_", validate=True).decode()

@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
+from common.catalog.servers import ServerRepository
 from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
@@ -35,6 +36,7 @@ from gateway.routers import (
     migration_sets,
     migrations,
     run_control,
+    servers,
     system,
     target_runs,
 )
@@ -73,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = await open_catalog(settings.catalog)
         app.state.databases = DatabaseRepository(app.state.catalog, cipher)
         app.state.migration_sets = MigrationSetRepository(app.state.catalog)
+        app.state.servers = ServerRepository(app.state.catalog, cipher)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
         app.state.authenticator = build_authenticator(settings, http)
         log.info(
@@ -104,6 +107,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(auth.router)
     app.include_router(databases.router)
+    app.include_router(servers.router)
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
     app.include_router(migrations.router)

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, Field, SecretStr, model_validator
 
 from models.identifiers import Identifier
 
@@ -75,6 +75,43 @@ class DatabaseCreate(BaseModel):
     )
 
     model_config = {"populate_by_name": True}
+
+
+class DatabaseUpdate(BaseModel):
+    """A partial update of a target: only the fields sent change. A new password is
+    re-encrypted; ``server`` (a name) moves the target onto a registered server, ``null``
+    detaches it; ``sslmode: null`` returns to asyncpg's default."""
+
+    name: Name | None = None
+    tenant_id: str | None = Field(default=None, max_length=128)
+    host: Host | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    database: Identifier | None = None
+    schema_name: Identifier | None = Field(default=None, alias="schema")
+    user: Identifier | None = None
+    password: SecretStr | None = Field(
+        default=None, min_length=1, max_length=1024, json_schema_extra={"writeOnly": True}
+    )
+    labels: Labels | None = Field(default=None, description="Replaces the labels as a whole.")
+    server: Name | None = None
+    sslmode: SslMode | None = None
+
+    model_config = {"populate_by_name": True, "extra": "forbid"}
+
+    @model_validator(mode="after")
+    def _required_stay_set(self) -> DatabaseUpdate:
+        cleared = [
+            f
+            for f in _REQUIRED_ON_UPDATE
+            if f in self.model_fields_set and getattr(self, f) is None
+        ]
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
+
+
+# Fields a target always has: a PATCH may change them, never clear them.
+_REQUIRED_ON_UPDATE = ("name", "host", "port", "database", "user", "password", "labels")
 
 
 class Database(BaseModel):

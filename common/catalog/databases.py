@@ -13,12 +13,25 @@ import asyncpg
 
 from common.crypto import CredentialCipher
 from common.errors import Conflict, InvalidInput, NotFound
-from models.databases import Database, DatabaseCreate, DatabasePage
+from models.databases import Database, DatabaseCreate, DatabasePage, DatabaseUpdate
 
 _COLUMNS = (
     "id, name, tenant_id, host, port, database, schema, username, labels, password_key_id, "
     "server_id, sslmode, created_at, updated_at"
 )
+
+
+# PATCH fields stored as they come (model field -> column).
+_UPDATABLE = {
+    "name": "name",
+    "tenant_id": "tenant_id",
+    "host": "host",
+    "port": "port",
+    "database": "database",
+    "schema_name": "schema",
+    "user": "username",
+    "sslmode": "sslmode",
+}
 
 
 def password_context(database_id: uuid.UUID) -> str:
@@ -132,6 +145,57 @@ class DatabaseRepository:
             "SELECT count(*) FROM databases WHERE labels @> $1::jsonb", json.dumps(labels or {})
         )
         return found
+
+    async def update(
+        self,
+        database_id: uuid.UUID,
+        changes: DatabaseUpdate,
+        *,
+        server_id: uuid.UUID | None = None,
+    ) -> Database:
+        """Apply the fields present in ``changes``; a new password is re-encrypted under the
+        active key. When ``changes`` names a ``server``, the caller resolves it to
+        ``server_id`` (``server: null`` detaches the target)."""
+        fields = changes.model_fields_set
+        values: list[Any] = [database_id]
+        assignments: list[str] = []
+
+        def assign(column: str, value: object, cast: str = "") -> None:
+            values.append(value)
+            assignments.append(f"{column} = ${len(values)}{cast}")
+
+        for field, column in _UPDATABLE.items():
+            if field in fields:
+                assign(column, getattr(changes, field))
+        if "labels" in fields:
+            assign("labels", json.dumps(changes.labels), "::jsonb")
+        if "server" in fields:
+            assign("server_id", server_id)
+        if "password" in fields and changes.password is not None:
+            encrypted = self.cipher.encrypt(
+                changes.password.get_secret_value(), context=password_context(database_id)
+            )
+            assign("password_encrypted", encrypted)
+            assign("password_key_id", self.cipher.key_id_of(encrypted))
+        assignments.append("updated_at = now()")
+        try:
+            row = await self.pool.fetchrow(
+                f"UPDATE databases SET {', '.join(assignments)} WHERE id = $1 "  # noqa: S608 - fixed columns
+                f"RETURNING {_COLUMNS}",
+                *values,
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(
+                f"a database named {changes.name!r} is already registered",
+                details={"name": changes.name},
+            ) from None
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound(
+                f"no server {server_id}", details={"server_id": str(server_id)}
+            ) from None
+        if row is None:
+            raise NotFound(f"no database {database_id}", details={"id": str(database_id)})
+        return _row_to_model(row)
 
     async def delete(self, database_id: uuid.UUID) -> None:
         """Remove a target from the catalog (the database itself is untouched)."""

@@ -155,6 +155,7 @@ def dev_issuer() -> None:
 
 
 def _register_api_commands() -> None:
+    import cli.assignments  # noqa: F401 - adds `sets assign` and `sets assignments`
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
 
     app.add_typer(sets_app, name="sets")

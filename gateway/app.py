@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from common.catalog import open_catalog
+from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
@@ -29,6 +30,7 @@ from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
 from gateway.progress import ProgressCache
 from gateway.routers import (
+    assignments,
     auth,
     codec,
     databases,
@@ -75,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = await open_catalog(settings.catalog)
         app.state.databases = DatabaseRepository(app.state.catalog, cipher)
         app.state.migration_sets = MigrationSetRepository(app.state.catalog)
+        app.state.assignments = AssignmentRepository(app.state.catalog)
         app.state.servers = ServerRepository(app.state.catalog, cipher)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
         app.state.authenticator = build_authenticator(settings, http)
@@ -110,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(servers.router)
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
+    app.include_router(assignments.router)
     app.include_router(migrations.router)
     app.include_router(run_control.router)
     app.include_router(system.router)

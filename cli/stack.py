@@ -42,6 +42,8 @@ SEARCH_ATTRIBUTES: Mapping[str, str] = {
     "TenantflowTargetVersion": "Int",
     "TenantflowRequester": "Keyword",
     "TenantflowStatus": "Keyword",
+    "TenantflowWebhookEndpoint": "Keyword",
+    "TenantflowEventType": "Keyword",
 }
 
 

@@ -121,6 +121,24 @@ class DevSettings(BaseModel):
     startup_timeout_seconds: float = Field(default=60.0, gt=0, le=600)
 
 
+class WebhookSettings(BaseModel):
+    """Outgoing webhooks: the delivery schedule and the HTTP attempt's limits."""
+
+    retry_schedule_seconds: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        min_length=1,
+        max_length=20,
+        description="Delay before each attempt (Standard Webhooks schedule: about 28 h in all).",
+    )
+    attempt_timeout_seconds: float = Field(default=15.0, gt=0, le=120)
+
+    @model_validator(mode="after")
+    def _delays_are_sane(self) -> WebhookSettings:
+        if any(d < 0 or d > 7 * 86400 for d in self.retry_schedule_seconds):
+            raise ValueError("retry delays must be between 0 and 7 days")
+        return self
+
+
 def _default_role_permissions() -> dict[str, list[Permission]]:
     return {role: list(perms) for role, perms in DEFAULT_ROLE_PERMISSIONS.items()}
 
@@ -265,6 +283,7 @@ class Settings(BaseSettings):
     rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     dev: DevSettings = Field(default_factory=DevSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -15,6 +15,7 @@ from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
+from common.catalog.webhooks import WebhookRepository
 from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
@@ -41,6 +42,7 @@ from gateway.routers import (
     servers,
     system,
     target_runs,
+    webhooks,
 )
 
 log = logging.getLogger("tenantflow.gateway")
@@ -79,6 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.migration_sets = MigrationSetRepository(app.state.catalog)
         app.state.assignments = AssignmentRepository(app.state.catalog)
         app.state.servers = ServerRepository(app.state.catalog, cipher)
+        app.state.webhooks = WebhookRepository(app.state.catalog, cipher)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
         app.state.authenticator = build_authenticator(settings, http)
         log.info(
@@ -117,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(migrations.router)
     app.include_router(run_control.router)
     app.include_router(system.router)
+    app.include_router(webhooks.router)
     app.include_router(codec.router)
     if settings.gateway.cors_origins:
         app.add_middleware(

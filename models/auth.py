@@ -19,6 +19,7 @@ class Permission(StrEnum):
     TENANTS_PROVISION = "tenants:provision"
     EVENTS_PUBLISH = "events:publish"
     MONITORING_READ = "monitoring:read"
+    WEBHOOKS_MANAGE = "webhooks:manage"
     ADMIN = "admin"
 
 
@@ -34,6 +35,7 @@ OPERATOR_PERMISSIONS = [
     Permission.MIGRATIONS_ROLLBACK,
     Permission.TENANTS_PROVISION,
     Permission.EVENTS_PUBLISH,
+    Permission.WEBHOOKS_MANAGE,
 ]
 ADMIN_PERMISSIONS = [*OPERATOR_PERMISSIONS, Permission.ADMIN]
 

@@ -44,7 +44,11 @@ async def run_worker(
             task_queue=settings.temporal.task_queue,
             workflows=list(WORKFLOWS),
             activities=build_activities(
-                catalog, CredentialCipher(KeyRing.from_settings(settings.crypto))
+                catalog,
+                CredentialCipher(KeyRing.from_settings(settings.crypto)),
+                temporal=client,
+                webhook_settings=settings.webhooks,
+                task_queue=settings.temporal.task_queue,
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )

@@ -6,14 +6,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import asyncpg
+from temporalio.client import Client
 
 from activities.fleet import FleetActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
+from activities.webhooks import WebhookActivities
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
+from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher
+from common.settings import WebhookSettings
 from workflows.fleet import MigrateFleetWorkflow
 from workflows.migrations import (
     MigrateTargetWorkflow,
@@ -22,6 +26,7 @@ from workflows.migrations import (
 )
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
+from workflows.webhooks import DeliverWebhookWorkflow
 
 WORKFLOWS: Sequence[type] = (
     SystemCheckWorkflow,
@@ -30,16 +35,31 @@ WORKFLOWS: Sequence[type] = (
     RollbackTargetWorkflow,
     MigrateFleetWorkflow,
     ReadLedgerWorkflow,
+    DeliverWebhookWorkflow,
 )
 
 
-def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Callable[..., Any]]:
-    """The bound activity methods, each holding the dependencies it needs."""
+def build_activities(
+    catalog: asyncpg.Pool,
+    cipher: CredentialCipher,
+    *,
+    temporal: Client | None = None,
+    webhook_settings: WebhookSettings | None = None,
+    task_queue: str = "tenantflow",
+) -> list[Callable[..., Any]]:
+    """The bound activity methods, each holding the dependencies it needs (``temporal`` is
+    for activities that start workflows, such as ``publish_event``)."""
     databases = DatabaseRepository(catalog, cipher)
     system = SystemActivities(catalog)
     targets = TargetActivities(databases)
     migrations = MigrationActivities(databases, MigrationSetRepository(catalog))
     fleet = FleetActivities(databases)
+    webhooks = WebhookActivities(
+        WebhookRepository(catalog, cipher),
+        temporal=temporal,
+        settings=webhook_settings,
+        task_queue=task_queue,
+    )
     return [
         system.check_catalog,
         targets.test_connection,
@@ -47,4 +67,6 @@ def build_activities(catalog: asyncpg.Pool, cipher: CredentialCipher) -> list[Ca
         migrations.run_target_batch,
         migrations.read_ledger,
         fleet.resolve_targets,
+        webhooks.deliver_webhook,
+        webhooks.publish_event,
     ]

@@ -137,4 +137,5 @@ MigrationsRollback = Annotated[Principal, Depends(require(Permission.MIGRATIONS_
 TenantsProvision = Annotated[Principal, Depends(require(Permission.TENANTS_PROVISION))]
 EventsPublish = Annotated[Principal, Depends(require(Permission.EVENTS_PUBLISH))]
 MonitoringRead = Annotated[Principal, Depends(require(Permission.MONITORING_READ))]
+WebhooksManage = Annotated[Principal, Depends(require(Permission.WEBHOOKS_MANAGE))]
 Admin = Annotated[Principal, Depends(require(Permission.ADMIN))]

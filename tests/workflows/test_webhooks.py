@@ -164,7 +164,7 @@ async def _endpoint(
 ) -> tuple[uuid.UUID, Receiver]:
     created = await repository.create(
         WebhookCreate(
-            url="http://127.0.0.1:9/placeholder",  # type: ignore[arg-type]
+            url="http://127.0.0.1:9/placeholder",
             event_types=types or [WebhookEventType.MIGRATION_COMPLETED],
         )
     )
@@ -172,7 +172,7 @@ async def _endpoint(
     receiver = Receiver(created.id, created.secret, answers)
     receiver.start()
     receivers.append(receiver)
-    await repository.update(created.id, WebhookUpdate(url=receiver.url))  # type: ignore[arg-type]
+    await repository.update(created.id, WebhookUpdate(url=receiver.url))
     return created.id, receiver
 
 

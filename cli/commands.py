@@ -138,6 +138,8 @@ def db_add(
     schema: Annotated[str | None, typer.Option(help="For schema-per-tenant targets.")] = None,
     tenant_id: Annotated[str | None, typer.Option()] = None,
     label: Annotated[list[str] | None, typer.Option(help="key=value, repeatable.")] = None,
+    server: Annotated[str | None, typer.Option(help="Name of the server it lives on.")] = None,
+    sslmode: Annotated[str | None, typer.Option(help="disable ... verify-full.")] = None,
     token: TokenOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
@@ -155,6 +157,7 @@ def db_add(
         "tenant_id": tenant_id,
         "labels": labels,
     }
+    body.update({k: v for k, v in {"server": server, "sslmode": sslmode}.items() if v})
     result = _call(_api(api, token), "POST", "/api/v1/databases", json=body)
     if as_json:
         _print_json(result)

@@ -1,0 +1,256 @@
+"""``tenantflow server ...`` and ``tenantflow db show|update|test|rm`` end to end over HTTP
+against a real gateway, worker, Temporal and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cli.stack import EmbeddedPostgres, free_port
+from common.settings import Settings
+from gateway.app import create_app
+from tests.cli.test_commands import ROOT, run_cli
+from tests.conftest import LEAK_CANARIES, TargetDatabase, ThreadedServer, Tokens
+
+
+@pytest.fixture
+def gateway_url(settings: Settings, running_worker: None) -> Iterator[str]:
+    """The gateway served by uvicorn on a real port, with its lifespan."""
+    port = free_port()
+    server = ThreadedServer(create_app(settings), port, lifespan="on")
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def _with_stdin(url: str, token: str, text: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
+    env.update({"PYTHONPATH": str(ROOT), "TENANTFLOW_API_URL": url, "TENANTFLOW_TOKEN": token})
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", *args],
+        env=env,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+async def test_server_and_target_lifecycle_from_the_command_line(
+    gateway_url: str,
+    tokens: Tokens,
+    target_database: TargetDatabase,
+    postgres: EmbeddedPostgres,
+) -> None:
+    token = tokens.token("infra-operator")
+    server = f"pg-{uuid.uuid4().hex[:8]}"
+    region = f"r{uuid.uuid4().hex[:6]}"
+    added = await run_cli(
+        gateway_url,
+        token,
+        "server",
+        "add",
+        "--name",
+        server,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(postgres.port),
+        "--admin-user",
+        postgres.user,
+        "--password-env",
+        "PG_ADMIN",
+        "--sslmode",
+        "disable",
+        "--max-connections",
+        "8",
+        "--label",
+        f"region={region}",
+        "--json",
+        extra_env={"PG_ADMIN": postgres.password},
+    )
+    assert added.returncode == 0, added.stderr
+    created = json.loads(added.stdout)
+    assert (created["name"], created["sslmode"], created["max_connections"]) == (
+        server,
+        "disable",
+        8,
+    )
+    assert postgres.password not in added.stdout + added.stderr
+
+    listed = await run_cli(gateway_url, token, "server", "list", "--label", f"region={region}")
+    assert listed.returncode == 0, listed.stderr
+    assert server in listed.stdout
+    shown = await run_cli(gateway_url, token, "server", "show", server)
+    assert shown.returncode == 0, shown.stderr
+    assert f"server {server}" in shown.stdout
+    assert "max connections  8" in shown.stdout
+    assert postgres.password not in shown.stdout
+
+    # A target on that server, registered with a wrong password.
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    LEAK_CANARIES.add(wrong)
+    target = await run_cli(
+        gateway_url,
+        token,
+        "db",
+        "add",
+        "--name",
+        f"cli-{uuid.uuid4().hex[:6]}",
+        "--host",
+        target_database.host,
+        "--port",
+        str(target_database.port),
+        "--database",
+        target_database.database,
+        "--user",
+        target_database.user,
+        "--server",
+        server,
+        "--json",
+        extra_env={"TENANTFLOW_TARGET_PASSWORD": wrong},
+    )
+    assert target.returncode == 0, target.stderr
+    database_id = json.loads(target.stdout)["id"]
+    assert json.loads(target.stdout)["server_id"] == created["id"]
+    assert json.loads(target.stdout)["sslmode"] == "disable"
+
+    refused = await run_cli(gateway_url, token, "db", "test", database_id)
+    assert refused.returncode == 1
+    assert "28P01" in refused.stderr
+
+    fixed = await run_cli(
+        gateway_url,
+        token,
+        "db",
+        "update",
+        database_id,
+        "--password-env",
+        "NEW_PW",
+        "--label",
+        f"cohort={region}",
+        extra_env={"NEW_PW": target_database.password},
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert target_database.password not in fixed.stdout + fixed.stderr
+    works = await run_cli(gateway_url, token, "db", "test", database_id)
+    assert works.returncode == 0, works.stderr
+    assert works.stdout.startswith("ok: PostgreSQL 18")
+    relabelled = await run_cli(gateway_url, token, "db", "list", "--label", f"cohort={region}")
+    assert database_id in relabelled.stdout
+    detail = await run_cli(gateway_url, token, "db", "show", database_id, "--json")
+    assert json.loads(detail.stdout)["labels"] == {"cohort": region}
+    assert target_database.password not in detail.stdout
+
+    busy = await run_cli(gateway_url, token, "server", "rm", server, "--yes")
+    assert busy.returncode == 1
+    assert "409 conflict" in busy.stderr
+    assert "Traceback" not in busy.stderr
+
+    assert (await run_cli(gateway_url, token, "db", "rm", database_id, "--yes")).returncode == 0
+    gone = await run_cli(gateway_url, token, "db", "show", database_id)
+    assert gone.returncode == 1
+    assert "404 not_found" in gone.stderr
+    removed = await run_cli(gateway_url, token, "server", "rm", server, "--yes")
+    assert removed.returncode == 0, removed.stderr
+    missing = await run_cli(gateway_url, token, "server", "show", server)
+    assert missing.returncode == 1
+    assert "404 not_found" in missing.stderr
+
+
+async def test_admin_password_from_a_hidden_prompt_is_never_echoed(
+    gateway_url: str, tokens: Tokens
+) -> None:
+    token = tokens.token("infra-operator")
+    secret = f"typed-{uuid.uuid4().hex}"
+    LEAK_CANARIES.add(secret)
+    name = f"pg-{uuid.uuid4().hex[:8]}"
+    added = await asyncio.to_thread(
+        _with_stdin,
+        gateway_url,
+        token,
+        secret + "\n",
+        "server",
+        "add",
+        "--name",
+        name,
+        "--host",
+        "pg.internal",
+        "--admin-user",
+        "tenantflow_admin",
+    )
+    assert added.returncode == 0, added.stderr
+    assert f"registered server {name}" in added.stdout
+    assert secret not in added.stdout + added.stderr
+
+
+async def test_bad_values_and_permissions_are_reported_without_a_traceback(
+    gateway_url: str, tokens: Tokens
+) -> None:
+    operator = tokens.token("infra-operator")
+    bad = await run_cli(
+        gateway_url,
+        operator,
+        "server",
+        "add",
+        "--name",
+        f"pg-{uuid.uuid4().hex[:8]}",
+        "--host",
+        "pg.internal",
+        "--admin-user",
+        "admin",
+        "--sslmode",
+        "sometimes",
+        "--password-env",
+        "PW",
+        extra_env={"PW": "x"},
+    )
+    assert bad.returncode == 1
+    assert "422 validation_error" in bad.stderr
+    assert "sslmode" in bad.stderr
+    unset = await run_cli(
+        gateway_url,
+        operator,
+        "server",
+        "add",
+        "--name",
+        "pg-x",
+        "--host",
+        "h",
+        "--admin-user",
+        "a",
+        "--password-env",
+        "NOT_SET_ANYWHERE",
+    )
+    assert unset.returncode == 2
+    assert "NOT_SET_ANYWHERE" in unset.stderr
+    nothing = await run_cli(gateway_url, operator, "db", "update", str(uuid.uuid4()))
+    assert nothing.returncode == 2
+    assert "nothing to change" in nothing.stderr
+    viewer = await run_cli(
+        gateway_url,
+        tokens.token("infra-viewer"),
+        "server",
+        "add",
+        "--name",
+        f"pg-{uuid.uuid4().hex[:8]}",
+        "--host",
+        "pg.internal",
+        "--admin-user",
+        "admin",
+        "--password-env",
+        "PW",
+        extra_env={"PW": "x"},
+    )
+    assert viewer.returncode == 1
+    assert "403 forbidden" in viewer.stderr
+    for result in (bad, unset, nothing, viewer):
+        assert "Traceback" not in result.stderr

@@ -61,6 +61,7 @@ class TargetEngine:
         self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self.lock_key = f"tenantflow:{schema}"
         self.ledger_ready = False
+        self.schema_exists = False
         # Versions whose row says part-way (a no-transaction version interrupted or failed).
         self.partial: set[str] = set()
         self.no_transaction = NoTransactionRunner(
@@ -80,8 +81,18 @@ class TargetEngine:
     async def _ledger(self) -> dict[str, str]:
         # Ask first: selecting from a missing table costs PostgreSQL an error (logged with its
         # statement), which made first contact cost a quarter more CPU than the migrations.
-        exists = await self.conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self.ledger_name)
-        self.ledger_ready = bool(exists)
+        # The schema too, in the same round trip: CREATE SCHEMA IF NOT EXISTS needs CREATE on
+        # the database even when the schema is there, which a provisioned tenant's role lacks.
+        found = await self.conn.fetchrow(
+            "SELECT to_regclass($1) IS NOT NULL AS ledger, "
+            "to_regnamespace($2) IS NOT NULL AS schema",
+            self.ledger_name,
+            quote_ident(self.schema),
+        )
+        exists = bool(found and found["ledger"])
+        self.schema_exists = bool(found and found["schema"])
+        self.no_transaction.ledger_statements = self._ledger_ddl()
+        self.ledger_ready = exists
         if not exists:
             return {}
         rows = await self.conn.fetch(
@@ -284,7 +295,8 @@ class TargetEngine:
     def _ledger_ddl(self) -> list[str]:
         # Schema-per-tenant: the tenant's schema appears with its first migration.
         create_schema = f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}"
-        return [*([create_schema] if self.schema != "public" else []), ledger_ddl(self.schema)]
+        needed = self.schema != "public" and not self.schema_exists
+        return [*([create_schema] if needed else []), ledger_ddl(self.schema)]
 
     async def _is_applied(self, version: str) -> bool:
         found = await self.conn.fetchval(

@@ -4,6 +4,7 @@ against a real gateway, worker, Temporal and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -13,11 +14,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from cli.keys import rotate_credentials
 from cli.stack import EmbeddedPostgres, free_port
+from common.catalog import open_catalog
+from common.catalog.servers import ServerRepository
+from common.crypto import CredentialCipher, KeyRing, generate_key
 from common.settings import Settings
 from gateway.app import create_app
+from models.servers import ServerCreate
 from tests.cli.test_commands import ROOT, run_cli
-from tests.conftest import LEAK_CANARIES, TargetDatabase, ThreadedServer, Tokens
+from tests.conftest import LEAK_CANARIES, TargetDatabase, ThreadedServer, Tokens, make_settings
 
 
 @pytest.fixture
@@ -254,3 +260,41 @@ async def test_bad_values_and_permissions_are_reported_without_a_traceback(
     assert "403 forbidden" in viewer.stderr
     for result in (bad, unset, nothing, viewer):
         assert "Traceback" not in result.stderr
+
+
+async def test_keys_rotate_reencrypts_server_admin_passwords(
+    fresh_database: str, postgres: EmbeddedPostgres
+) -> None:
+    old_key, new_key = generate_key(), generate_key()
+    old = make_settings(
+        postgres,
+        "127.0.0.1:1",
+        catalog={"dsn": fresh_database},
+        crypto={"keys": {"old": old_key}, "active_key_id": "old"},
+    )
+    both = make_settings(
+        postgres,
+        "127.0.0.1:1",
+        catalog={"dsn": fresh_database},
+        crypto={"keys": {"old": old_key, "new": new_key}, "active_key_id": "new"},
+    )
+    pool = await open_catalog(old.catalog)
+    try:
+        servers = ServerRepository(pool, CredentialCipher(KeyRing.from_settings(old.crypto)))
+        LEAK_CANARIES.add("rotating-admin-pw")
+        created = await servers.create(
+            ServerCreate.model_validate(
+                {
+                    "name": "pg-rotate",
+                    "host": "pg.internal",
+                    "admin_user": "admin",
+                    "admin_password": "rotating-admin-pw",
+                }
+            )
+        )
+        assert await rotate_credentials(both) == 1
+        only_new = CredentialCipher(KeyRing({"new": base64.b64decode(new_key)}, "new"))
+        params = await ServerRepository(pool, only_new).admin_connection_params(created.id)
+        assert params["password"] == "rotating-admin-pw"
+    finally:
+        await pool.close()

@@ -159,10 +159,12 @@ def _register_api_commands() -> None:
     from cli import databases as _db_commands  # noqa: F401 - adds `db show|update|test|rm`
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
     from cli.servers import server_app
+    from cli.tenants import tenant_app
 
     app.add_typer(sets_app, name="sets")
     app.add_typer(db_app, name="db")
     app.add_typer(server_app, name="server")
+    app.add_typer(tenant_app, name="tenant")
     app.add_typer(migrate_app, name="migrate")
     app.add_typer(rollback_app, name="rollback")
 

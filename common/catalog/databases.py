@@ -67,9 +67,11 @@ class DatabaseRepository:
         self.cipher = cipher
 
     async def create(self, spec: DatabaseCreate, *, server_id: uuid.UUID | None = None) -> Database:
-        """Insert a target; its password is encrypted under the active key. ``server_id``
-        records the registered server it lives on (``spec.server`` is a name, resolved by the
-        caller); an unknown id is ``NotFound``."""
+        """Insert a target; its password is encrypted under the active key. The registered
+        server it lives on comes from ``server_id`` (provisioning) or ``spec.server`` (a name);
+        an unknown one is ``NotFound``. Without its own ``sslmode`` a target on a server uses
+        the server's."""
+        server_id, sslmode = await self._server_and_sslmode(spec.server, server_id, spec.sslmode)
         database_id = uuid.uuid4()
         encrypted = self.cipher.encrypt(
             spec.password.get_secret_value(), context=password_context(database_id)
@@ -92,7 +94,7 @@ class DatabaseRepository:
                 self.cipher.key_id_of(encrypted),
                 json.dumps(spec.labels),
                 server_id,
-                spec.sslmode,
+                sslmode,
             )
         except asyncpg.UniqueViolationError:
             raise Conflict(
@@ -146,17 +148,31 @@ class DatabaseRepository:
         )
         return found
 
-    async def update(
-        self,
-        database_id: uuid.UUID,
-        changes: DatabaseUpdate,
-        *,
-        server_id: uuid.UUID | None = None,
-    ) -> Database:
+    async def _server_and_sslmode(
+        self, name: str | None, server_id: uuid.UUID | None, sslmode: str | None
+    ) -> tuple[uuid.UUID | None, str | None]:
+        """The server a target is registered on (by id, else by name) and the sslmode it
+        connects with (its own, else the server's); ``NotFound`` for an unknown server."""
+        if server_id is None and name is None:
+            return None, sslmode
+        row = await self.pool.fetchrow(
+            "SELECT id, sslmode FROM servers WHERE id = $1 OR ($1 IS NULL AND name = $2)",
+            server_id,
+            name,
+        )
+        if row is None:
+            details = {"server_id": str(server_id)} if server_id else {"server": name}
+            raise NotFound(f"no server {server_id or repr(name)}", details=details)
+        return row["id"], sslmode or row["sslmode"]
+
+    async def update(self, database_id: uuid.UUID, changes: DatabaseUpdate) -> Database:
         """Apply the fields present in ``changes``; a new password is re-encrypted under the
-        active key. When ``changes`` names a ``server``, the caller resolves it to
-        ``server_id`` (``server: null`` detaches the target)."""
+        active key. ``server`` names a registered server (``NotFound`` if unknown); ``null``
+        detaches the target."""
         fields = changes.model_fields_set
+        server_id = None
+        if changes.server is not None:
+            server_id, _ = await self._server_and_sslmode(changes.server, None, None)
         values: list[Any] = [database_id]
         assignments: list[str] = []
 

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from common.catalog.databases import DatabaseRepository
-from common.catalog.servers import ServerRepository
 from common.errors import InvalidInput
 from gateway.auth.deps import DatabasesRead, DatabasesWrite
 from gateway.deps import SettingsDep, TemporalDep
@@ -40,15 +39,6 @@ def get_repository(request: Request) -> DatabaseRepository:
 RepositoryDep = Annotated[DatabaseRepository, Depends(get_repository)]
 
 
-def get_server_repository(request: Request) -> ServerRepository:
-    """The servers repository built in the lifespan (catalog pool + credential cipher)."""
-    repository: ServerRepository = request.app.state.servers
-    return repository
-
-
-ServersDep = Annotated[ServerRepository, Depends(get_server_repository)]
-
-
 def parse_label_filters(values: list[str]) -> dict[str, str]:
     """``["tier=free", "region=eu"]`` (or one ``"tier=free,region=eu"``) as a dict."""
     labels: dict[str, str] = {}
@@ -73,18 +63,13 @@ def parse_label_filters(values: list[str]) -> dict[str, str]:
     },
 )
 async def create_database(
-    spec: DatabaseCreate, repository: RepositoryDep, servers: ServersDep, principal: DatabasesWrite
+    spec: DatabaseCreate, repository: RepositoryDep, principal: DatabasesWrite
 ) -> Database:
     """Store a target; the password is encrypted at rest and never returned. With ``server``
     the target is recorded on that registered server and, without its own ``sslmode``,
     connects with the server's."""
     del principal  # authorisation only
-    if spec.server is None:
-        return await repository.create(spec)
-    server = await servers.get_by_name(spec.server)
-    if spec.sslmode is None:
-        spec = spec.model_copy(update={"sslmode": server.sslmode})
-    return await repository.create(spec, server_id=server.id)
+    return await repository.create(spec)
 
 
 @router.get("", summary="List targets, filtered by labels or tenant")
@@ -126,16 +111,12 @@ async def update_database(
     database_id: uuid.UUID,
     changes: DatabaseUpdate,
     repository: RepositoryDep,
-    servers: ServersDep,
     principal: DatabasesWrite,
 ) -> Database:
     """Change only the fields sent; a new password is re-encrypted and never returned.
     ``server`` names a registered server (404 if unknown), ``null`` detaches the target."""
     del principal
-    server_id = None
-    if changes.server is not None:
-        server_id = (await servers.get_by_name(changes.server)).id
-    return await repository.update(database_id, changes, server_id=server_id)
+    return await repository.update(database_id, changes)
 
 
 @router.delete("/{database_id}", status_code=204, summary="Forget a target", responses=NOT_FOUND)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
+from common.catalog.servers import ServerRepository
 from gateway.auth.deps import DatabasesRead, DatabasesWrite
-from gateway.routers.databases import ServersDep, parse_label_filters
+from gateway.routers.databases import parse_label_filters
 from models.errors import ErrorResponse
 from models.servers import Server, ServerCreate, ServerPage, ServerUpdate
 
@@ -19,6 +20,15 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 NAME_TAKEN: dict[int | str, dict[str, Any]] = {
     409: {"model": ErrorResponse, "description": "The name is taken."}
 }
+
+
+def get_server_repository(request: Request) -> ServerRepository:
+    """The repository built in the lifespan (catalog pool + credential cipher)."""
+    repository: ServerRepository = request.app.state.servers
+    return repository
+
+
+ServersDep = Annotated[ServerRepository, Depends(get_server_repository)]
 
 ServerName = Annotated[str, Path(max_length=128, description="The server's unique name.")]
 

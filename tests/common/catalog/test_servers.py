@@ -245,3 +245,22 @@ async def test_rotate_keys(pool: asyncpg.Pool) -> None:
     only_b = CredentialCipher(KeyRing({"b": KEY_B}, active_key_id="b"))
     params = await ServerRepository(pool, only_b).admin_connection_params(created.id)
     assert params["password"] == "rot-admin-pw"
+
+
+async def test_targets_find_their_server_by_id_or_name_and_inherit_its_sslmode(
+    servers: ServerRepository, databases: DatabaseRepository
+) -> None:
+    server = await servers.create(server_spec("pg-tls", sslmode="verify-full"))
+    by_id = await databases.create(target_spec("t-by-id"), server_id=server.id)
+    assert (by_id.server_id, by_id.sslmode) == (server.id, "verify-full")
+    named = target_spec("t-by-name").model_copy(update={"server": "pg-tls", "sslmode": "disable"})
+    by_name = await databases.create(named)
+    assert (by_name.server_id, by_name.sslmode) == (server.id, "disable")
+    assert (await databases.connection_params(by_id.id))["ssl"] == "verify-full"
+    assert (await databases.connection_params(by_name.id))["ssl"] == "disable"
+    plain = await databases.create(target_spec("t-plain"))
+    assert (plain.server_id, plain.sslmode) == (None, None)
+    assert (await databases.connection_params(plain.id))["ssl"] is None
+    with pytest.raises(NotFound):
+        await databases.create(target_spec("t-nowhere").model_copy(update={"server": "nope"}))
+    assert await servers.count_targets(server.id) == 2

@@ -34,13 +34,17 @@ with workflow.unsafe.imports_passed_through():
         TargetState,
     )
     from models.migrations import TargetRunResult
+    from models.webhooks import EventOut, WebhookEventType
     from workflows.migrations import TARGET_RETRY
+    from workflows.webhooks import emit
 
 STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
 # Continue-as-new long before the 51,200-event limit; a batch costs about 6 events.
 HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
 BUDGET_PAUSE = "failure budget exceeded"
 RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
+# Histories recorded before runs published webhook events replay without them.
+EMIT_EVENTS_PATCH = "emit-webhook-events"
 
 
 def outcome(result: TargetRunResult) -> TargetProgress:
@@ -78,6 +82,8 @@ class MigrateFleetWorkflow:
         )
         self._wake = False
         self._status = FleetStatus.RUNNING
+        self._pause_announced = False
+        self._pauses = 0
 
     # -- messages ---------------------------------------------------------------------------
     @workflow.signal
@@ -166,6 +172,7 @@ class MigrateFleetWorkflow:
                     await workflow.wait_condition(workflow.all_handlers_finished)
                     state.continued += 1
                     workflow.continue_as_new(params.model_copy(update={"state": state}))
+            await self._announce_pause()
             self._publish_status()
             await workflow.wait_condition(lambda: self._wake)
             self._wake = False
@@ -175,6 +182,11 @@ class MigrateFleetWorkflow:
             # A pause that came with the last target has nothing left to hold back.
             state.paused, state.paused_reason = False, None
         self._publish_status()
+        if not state.cancel_requested and workflow.patched(EMIT_EVENTS_PATCH):
+            kind = WebhookEventType.MIGRATION_COMPLETED
+            if self._counts().failed:
+                kind = WebhookEventType.MIGRATION_FAILED
+            await emit(self._event(kind, kind.value.split(".")[1]))
         return FleetRunResult(
             run_id=params.run_id,
             status=self._status,
@@ -182,6 +194,41 @@ class MigrateFleetWorkflow:
             failed={k: v for k, v in state.targets.items() if v.state is TargetState.FAILED},
             started_at=state.started_at,
             finished_at=workflow.now(),
+        )
+
+    async def _announce_pause(self) -> None:
+        """Publish ``migration.paused`` once per pause (operator, canary or failure budget)."""
+        state = self._require_state()
+        if not state.paused:
+            self._pause_announced = False
+            return
+        if self._pause_announced:
+            return
+        self._pause_announced = True
+        if workflow.patched(EMIT_EVENTS_PATCH):
+            self._pauses += 1
+            # The Temporal run id keeps ids distinct across continue-as-new; replays repeat it.
+            suffix = f"paused-{workflow.info().run_id[:8]}-{self._pauses}"
+            await emit(self._event(WebhookEventType.MIGRATION_PAUSED, suffix))
+
+    def _event(self, kind: WebhookEventType, suffix: str) -> EventOut:
+        """A webhook event about this run, with an id that a retry or replay repeats."""
+        params, state = self._require_params(), self._require_state()
+        counts = self._counts()
+        return EventOut(
+            id=f"migration-{params.run_id}-{suffix}"[:128],
+            type=kind,
+            subject=f"migrate-fleet-{params.run_id}",
+            data={
+                "run_id": params.run_id,
+                "set_name": params.set_name,
+                "target_version": params.target_version,
+                "status": self._current_status().value,
+                "paused_reason": state.paused_reason,
+                "dry_run": params.dry_run,
+                "counts": counts.model_dump(mode="json"),
+            },
+            time=workflow.now(),
         )
 
     async def _fill(self, tasks: set[asyncio.Task[None]]) -> None:

@@ -34,6 +34,7 @@ from common.crypto import CredentialCipher, KeyRing
 from common.errors import NotFound
 from common.settings import Settings, WebhookSettings
 from common.temporal_client import connect_temporal
+from models.fleet import FleetStatus
 from models.webhooks import (
     DeliveryOutcome,
     DeliveryResult,
@@ -42,13 +43,16 @@ from models.webhooks import (
     WebhookEventType,
     WebhookUpdate,
 )
-from tests.conftest import LEAK_CANARIES, Tokens
+from tests.conftest import LEAK_CANARIES, TargetFactory, Tokens
+from tests.workflows.test_fleet import Fleet
 from worker.main import run_worker
 from worker.registry import WORKFLOWS
+from workflows.fleet import MigrateFleetWorkflow
 from workflows.webhooks import DeliverWebhookWorkflow, next_delay
 
 HISTORIES = Path(__file__).parent / "histories"
 HISTORY = HISTORIES / "deliver_webhook.json"
+FLEET_HISTORY = HISTORIES / "migrate_fleet_webhooks.json"
 SHORT = WebhookSettings(retry_schedule_seconds=[0, 0.3, 0.3, 0.3], attempt_timeout_seconds=5)
 
 
@@ -365,3 +369,90 @@ async def test_committed_history_replays() -> None:
     history = WorkflowHistory.from_json("deliver_webhook", HISTORY.read_text())
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
+
+
+async def _received(receiver: Receiver, count: int) -> list[dict[str, object]]:
+    """The first ``count`` bodies the receiver got, waiting for them to arrive."""
+    for _ in range(600):
+        if len(receiver.received) >= count:
+            return [json.loads(r.body) for r in receiver.received]
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the receiver got {len(receiver.received)} of {count} events")
+
+
+async def test_a_fleet_run_emits_paused_then_completed(
+    repository: WebhookRepository,
+    receivers: list[Receiver],
+    catalog_pool: asyncpg.Pool,
+    webhook_settings: Settings,
+    temporal_client: Client,
+    make_target: TargetFactory,
+) -> None:
+    endpoint_id, receiver = await _endpoint(
+        repository,
+        receivers,
+        [(200, {})],
+        [
+            WebhookEventType.MIGRATION_PAUSED,
+            WebhookEventType.MIGRATION_COMPLETED,
+            WebhookEventType.MIGRATION_FAILED,
+        ],
+    )
+    fleet = Fleet(catalog_pool, webhook_settings, temporal_client)
+    for _ in range(2):
+        await fleet.add(await make_target())
+    handle = await fleet.start(canary=1, canary_wait_for_resume=True)
+
+    (paused,) = await _received(receiver, 1)
+    assert paused["type"] == "migration.paused"
+    assert paused["subject"] == f"migrate-fleet-{fleet.label}"
+    data = paused["data"]
+    assert isinstance(data, dict)
+    assert data["status"] == "paused"
+    assert data["paused_reason"] == "canary succeeded; resume to continue"
+
+    await handle.signal(MigrateFleetWorkflow.resume)
+    result = await handle.result()
+    assert result.status is FleetStatus.COMPLETED
+    _, completed = await _received(receiver, 2)
+    assert completed["type"] == "migration.completed"
+    data = completed["data"]
+    assert isinstance(data, dict)
+    assert data["run_id"] == fleet.label
+    assert data["counts"] == {**data["counts"], "succeeded": 2, "failed": 0}
+    assert all(r.verified for r in receiver.received)
+    assert len(receiver.received) == 2  # one event each, however often the loop ran
+
+    history = await handle.fetch_history()
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
+    if os.environ.get("TENANTFLOW_RECORD_HISTORIES") == "1":
+        FLEET_HISTORY.write_text(history.to_json())
+    del endpoint_id
+
+
+async def test_a_fleet_run_with_a_failed_target_emits_failed(
+    repository: WebhookRepository,
+    receivers: list[Receiver],
+    catalog_pool: asyncpg.Pool,
+    webhook_settings: Settings,
+    temporal_client: Client,
+    make_target: TargetFactory,
+) -> None:
+    _, receiver = await _endpoint(
+        repository,
+        receivers,
+        [(200, {})],
+        [WebhookEventType.MIGRATION_COMPLETED, WebhookEventType.MIGRATION_FAILED],
+    )
+    fleet = Fleet(catalog_pool, webhook_settings, temporal_client)
+    await fleet.add(await make_target())
+    await fleet.add(await make_target(), password="not-the-password")
+    handle = await fleet.start()
+    result = await handle.result()
+    assert result.counts.failed == 1
+    (failed,) = await _received(receiver, 1)
+    assert failed["type"] == "migration.failed"
+    data = failed["data"]
+    assert isinstance(data, dict)
+    assert data["counts"] == {**data["counts"], "failed": 1, "succeeded": 1}

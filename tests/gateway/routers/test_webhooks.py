@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -15,6 +16,14 @@ from common.settings import Settings
 from tests.conftest import LEAK_CANARIES, Tokens
 
 URL = "/api/v1/webhooks"
+
+
+@pytest.fixture(autouse=True)
+async def _forget_endpoints(catalog_pool: asyncpg.Pool) -> AsyncIterator[None]:
+    """Endpoints made here point nowhere: delete them so no later run delivers to them."""
+    before = await catalog_pool.fetchval("SELECT now()")
+    yield
+    await catalog_pool.execute("DELETE FROM webhook_endpoints WHERE created_at >= $1", before)
 
 
 async def _create(api: httpx.AsyncClient, tokens: Tokens, **overrides: object) -> httpx.Response:

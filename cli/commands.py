@@ -168,16 +168,19 @@ def db_add(
 @db_app.command("list")
 def db_list(
     label: Annotated[list[str] | None, typer.Option(help="key=value filter, repeatable.")] = None,
+    server: Annotated[str | None, typer.Option(help="Only targets on this server.")] = None,
     token: TokenOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Targets, optionally filtered by labels."""
+    """Targets, optionally filtered by labels or server."""
     result = _call(
         _api(api, token),
         "GET",
         "/api/v1/databases",
-        params=[("label", value) for value in (label or [])] + [("limit", "1000")],
+        params=[("label", value) for value in (label or [])]
+        + [("limit", "1000")]
+        + ([("server", server)] if server else []),
     )
     if as_json:
         _print_json(result)

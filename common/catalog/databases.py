@@ -125,17 +125,22 @@ class DatabaseRepository:
         tenant_id: str | None = None,
         limit: int = 100,
         cursor: str | None = None,
+        server: str | None = None,
     ) -> DatabasePage:
-        """Targets whose labels contain ``labels``, ordered by name, keyset-paginated."""
+        """Targets whose labels contain ``labels`` (and, with ``server``, that live on the
+        server of that name), ordered by name, keyset-paginated."""
         after = decode_cursor(cursor) if cursor else None
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM databases "  # noqa: S608 - constant column list
             "WHERE labels @> $1::jsonb AND ($2::text IS NULL OR tenant_id = $2) "
-            "AND ($3::text IS NULL OR name > $3) ORDER BY name LIMIT $4",
+            "AND ($3::text IS NULL OR name > $3) "
+            "AND ($5::text IS NULL OR server_id = (SELECT id FROM servers WHERE name = $5)) "
+            "ORDER BY name LIMIT $4",
             json.dumps(labels or {}),
             tenant_id,
             after,
             limit + 1,
+            server,
         )
         items = [_row_to_model(r) for r in rows[:limit]]
         next_cursor = encode_cursor(items[-1].name) if len(rows) > limit else None

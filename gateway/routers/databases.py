@@ -82,11 +82,18 @@ async def list_databases(
     tenant_id: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
+    server: Annotated[
+        str | None, Query(max_length=128, description="Only targets on this server (a name).")
+    ] = None,
 ) -> DatabasePage:
     """Targets whose labels include every given pair, by name; follow ``next_cursor``."""
     del principal
     return await repository.list(
-        labels=parse_label_filters(label), tenant_id=tenant_id, limit=limit, cursor=cursor
+        labels=parse_label_filters(label),
+        tenant_id=tenant_id,
+        limit=limit,
+        cursor=cursor,
+        server=server,
     )
 
 

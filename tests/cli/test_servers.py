@@ -152,6 +152,8 @@ async def test_server_and_target_lifecycle_from_the_command_line(
     assert works.stdout.startswith("ok: PostgreSQL 18")
     relabelled = await run_cli(gateway_url, token, "db", "list", "--label", f"cohort={region}")
     assert database_id in relabelled.stdout
+    on_server = await run_cli(gateway_url, token, "db", "list", "--server", server, "--json")
+    assert [d["id"] for d in json.loads(on_server.stdout)["items"]] == [database_id]
     detail = await run_cli(gateway_url, token, "db", "show", database_id, "--json")
     assert json.loads(detail.stdout)["labels"] == {"cohort": region}
     assert target_database.password not in detail.stdout

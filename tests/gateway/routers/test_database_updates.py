@@ -147,6 +147,8 @@ async def test_attach_to_a_server_and_detach(
     assert attached.json()["server_id"] == server.json()["id"]
     viewer = tokens.headers("infra-viewer")
     assert (await api.get(f"/api/v1/servers/{name}", headers=viewer)).json()["target_count"] == 1
+    on_server = await api.get(DATABASES, params={"server": name}, headers=viewer)
+    assert [d["id"] for d in on_server.json()["items"]] == [created["id"]]
     detached = await _patch(api, tokens, created["id"], {"server": None})
     assert detached.json()["server_id"] is None
     assert (await api.get(f"/api/v1/servers/{name}", headers=viewer)).json()["target_count"] == 0

@@ -13,7 +13,12 @@ from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    is_cancelled_exception,
+)
 
 with workflow.unsafe.imports_passed_through():
     from activities.tenants import TenantActivities
@@ -45,7 +50,9 @@ UNDO_RETRY = RetryPolicy(
     maximum_attempts=100,
     non_retryable_error_types=["ForeignObject"],
 )
-STEP_TIMEOUT = timedelta(minutes=5)
+STEP_TIMEOUT = timedelta(minutes=2)
+# A tenant waits on its provisioning: a dead worker's migration is picked up again this soon.
+PROVISION_HEARTBEAT_SECONDS = 10.0
 
 
 async def _step(activity: Any, arg: object, *, undo: bool = False) -> Any:
@@ -59,6 +66,8 @@ async def _step(activity: Any, arg: object, *, undo: bool = False) -> Any:
 
 def _cause(error: BaseException) -> str:
     """The innermost message of a failure (an activity's own error, not Temporal's wrapper)."""
+    if is_cancelled_exception(error):
+        return "cancelled"
     while isinstance(error, (ActivityError, ChildWorkflowError)) and error.cause is not None:
         error = error.cause
     if isinstance(error, asyncio.CancelledError):
@@ -110,6 +119,7 @@ class ProvisionTenantWorkflow:
                         set_name=plan.set_name,
                         kind=TargetRunKind.APPLY,
                         target_version=plan.target_version,
+                        heartbeat_timeout_seconds=PROVISION_HEARTBEAT_SECONDS,
                     )
                 )
                 if result.failure is not None:
@@ -134,8 +144,8 @@ class ProvisionTenantWorkflow:
             failed = TenantOutcome(tenant_id=job.tenant_id, status=TenantStatus.FAILED, error=cause)
             await _step(TenantActivities.finish, failed, undo=True)
             self._step = "failed"
-            if isinstance(error, asyncio.CancelledError):
-                raise
+            if is_cancelled_exception(error):
+                raise  # the run ends cancelled, after its compensations
             return failed
 
 

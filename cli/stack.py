@@ -44,6 +44,7 @@ SEARCH_ATTRIBUTES: Mapping[str, str] = {
     "TenantflowStatus": "Keyword",
     "TenantflowWebhookEndpoint": "Keyword",
     "TenantflowEventType": "Keyword",
+    "TenantflowEventSource": "Keyword",
 }
 
 

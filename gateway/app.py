@@ -35,6 +35,7 @@ from gateway.routers import (
     auth,
     codec,
     databases,
+    events,
     health,
     migration_sets,
     migrations,
@@ -117,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
     app.include_router(assignments.router)
+    app.include_router(events.router)
     app.include_router(migrations.router)
     app.include_router(run_control.router)
     app.include_router(system.router)

@@ -8,16 +8,20 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
+from activities.events import EventActivities
 from activities.fleet import FleetActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
 from activities.webhooks import WebhookActivities
+from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
+from common.catalog.servers import ServerRepository
 from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher
 from common.settings import WebhookSettings
+from workflows.events import RegisterDatabaseWorkflow
 from workflows.fleet import MigrateFleetWorkflow
 from workflows.migrations import (
     MigrateTargetWorkflow,
@@ -36,6 +40,7 @@ WORKFLOWS: Sequence[type] = (
     MigrateFleetWorkflow,
     ReadLedgerWorkflow,
     DeliverWebhookWorkflow,
+    RegisterDatabaseWorkflow,
 )
 
 
@@ -54,6 +59,9 @@ def build_activities(
     targets = TargetActivities(databases)
     migrations = MigrationActivities(databases, MigrationSetRepository(catalog))
     fleet = FleetActivities(databases)
+    events = EventActivities(
+        databases, ServerRepository(catalog, cipher), AssignmentRepository(catalog)
+    )
     webhooks = WebhookActivities(
         WebhookRepository(catalog, cipher),
         temporal=temporal,
@@ -67,6 +75,8 @@ def build_activities(
         migrations.run_target_batch,
         migrations.read_ledger,
         fleet.resolve_targets,
+        events.register_database,
+        events.assigned_sets,
         webhooks.deliver_webhook,
         webhooks.publish_event,
     ]

@@ -1,4 +1,4 @@
-"""``tenantflow server add|list|show|rm``: PostgreSQL servers tenantflow may create tenants on."""
+"""``tenantflow server add|list|show|update|rm``: servers tenantflow may create tenants on."""
 
 from __future__ import annotations
 
@@ -152,6 +152,50 @@ def server_show(
         _print_json(result)
         return
     typer.echo(_describe(result))
+
+
+@server_app.command("update")
+def server_update(
+    name: str,
+    new_name: Annotated[str | None, typer.Option("--name", help="Rename the server.")] = None,
+    host: Annotated[str | None, typer.Option()] = None,
+    port: Annotated[int | None, typer.Option()] = None,
+    admin_user: Annotated[str | None, typer.Option()] = None,
+    sslmode: SslModeOption = None,
+    maintenance_database: Annotated[str | None, typer.Option()] = None,
+    max_connections: Annotated[int | None, typer.Option()] = None,
+    label: LabelOption = None,
+    password_env: PasswordEnvOption = None,
+    new_password: Annotated[
+        bool, typer.Option("--new-password", help="Prompt (hidden) for a new admin password.")
+    ] = False,
+    token: TokenOption = None,
+    api: ApiOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change only the given fields (--label replaces every label; a new admin password is
+    stored encrypted)."""
+    fields = {
+        "name": new_name,
+        "host": host,
+        "port": port,
+        "admin_user": admin_user,
+        "sslmode": sslmode,
+        "maintenance_database": maintenance_database,
+        "max_connections": max_connections,
+    }
+    body: dict[str, Any] = {k: v for k, v in fields.items() if v is not None}
+    if label is not None:
+        body["labels"] = parse_labels(label)
+    if password_env is not None or new_password:
+        body["admin_password"] = read_secret(password_env, "New admin password")
+    if not body:
+        raise typer.BadParameter("nothing to change: pass at least one option")
+    result = _call(_api(api, token), "PATCH", f"/api/v1/servers/{quote(name, safe='')}", json=body)
+    if as_json:
+        _print_json(result)
+        return
+    typer.echo(f"updated server {result['name']}")
 
 
 @server_app.command("rm")

@@ -158,6 +158,23 @@ async def test_server_and_target_lifecycle_from_the_command_line(
     assert json.loads(detail.stdout)["labels"] == {"cohort": region}
     assert target_database.password not in detail.stdout
 
+    resized = await run_cli(
+        gateway_url,
+        token,
+        "server",
+        "update",
+        server,
+        "--max-connections",
+        "12",
+        "--password-env",
+        "PG_ADMIN",
+        "--json",
+        extra_env={"PG_ADMIN": postgres.password},
+    )
+    assert resized.returncode == 0, resized.stderr
+    assert json.loads(resized.stdout)["max_connections"] == 12
+    assert postgres.password not in resized.stdout + resized.stderr
+
     busy = await run_cli(gateway_url, token, "server", "rm", server, "--yes")
     assert busy.returncode == 1
     assert "409 conflict" in busy.stderr

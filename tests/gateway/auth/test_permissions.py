@@ -57,6 +57,13 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/migrations/{run_id}/cancel"): "migrations:execute",
     ("PATCH", "/api/v1/migrations/{run_id}"): "migrations:execute",
     ("POST", "/api/v1/migrations/{run_id}/rollback"): "migrations:rollback",
+    ("POST", "/api/v1/webhooks"): "webhooks:manage",
+    ("GET", "/api/v1/webhooks"): "webhooks:manage",
+    ("GET", "/api/v1/webhooks/{webhook_id}"): "webhooks:manage",
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): "webhooks:manage",
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): "webhooks:manage",
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): "webhooks:manage",
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries/{event_id}"): "webhooks:manage",
     ("POST", "/codec/decode"): "monitoring:read",
     ("POST", "/codec/encode"): "migrations:execute",
 }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 
 from models.databases import Host, Labels, Name, SslMode
 from models.identifiers import Identifier
@@ -49,6 +49,14 @@ class ServerUpdate(BaseModel):
     labels: Labels | None = Field(default=None, description="Replaces the labels as a whole.")
 
     model_config = {"extra": "forbid"}
+
+    @model_validator(mode="after")
+    def _no_nulls(self) -> ServerUpdate:
+        # Every field of a server is required: a PATCH may change it, never clear it.
+        cleared = sorted(f for f in self.model_fields_set if getattr(self, f) is None)
+        if cleared:
+            raise ValueError(f"{', '.join(cleared)} cannot be null")
+        return self
 
 
 class Server(BaseModel):

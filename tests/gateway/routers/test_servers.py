@@ -160,6 +160,9 @@ async def test_patch_bad_values_and_unknown_server(api: httpx.AsyncClient, token
         f"{SERVERS}/{body['name']}", json={"admin_password_encrypted": "x"}, headers=operator
     )
     assert unknown_field.status_code == 422
+    cleared = await api.patch(f"{SERVERS}/{body['name']}", json={"host": None}, headers=operator)
+    assert cleared.status_code == 422
+    assert "host cannot be null" in cleared.text
     missing = await api.patch(f"{SERVERS}/no-such-server", json={"port": 5433}, headers=operator)
     assert missing.status_code == 404
     assert (await api.delete(f"{SERVERS}/no-such-server", headers=operator)).status_code == 404

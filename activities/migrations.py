@@ -26,6 +26,7 @@ from activities.ledger import (
     LockTimeout,
     ledger_ddl,
 )
+from activities.server_slots import SlotSession, budgets, slot_session
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import NotFound, TenantflowError
@@ -101,8 +102,10 @@ class MigrationActivities:
         result; a busy target is retried here with backoff before it counts as failed."""
         migrations = await self._sets.migrations(batch.set_name)
         targets = await self._connection_params(batch.database_ids)
+        # A server's connection budget holds across runs and workers (activities.server_slots).
+        limits = await budgets(self._databases.pool, batch.database_ids)
 
-        async def one(database_id: uuid.UUID) -> TargetRunResult:
+        async def one(database_id: uuid.UUID, slots: SlotSession | None) -> TargetRunResult:
             params = batch.for_target(database_id)
             target = targets.get(database_id)
             if target is None:
@@ -112,7 +115,12 @@ class MigrationActivities:
             delay = 1.0
             for attempt in range(BATCH_LOCK_ATTEMPTS):
                 try:
-                    return await self.run_one(params, migrations, dict(target))
+                    async with (
+                        slots.slot(limits.get(database_id))
+                        if slots is not None
+                        else contextlib.nullcontext()
+                    ):
+                        return await self.run_one(params, migrations, dict(target))
                 except LockTimeout as exc:
                     if attempt == BATCH_LOCK_ATTEMPTS - 1:
                         return _error_result(params, "lock_timeout", str(exc))
@@ -127,11 +135,11 @@ class MigrationActivities:
                     return _error_result(params, "unreachable", _describe(exc))
             raise AssertionError("unreachable")  # pragma: no cover
 
-        async with _heartbeating():
+        async with _heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
             # return_exceptions: one target's surprise never leaves the others running unseen
             # while Temporal retries the batch against them.
             outcomes = await asyncio.gather(
-                *(one(i) for i in batch.database_ids), return_exceptions=True
+                *(one(i, slots) for i in batch.database_ids), return_exceptions=True
             )
         results: list[TargetRunResult] = []
         for database_id, outcome in zip(batch.database_ids, outcomes, strict=True):

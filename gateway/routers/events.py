@@ -186,9 +186,10 @@ async def receive_event(
     workflow_id = identity.workflow_id
     token = CURRENT_EVENT.set(identity)
     try:
-        run_id = await starter(temporal, settings, workflow_id, data)
-    except WorkflowAlreadyStartedError:
-        run_id = await _existing_run(temporal, workflow_id)
+        try:
+            run_id = await starter(temporal, settings, workflow_id, data)
+        except WorkflowAlreadyStartedError:  # delivered before, and that run has ended
+            run_id = await _existing_run(temporal, workflow_id)
     except RPCError as exc:
         raise DependencyUnavailable(
             "Temporal did not accept the event's run",

@@ -12,7 +12,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 from common.settings import Settings
 from gateway.event_types import (
@@ -233,9 +234,13 @@ async def test_the_same_name_registers_once_and_another_connection_fails_the_run
         headers=headers,
     )
     assert response.status_code == 202, response.text
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(WorkflowFailureError) as failed:
         await _result(temporal_client, response.json()["workflow_id"])
-    cause = str(failed.value.__cause__.__cause__ if failed.value.__cause__ else failed.value)
+    activity_error = failed.value.cause
+    assert isinstance(activity_error, ActivityError)
+    assert isinstance(activity_error.cause, ApplicationError)
+    assert activity_error.cause.type == "Conflict" and activity_error.cause.non_retryable
+    cause = activity_error.cause.message
     assert "already registered with another connection (port, password differ)" in cause
     assert "not-the-same" not in cause
     listed = await api.get(URL, headers=tokens.headers("infra-viewer"))

@@ -15,6 +15,7 @@ from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
+from common.catalog.tenants import TenantRepository
 from common.catalog.webhooks import WebhookRepository
 from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
@@ -43,6 +44,7 @@ from gateway.routers import (
     servers,
     system,
     target_runs,
+    tenants,
     webhooks,
 )
 
@@ -80,9 +82,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.catalog = await open_catalog(settings.catalog)
         app.state.databases = DatabaseRepository(app.state.catalog, cipher)
         app.state.migration_sets = MigrationSetRepository(app.state.catalog)
-        app.state.assignments = AssignmentRepository(app.state.catalog)
         app.state.servers = ServerRepository(app.state.catalog, cipher)
+        app.state.tenants = TenantRepository(app.state.catalog, cipher)
         app.state.webhooks = WebhookRepository(app.state.catalog, cipher)
+        app.state.assignments = AssignmentRepository(app.state.catalog)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)
         app.state.authenticator = build_authenticator(settings, http)
         log.info(
@@ -115,6 +118,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth.router)
     app.include_router(databases.router)
     app.include_router(servers.router)
+    app.include_router(tenants.router)
     app.include_router(target_runs.router)
     app.include_router(migration_sets.router)
     app.include_router(assignments.router)

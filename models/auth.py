@@ -17,6 +17,8 @@ class Permission(StrEnum):
     MIGRATIONS_EXECUTE = "migrations:execute"
     MIGRATIONS_ROLLBACK = "migrations:rollback"
     TENANTS_PROVISION = "tenants:provision"
+    # Hands out tenants' database passwords: a role of its own, for the tenants' applications.
+    TENANTS_CREDENTIALS = "tenants:credentials"
     EVENTS_PUBLISH = "events:publish"
     MONITORING_READ = "monitoring:read"
     WEBHOOKS_MANAGE = "webhooks:manage"
@@ -43,6 +45,7 @@ DEFAULT_ROLE_PERMISSIONS: dict[str, list[Permission]] = {
     "infra-viewer": VIEWER_PERMISSIONS,
     "infra-operator": OPERATOR_PERMISSIONS,
     "infra-admin": ADMIN_PERMISSIONS,
+    "tenant-credentials": [Permission.TENANTS_CREDENTIALS],
 }
 
 

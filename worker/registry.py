@@ -13,11 +13,13 @@ from activities.fleet import FleetActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
+from activities.tenants import TenantActivities
 from activities.webhooks import WebhookActivities
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
+from common.catalog.tenants import TenantRepository
 from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher
 from common.settings import WebhookSettings
@@ -30,6 +32,11 @@ from workflows.migrations import (
 )
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
+from workflows.tenants import (
+    DeprovisionTenantWorkflow,
+    ProvisionTenantWorkflow,
+    RotateTenantPasswordWorkflow,
+)
 from workflows.webhooks import DeliverWebhookWorkflow
 
 WORKFLOWS: Sequence[type] = (
@@ -41,6 +48,9 @@ WORKFLOWS: Sequence[type] = (
     ReadLedgerWorkflow,
     DeliverWebhookWorkflow,
     RegisterDatabaseWorkflow,
+    ProvisionTenantWorkflow,
+    DeprovisionTenantWorkflow,
+    RotateTenantPasswordWorkflow,
 )
 
 
@@ -62,6 +72,12 @@ def build_activities(
     events = EventActivities(
         databases, ServerRepository(catalog, cipher), AssignmentRepository(catalog)
     )
+    tenants = TenantActivities(
+        TenantRepository(catalog, cipher),
+        ServerRepository(catalog, cipher),
+        databases,
+        AssignmentRepository(catalog),
+    )
     webhooks = WebhookActivities(
         WebhookRepository(catalog, cipher),
         temporal=temporal,
@@ -79,4 +95,13 @@ def build_activities(
         events.assigned_sets,
         webhooks.deliver_webhook,
         webhooks.publish_event,
+        tenants.create_role,
+        tenants.create_storage,
+        tenants.register_target,
+        tenants.activate,
+        tenants.remove_target,
+        tenants.drop_storage,
+        tenants.drop_role,
+        tenants.finish,
+        tenants.rotate_password,
     ]

@@ -135,6 +135,7 @@ MigrationsRead = Annotated[Principal, Depends(require(Permission.MIGRATIONS_READ
 MigrationsExecute = Annotated[Principal, Depends(require(Permission.MIGRATIONS_EXECUTE))]
 MigrationsRollback = Annotated[Principal, Depends(require(Permission.MIGRATIONS_ROLLBACK))]
 TenantsProvision = Annotated[Principal, Depends(require(Permission.TENANTS_PROVISION))]
+TenantsCredentials = Annotated[Principal, Depends(require(Permission.TENANTS_CREDENTIALS))]
 EventsPublish = Annotated[Principal, Depends(require(Permission.EVENTS_PUBLISH))]
 MonitoringRead = Annotated[Principal, Depends(require(Permission.MONITORING_READ))]
 WebhooksManage = Annotated[Principal, Depends(require(Permission.WEBHOOKS_MANAGE))]

@@ -388,7 +388,7 @@ async def test_a_fleet_run_emits_paused_then_completed(
     temporal_client: Client,
     make_target: TargetFactory,
 ) -> None:
-    endpoint_id, receiver = await _endpoint(
+    _, receiver = await _endpoint(
         repository,
         receivers,
         [(200, {})],
@@ -428,7 +428,6 @@ async def test_a_fleet_run_emits_paused_then_completed(
     await replayer.replay_workflow(history)
     if os.environ.get("TENANTFLOW_RECORD_HISTORIES") == "1":
         FLEET_HISTORY.write_text(history.to_json())
-    del endpoint_id
 
 
 async def test_a_fleet_run_with_a_failed_target_emits_failed(

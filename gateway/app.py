@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.migration_sets = MigrationSetRepository(app.state.catalog)
         app.state.servers = ServerRepository(app.state.catalog, cipher)
         app.state.tenants = TenantRepository(app.state.catalog, cipher)
+        tenants.register_tenant_events(app.state)
         app.state.webhooks = WebhookRepository(app.state.catalog, cipher)
         app.state.assignments = AssignmentRepository(app.state.catalog)
         http = httpx.AsyncClient(timeout=settings.auth.http_timeout_seconds)

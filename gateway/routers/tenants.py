@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -24,6 +25,7 @@ from common.errors import InvalidInput, NotFound
 from common.settings import Settings
 from gateway.auth.deps import DatabasesRead, TenantsCredentials, TenantsProvision
 from gateway.deps import SettingsDep, TemporalDep
+from gateway.event_types import event_start_options, register_event_type, validate_event_data
 from gateway.routers.databases import RepositoryDep
 from gateway.runs import run_and_wait
 from models.errors import ErrorResponse
@@ -33,6 +35,7 @@ from models.tenants import (
     TenantAccepted,
     TenantCreate,
     TenantCredentials,
+    TenantId,
     TenantJob,
     TenantPage,
     TenantStatus,
@@ -60,9 +63,9 @@ def get_tenants(request: Request) -> TenantRepository:
 TenantsDep = Annotated[TenantRepository, Depends(get_tenants)]
 
 
-async def _check_sets(request: Request, spec: TenantCreate) -> None:
+async def _check_sets(state: Any, spec: TenantCreate) -> None:
     """Every named set (and pinned version) exists, before anything is created."""
-    sets: MigrationSetRepository = request.app.state.migration_sets
+    sets: MigrationSetRepository = state.migration_sets
     for wanted in spec.sets or []:
         migrations = await sets.migrations(wanted.name)  # NotFound: 404
         if wanted.version == "latest":
@@ -78,36 +81,48 @@ async def _check_sets(request: Request, spec: TenantCreate) -> None:
             )
 
 
-async def start_provisioning(temporal: Client, settings: Settings, tenant: Tenant) -> None:
+async def start_provisioning(
+    temporal: Client, settings: Settings, tenant: Tenant, options: dict[str, Any] | None = None
+) -> None:
     """Start the tenant's provisioning run; a run already started under its id is kept."""
+    start: dict[str, Any] = options or {
+        "id": tenant.run_id,
+        "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
+        "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
+    }
     # A run that already ran (and ended) under this id is not started again.
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await temporal.start_workflow(
             ProvisionTenantWorkflow.run,
             TenantJob(tenant_id=tenant.tenant_id, run_id=tenant.run_id),
-            id=tenant.run_id,
             task_queue=settings.temporal.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            **start,
         )
 
 
 async def provision(
-    request: Request, temporal: Client, settings: Settings, spec: TenantCreate
+    state: Any,
+    temporal: Client,
+    settings: Settings,
+    spec: TenantCreate,
+    *,
+    event_id: str | None = None,
 ) -> TenantAccepted:
-    """Claim the tenant and start its run (shared by the route and the ``tenant.created``
-    event)."""
-    tenants: TenantRepository = request.app.state.tenants
-    servers = request.app.state.servers
-    await _check_sets(request, spec)
+    """Claim the tenant and start its run (the route, and the ``tenant.created`` event whose
+    workflow id is the event's, so a redelivery starts nothing new)."""
+    tenants: TenantRepository = state.tenants
+    servers = state.servers
+    await _check_sets(state, spec)
     if spec.server is not None:
         server = await servers.get_by_name(spec.server)
     else:
         server = await servers.choose(spec.server_selector or {})
-    run_id = f"provision-{spec.tenant_id}-{uuid.uuid4().hex[:8]}"
+    run_id = event_id or f"provision-{spec.tenant_id}-{uuid.uuid4().hex[:8]}"
     tenant, created = await tenants.claim(spec, server.id, run_id)
     if tenant.status is TenantStatus.PROVISIONING:
-        await start_provisioning(temporal, settings, tenant)
+        own_event = event_id is not None and tenant.run_id == event_id
+        options = event_start_options(event_id) if own_event and event_id else None
+        await start_provisioning(temporal, settings, tenant, options)
     return TenantAccepted(
         tenant_id=tenant.tenant_id, status=tenant.status, run_id=tenant.run_id, created=created
     )
@@ -124,7 +139,7 @@ async def create_tenant(
     """Role, database (or schema), target, migrations to the requested or assigned sets, then
     active; undone entirely on failure. The same request again returns the same run."""
     del principal
-    return await provision(request, temporal, settings, body)
+    return await provision(request.app.state, temporal, settings, body)
 
 
 @router.get("", summary="List tenants")
@@ -249,20 +264,71 @@ async def delete_tenant(
             "deprovisioning drops the tenant's data: repeat its id as ?confirm=",
             details={"tenant_id": tenant_id},
         )
-    run_id = f"deprovision-{tenant_id}-{uuid.uuid4().hex[:8]}"
+    return await deprovision(tenants, temporal, settings, tenant_id)
+
+
+async def deprovision(
+    tenants: TenantRepository,
+    temporal: Client,
+    settings: Settings,
+    tenant_id: str,
+    *,
+    event_id: str | None = None,
+) -> TenantAccepted:
+    """Mark the tenant deprovisioning and start its run (the route and ``tenant.deleted``)."""
+    run_id = event_id or f"deprovision-{tenant_id}-{uuid.uuid4().hex[:8]}"
     tenant, created = await tenants.start_job(
         tenant_id,
         TenantStatus.DEPROVISIONING,
         run_id,
         allowed=(TenantStatus.ACTIVE.value, TenantStatus.FAILED.value),
     )
-    await temporal.start_workflow(
-        DeprovisionTenantWorkflow.run,
-        TenantJob(tenant_id=tenant_id, run_id=tenant.run_id),
-        id=tenant.run_id,
-        task_queue=settings.temporal.task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    own_event = event_id is not None and tenant.run_id == event_id
+    options: dict[str, Any] = (
+        event_start_options(event_id)
+        if own_event and event_id
+        else {"id": tenant.run_id, "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING}
     )
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await temporal.start_workflow(
+            DeprovisionTenantWorkflow.run,
+            TenantJob(tenant_id=tenant_id, run_id=tenant.run_id),
+            task_queue=settings.temporal.task_queue,
+            **options,
+        )
     return TenantAccepted(
         tenant_id=tenant_id, status=tenant.status, run_id=tenant.run_id, created=created
     )
+
+
+class TenantDeleted(BaseModel):
+    """The data of a ``tenant.deleted`` event."""
+
+    tenant_id: TenantId
+
+
+def register_tenant_events(state: Any) -> None:
+    """``tenant.created`` (data as ``POST /api/v1/tenants``) provisions and ``tenant.deleted``
+    deprovisions; called by the gateway's lifespan with the repositories it built."""
+
+    async def run_of(temporal: Client, workflow_id: str) -> str:
+        return (await temporal.get_workflow_handle(workflow_id).describe()).run_id
+
+    async def created(
+        temporal: Client, settings: Settings, event_id: str, data: dict[str, Any]
+    ) -> str:
+        spec = validate_event_data(TenantCreate, data)
+        accepted = await provision(state, temporal, settings, spec, event_id=event_id)
+        return await run_of(temporal, accepted.run_id)
+
+    async def deleted(
+        temporal: Client, settings: Settings, event_id: str, data: dict[str, Any]
+    ) -> str:
+        gone = validate_event_data(TenantDeleted, data)
+        accepted = await deprovision(
+            state.tenants, temporal, settings, gone.tenant_id, event_id=event_id
+        )
+        return await run_of(temporal, accepted.run_id)
+
+    register_event_type("tenant.created", created)
+    register_event_type("tenant.deleted", deleted)

@@ -12,7 +12,6 @@ from cloudevents.core.exceptions import BaseCloudEventException, MissingRequired
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -165,7 +164,7 @@ async def _existing_run(temporal: Client, workflow_id: str) -> str:
 )
 async def receive_event(
     request: Request, principal: EventsPublish, temporal: TemporalDep, settings: SettingsDep
-) -> JSONResponse:
+) -> EventAccepted:
     """Start the event's run; the same ``source`` and ``id`` again answers with that run."""
     del principal
     event = _parse(request, await request.body())
@@ -197,14 +196,13 @@ async def receive_event(
         ) from None
     finally:
         CURRENT_EVENT.reset(token)
-    accepted = EventAccepted(
+    return EventAccepted(
         id=identity.id,
         source=identity.source,
         type=identity.type,
         workflow_id=workflow_id,
         run_id=run_id,
     )
-    return JSONResponse(status_code=202, content=accepted.model_dump(mode="json"))
 
 
 async def _listed(execution: WorkflowExecution) -> ReceivedEvent:

@@ -139,6 +139,20 @@ class WebhookSettings(BaseModel):
         return self
 
 
+class HealthSettings(BaseModel):
+    """Fleet health sweeps (``FleetHealthWorkflow``) run by a Temporal Schedule."""
+
+    interval_seconds: int = Field(
+        default=300,
+        ge=0,
+        le=7 * 86400,
+        description="Seconds between scheduled sweeps; 0 disables (and removes) the schedule.",
+    )
+    connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    concurrency: int = Field(default=8, ge=1, le=100, description="Batches in flight.")
+    batch_size: int = Field(default=10, ge=1, le=100, description="Targets per activity.")
+
+
 def _default_role_permissions() -> dict[str, list[Permission]]:
     return {role: list(perms) for role, perms in DEFAULT_ROLE_PERMISSIONS.items()}
 
@@ -284,6 +298,7 @@ class Settings(BaseSettings):
     crypto: CryptoSettings = Field(default_factory=CryptoSettings)
     dev: DevSettings = Field(default_factory=DevSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

@@ -162,6 +162,8 @@ def make_settings(
         "catalog": {"dsn": postgres.dsn(), "startup_retry_seconds": 5},
         "temporal": {"address": temporal_address, "task_queue": f"test-{uuid.uuid4().hex[:8]}"},
         "log": {"format": "console", "level": "INFO"},
+        # No scheduled sweeps in tests: a test runs its own (tests/workflows/test_health.py).
+        "health": {"interval_seconds": 0},
     }
     if auth is not None:
         values["auth"] = auth

@@ -14,6 +14,7 @@ from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from common.temporal_client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
+from worker.schedules import ensure_health_schedule
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ async def run_worker(
                 temporal=client,
                 webhook_settings=settings.webhooks,
                 task_queue=settings.temporal.task_queue,
+                catalog_dsn=settings.catalog.dsn.get_secret_value(),
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
@@ -60,6 +62,7 @@ async def run_worker(
                 "temporal": settings.temporal.address,
             },
         )
+        await ensure_health_schedule(client, settings.health, settings.temporal.task_queue)
         async with worker:
             await stop.wait()
             log.info("worker stopping: draining running activities")

@@ -10,6 +10,7 @@ from temporalio.client import Client
 
 from activities.events import EventActivities
 from activities.fleet import FleetActivities
+from activities.health import HealthActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
@@ -17,6 +18,7 @@ from activities.tenants import TenantActivities
 from activities.webhooks import WebhookActivities
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
+from common.catalog.health import HealthRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
 from common.catalog.tenants import TenantRepository
@@ -25,6 +27,7 @@ from common.crypto import CredentialCipher
 from common.settings import WebhookSettings
 from workflows.events import RegisterDatabaseWorkflow
 from workflows.fleet import MigrateFleetWorkflow
+from workflows.health import FleetHealthWorkflow
 from workflows.migrations import (
     MigrateTargetWorkflow,
     ReadLedgerWorkflow,
@@ -45,6 +48,7 @@ WORKFLOWS: Sequence[type] = (
     MigrateTargetWorkflow,
     RollbackTargetWorkflow,
     MigrateFleetWorkflow,
+    FleetHealthWorkflow,
     ReadLedgerWorkflow,
     DeliverWebhookWorkflow,
     RegisterDatabaseWorkflow,
@@ -61,9 +65,11 @@ def build_activities(
     temporal: Client | None = None,
     webhook_settings: WebhookSettings | None = None,
     task_queue: str = "tenantflow",
+    catalog_dsn: str | None = None,
 ) -> list[Callable[..., Any]]:
     """The bound activity methods, each holding the dependencies it needs (``temporal`` is
-    for activities that start workflows, such as ``publish_event``)."""
+    for activities that start workflows, such as ``publish_event``; ``catalog_dsn`` lets the
+    health activities build references in scratch databases on the catalog's server)."""
     databases = DatabaseRepository(catalog, cipher)
     system = SystemActivities(catalog)
     targets = TargetActivities(databases)
@@ -84,6 +90,13 @@ def build_activities(
         settings=webhook_settings,
         task_queue=task_queue,
     )
+    health = HealthActivities(
+        databases,
+        MigrationSetRepository(catalog),
+        AssignmentRepository(catalog),
+        HealthRepository(catalog),
+        catalog_dsn,
+    )
     return [
         system.check_catalog,
         targets.test_connection,
@@ -91,6 +104,8 @@ def build_activities(
         migrations.run_target_batch,
         migrations.read_ledger,
         fleet.resolve_targets,
+        health.check_health_batch,
+        health.mark_health_reported,
         events.register_database,
         events.assigned_sets,
         webhooks.deliver_webhook,

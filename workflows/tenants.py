@@ -24,8 +24,10 @@ with workflow.unsafe.imports_passed_through():
     from activities.tenants import TenantActivities
     from models.migrations import TargetRunInput, TargetRunKind
     from models.tenants import TenantJob, TenantOutcome, TenantStatus
+    from models.webhooks import EventOut, WebhookEventType
 
 from workflows.migrations import run_target
+from workflows.webhooks import emit
 
 STEP_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -73,6 +75,23 @@ def _cause(error: BaseException) -> str:
     if isinstance(error, asyncio.CancelledError):
         return "cancelled"
     return str(error)[:1000] or type(error).__name__
+
+
+async def _announce(kind: WebhookEventType, job: TenantJob, outcome: TenantOutcome) -> None:
+    """A webhook event about the tenant, its id derived from the run (a retry repeats it). A
+    publish that keeps failing is logged: the tenant's outcome stands without it."""
+    try:
+        await emit(
+            EventOut(
+                id=f"{job.run_id}-{kind.value.split('.')[1]}"[:128],
+                type=kind,
+                subject=f"tenant/{job.tenant_id}",
+                data=outcome.model_dump(mode="json"),
+                time=workflow.now(),
+            )
+        )
+    except ActivityError as error:
+        workflow.logger.warning("tenant event %s not published: %s", kind.value, _cause(error))
 
 
 async def _undo(job: TenantJob) -> None:
@@ -136,6 +155,7 @@ class ProvisionTenantWorkflow:
             )
             await _step(TenantActivities.activate, outcome)
             self._step = "done"
+            await _announce(WebhookEventType.TENANT_PROVISIONED, job, outcome)
             return outcome
         except BaseException as error:  # cancellation is not an Exception
             cause = _cause(error)
@@ -144,6 +164,7 @@ class ProvisionTenantWorkflow:
             failed = TenantOutcome(tenant_id=job.tenant_id, status=TenantStatus.FAILED, error=cause)
             await _step(TenantActivities.finish, failed, undo=True)
             self._step = "failed"
+            await _announce(WebhookEventType.TENANT_PROVISIONING_FAILED, job, failed)
             if is_cancelled_exception(error):
                 raise  # the run ends cancelled, after its compensations
             return failed
@@ -159,6 +180,7 @@ class DeprovisionTenantWorkflow:
         await _undo(job)
         outcome = TenantOutcome(tenant_id=job.tenant_id, status=TenantStatus.DEPROVISIONED)
         await _step(TenantActivities.finish, outcome, undo=True)
+        await _announce(WebhookEventType.TENANT_DEPROVISIONED, job, outcome)
         return outcome
 
 

@@ -23,19 +23,31 @@ from cli.stack import EmbeddedPostgres
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
 from common.catalog.tenants import TenantRepository
+from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from models.migrations import Migration
 from models.servers import ServerCreate
 from models.tenants import TenantCreate, TenantJob, TenantOutcome, TenantStatus
+from models.webhooks import WebhookEventType
 from tests.activities.test_migrations import BASE, migration
 from tests.workflows.test_migrations import _start_worker
+from tests.workflows.test_webhooks import (
+    Receiver,
+    _endpoint,
+    _received,
+    receivers,
+    repository,
+    webhook_settings,
+)
 from worker.registry import WORKFLOWS
 from workflows.tenants import (
     DeprovisionTenantWorkflow,
     ProvisionTenantWorkflow,
     RotateTenantPasswordWorkflow,
 )
+
+__all__ = ["receivers", "repository", "webhook_settings"]  # fixtures of the webhook tests
 
 HISTORIES = Path(__file__).parent / "histories"
 SLOW = [
@@ -217,3 +229,38 @@ async def test_a_worker_killed_mid_saga_is_replaced_and_the_tenant_ends_active(
     finally:
         await conn.close()
     assert [r["version"] for r in rows] == ["1", "2", "3"]  # each version once
+
+
+async def test_tenant_events_reach_a_webhook_receiver_signed(
+    saga: Saga,
+    repository: WebhookRepository,
+    receivers: list[Receiver],
+    webhook_settings: Settings,
+) -> None:
+    _, receiver = await _endpoint(
+        repository,
+        receivers,
+        [(200, {})],
+        [WebhookEventType.TENANT_PROVISIONED, WebhookEventType.TENANT_PROVISIONING_FAILED],
+    )
+    queue = webhook_settings.temporal.task_queue
+    job, handle = await saga.start("database", list(BASE), task_queue=queue)
+    assert (await handle.result()).status is TenantStatus.ACTIVE
+    broken = [BASE[0], BASE[1].model_copy(update={"up_sql": "CREATE TABLE nope (;"})]
+    failed_job, failed = await saga.start("schema", broken, task_queue=queue)
+    assert (await failed.result()).status is TenantStatus.FAILED
+    provisioned, provisioning_failed = await _received(receiver, 2)
+    assert provisioned["type"] == "tenant.provisioned"
+    assert provisioned["subject"] == f"tenant/{job.tenant_id}"
+    assert provisioned["data"] == {
+        "tenant_id": job.tenant_id,
+        "status": "active",
+        "versions": {**provisioned["data"]["versions"]},  # type: ignore[index]
+        "error": None,
+    }
+    assert provisioning_failed["type"] == "tenant.provisioning_failed"
+    data = provisioning_failed["data"]
+    assert isinstance(data, dict)
+    assert data["tenant_id"] == failed_job.tenant_id
+    assert "syntax error" in str(data["error"])
+    assert all(r.verified for r in receiver.received)

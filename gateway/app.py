@@ -43,6 +43,7 @@ from gateway.routers import (
     run_control,
     servers,
     system,
+    target_health,
     target_runs,
     tenants,
     webhooks,
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(servers.router)
     app.include_router(tenants.router)
     app.include_router(target_runs.router)
+    app.include_router(target_health.router)
     app.include_router(migration_sets.router)
     app.include_router(assignments.router)
     app.include_router(events.router)

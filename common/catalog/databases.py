@@ -14,6 +14,7 @@ import asyncpg
 from common.crypto import CredentialCipher
 from common.errors import Conflict, InvalidInput, NotFound
 from models.databases import Database, DatabaseCreate, DatabasePage, DatabaseUpdate
+from models.health import HealthFilter
 
 _COLUMNS = (
     "id, name, tenant_id, host, port, database, schema, username, labels, password_key_id, "
@@ -126,21 +127,27 @@ class DatabaseRepository:
         limit: int = 100,
         cursor: str | None = None,
         server: str | None = None,
+        health: HealthFilter | None = None,
     ) -> DatabasePage:
         """Targets whose labels contain ``labels`` (and, with ``server``, that live on the
-        server of that name), ordered by name, keyset-paginated."""
+        server of that name; with ``health``, whose latest health snapshot is unreachable,
+        drifted or behind), ordered by name, keyset-paginated."""
         after = decode_cursor(cursor) if cursor else None
         rows = await self.pool.fetch(
             f"SELECT {_COLUMNS} FROM databases "  # noqa: S608 - constant column list
             "WHERE labels @> $1::jsonb AND ($2::text IS NULL OR tenant_id = $2) "
             "AND ($3::text IS NULL OR name > $3) "
             "AND ($5::text IS NULL OR server_id = (SELECT id FROM servers WHERE name = $5)) "
+            "AND ($6::text IS NULL OR EXISTS (SELECT FROM target_health h "
+            "WHERE h.database_id = databases.id AND CASE $6 WHEN 'unreachable' THEN "
+            "NOT h.reachable WHEN 'drifted' THEN h.drifted ELSE h.behind_sets <> '{}' END)) "
             "ORDER BY name LIMIT $4",
             json.dumps(labels or {}),
             tenant_id,
             after,
             limit + 1,
             server,
+            None if health is None else health.value,
         )
         items = [_row_to_model(r) for r in rows[:limit]]
         next_cursor = encode_cursor(items[-1].name) if len(rows) > limit else None

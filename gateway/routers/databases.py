@@ -21,6 +21,7 @@ from models.databases import (
     DatabaseUpdate,
 )
 from models.errors import ErrorResponse
+from models.health import HealthFilter
 from workflows.targets import TestConnectionWorkflow
 
 router = APIRouter(prefix="/api/v1/databases", tags=["databases"])
@@ -85,6 +86,10 @@ async def list_databases(
     server: Annotated[
         str | None, Query(max_length=128, description="Only targets on this server (a name).")
     ] = None,
+    health: Annotated[
+        HealthFilter | None,
+        Query(description="Only targets whose latest health snapshot is in this state."),
+    ] = None,
 ) -> DatabasePage:
     """Targets whose labels include every given pair, by name; follow ``next_cursor``."""
     del principal
@@ -94,6 +99,7 @@ async def list_databases(
         limit=limit,
         cursor=cursor,
         server=server,
+        health=health,
     )
 
 

@@ -129,10 +129,11 @@ async def test_database_and_schema_tenants_are_provisioned_isolated_and_rotated(
             "sets": [{"name": fleet.set_name}],
             "labels": {"plan": "free"},
         }
-        for mode in ["database"] * 5 + ["schema"] * 5
+        for mode in ["database"] * 20 + ["schema"] * 20
     ]
+    # 40 at once, as a signup burst would send them.
     answers = await asyncio.gather(*(_provision(api, tokens, r) for r in requests))
-    assert [a.status_code for a in answers] == [202] * 10, [a.text for a in answers]
+    assert [a.status_code for a in answers] == [202] * 40, [a.text for a in answers]
     settled = [await _until_settled(api, tokens, r["tenant_id"]) for r in requests]
     for tenant in settled:
         assert tenant["status"] == "active", (tenant["tenant_id"], tenant["error"])
@@ -333,3 +334,23 @@ async def test_deprovision_drops_database_and_role_and_keeps_the_record(
         "/api/v1/tenants?status=deprovisioned&limit=500", headers=tokens.headers("infra-viewer")
     )
     assert tenant_id in [t["tenant_id"] for t in listed.json()["items"]]
+
+
+async def test_without_sets_a_tenant_gets_the_sets_assigned_to_its_labels(
+    api: httpx.AsyncClient, tokens: Tokens, fleet: Fleet
+) -> None:
+    operator = tokens.headers("infra-operator")
+    plan = f"p{uuid.uuid4().hex[:6]}"
+    assigned = await api.put(
+        f"/api/v1/assignments/{fleet.set_name}",
+        json={"selector": {"plan": plan}, "version": "2"},
+        headers=operator,
+    )
+    assert assigned.status_code in (200, 201), assigned.text
+    tenant_id = _tenant_id()
+    body = {"tenant_id": tenant_id, "server": fleet.server, "labels": {"plan": plan}}
+    assert (await _provision(api, tokens, body)).status_code == 202
+    tenant = await _until_settled(api, tokens, tenant_id)
+    assert tenant["status"] == "active", tenant
+    assert tenant["versions"] == {fleet.set_name: "2"}
+    await api.delete(f"/api/v1/assignments/{fleet.set_name}", headers=operator)

@@ -21,6 +21,7 @@ import asyncpg
 from temporalio import activity
 
 from activities.fingerprint import differences, schema_fingerprint
+from activities.health_events import health_outcome
 from activities.ledger import LEDGER_TABLE
 from activities.migrations import MigrationActivities, _heartbeating
 from common.catalog.assignments import AssignmentRepository
@@ -41,7 +42,6 @@ from models.health import (
     TargetHealth,
 )
 from models.migrations import Migration, TargetRunInput, version_key
-from models.webhooks import EventOut, WebhookEventType
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +159,7 @@ class HealthActivities:
                 database_id, target, labels.get(database_id, {}), batch, sets_cache
             )
             await self._health.store(health, objects)
-            return _outcome(health, reported.get(database_id))
+            return health_outcome(health, reported.get(database_id))
 
         async with _heartbeating():
             found = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
@@ -200,10 +200,13 @@ class HealthActivities:
         for item in assigned:
             if item.set_name not in sets_cache:
                 sets_cache[item.set_name] = await self._sets.migrations(item.set_name)
-            latest = max((m.version for m in sets_cache[item.set_name]), key=version_key)
+            latest = max(
+                (m.version for m in sets_cache[item.set_name]), key=version_key, default=None
+            )
             expected = item.version or latest
-            behind = seen.ledger_version is None or version_key(seen.ledger_version) < version_key(
-                expected
+            behind = expected is not None and (
+                seen.ledger_version is None
+                or version_key(seen.ledger_version) < version_key(expected)
             )
             sets.append(
                 SetVersion(
@@ -293,7 +296,8 @@ class HealthActivities:
                     if cached is not None:
                         return cached
                     built = await self._replay(conn, set_name, version, migrations)
-                    await self._health.save_reference(set_name, version, chain, built)
+                    if built.cacheable:
+                        await self._health.save_reference(set_name, version, chain, built)
                     return built
                 finally:
                     await conn.execute(
@@ -310,12 +314,14 @@ class HealthActivities:
         """Replay the set up to ``version`` with the engine in a scratch database, fingerprint
         it and drop it."""
         if self._catalog_dsn is None:
-            return Reference(None, {}, "no catalog DSN to build references with")
+            return Reference(None, {}, "no catalog DSN to build references with", cacheable=False)
         scratch = f"tenantflow_ref_{uuid.uuid4().hex[:16]}"
         try:
             await conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
         except asyncpg.PostgresError as exc:
-            return Reference(None, {}, f"cannot create a scratch database: {_describe(exc)}")
+            return Reference(
+                None, {}, f"cannot create a scratch database: {_describe(exc)}", cacheable=False
+            )
         try:
             target = {"dsn": self._catalog_dsn, "database": scratch, "schema": "public"}
             params = TargetRunInput(
@@ -348,67 +354,3 @@ def _unreachable(database_id: uuid.UUID, error: str, now: datetime, run_id: str)
     return TargetHealth(
         database_id=database_id, reachable=False, error=error, checked_at=now, run_id=run_id
     )
-
-
-def _outcome(health: TargetHealth, previous: ReportedState | None) -> HealthOutcome:
-    """The target's state in short and the events its change calls for (none when the events
-    already sent say the same)."""
-    before = previous or ReportedState(
-        database_id=health.database_id, reachable=True, drifted=False, events_sent=0
-    )
-    # An unreachable target's drift is unknown: what was said about it stands.
-    drifted = health.drift.drifted if health.reachable else before.drifted
-    kinds: list[WebhookEventType] = []
-    if before.reachable and not health.reachable:
-        kinds.append(WebhookEventType.DATABASE_UNHEALTHY)
-    if not before.reachable and health.reachable:
-        kinds.append(WebhookEventType.DATABASE_RECOVERED)
-    if drifted and not before.drifted:
-        kinds.append(WebhookEventType.DATABASE_DRIFTED)
-    events = [
-        EventOut(
-            # The n-th event of this target: a publish retried before it was recorded repeats
-            # the same id, so the receivers get it once.
-            id=f"health-{health.database_id}-{before.events_sent + n + 1}",
-            type=kind,
-            subject=f"database/{health.database_id}",
-            data=_event_data(health, kind),
-            time=health.checked_at,
-        )
-        for n, kind in enumerate(kinds)
-    ]
-    changed = health.reachable != before.reachable or drifted != before.drifted
-    return HealthOutcome(
-        database_id=health.database_id,
-        reachable=health.reachable,
-        drifted=drifted,
-        behind=bool(health.behind_sets),
-        events=events,
-        reported=ReportedState(
-            database_id=health.database_id,
-            reachable=health.reachable,
-            drifted=drifted,
-            events_sent=before.events_sent + len(events),
-        )
-        if changed
-        else None,
-    )
-
-
-def _event_data(health: TargetHealth, kind: WebhookEventType) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "database_id": str(health.database_id),
-        "checked_at": health.checked_at.isoformat(),
-    }
-    if kind is WebhookEventType.DATABASE_UNHEALTHY:
-        data["error"] = health.error
-    elif kind is WebhookEventType.DATABASE_RECOVERED:
-        data["latency_ms"] = health.latency_ms
-    else:
-        data.update(
-            set_name=health.drift.set_name,
-            version=health.drift.version,
-            differences=health.drift.differences,
-            total_differences=health.drift.total_differences,
-        )
-    return data

@@ -52,10 +52,20 @@ def _row_to_model(row: asyncpg.Record) -> TargetHealth:
 class Reference:
     """A cached reference: the fingerprint of a set replayed up to a version, or why not."""
 
-    def __init__(self, fingerprint: str | None, objects: dict[str, str], error: str | None) -> None:
+    def __init__(
+        self,
+        fingerprint: str | None,
+        objects: dict[str, str],
+        error: str | None,
+        *,
+        cacheable: bool = True,
+    ) -> None:
         self.fingerprint = fingerprint
         self.objects = objects
         self.error = error
+        # A failure of the environment (no scratch database) is tried again next time; a set
+        # that does not replay will not replay the next time either.
+        self.cacheable = cacheable
 
 
 class HealthRepository:

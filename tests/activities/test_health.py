@@ -10,8 +10,10 @@ import asyncpg
 import pytest
 
 from activities.fingerprint import differences, schema_fingerprint
-from activities.health import HealthActivities, _outcome, chain_of
+from activities.health import HealthActivities, chain_of
+from activities.health_events import health_outcome
 from activities.ledger import ledger_ddl
+from activities.migrations import MigrationActivities
 from cli.stack import EmbeddedPostgres
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
@@ -19,9 +21,13 @@ from common.catalog.health import HealthRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
-from models.health import DriftReport, ReportedState, TargetHealth
+from models.assignments import AssignmentSpec
+from models.databases import DatabaseCreate
+from models.health import DriftReport, HealthBatchInput, ReportedState, TargetHealth
+from models.migrations import TargetRunInput
 from models.webhooks import WebhookEventType
 from tests.activities.test_migrations import migration
+from tests.conftest import TargetFactory
 
 SCHEMA_SQL = """
 CREATE TYPE {s}.mood AS ENUM ('sad', 'happy');
@@ -200,17 +206,17 @@ def _health(*, reachable: bool, drifted: bool = False) -> TargetHealth:
 
 
 def test_events_go_out_once_per_change() -> None:
-    first = _outcome(_health(reachable=True), None)
+    first = health_outcome(_health(reachable=True), None)
     assert first.events == [] and first.reported is None
-    down = _outcome(_health(reachable=False), None)
+    down = health_outcome(_health(reachable=False), None)
     assert [e.type for e in down.events] == [WebhookEventType.DATABASE_UNHEALTHY]
     assert down.events[0].id == f"health-{uuid.UUID(int=7)}-1"
     assert down.reported == ReportedState(
         database_id=uuid.UUID(int=7), reachable=False, drifted=False, events_sent=1
     )
-    still_down = _outcome(_health(reachable=False), down.reported)
+    still_down = health_outcome(_health(reachable=False), down.reported)
     assert still_down.events == [] and still_down.reported is None
-    back = _outcome(_health(reachable=True, drifted=True), down.reported)
+    back = health_outcome(_health(reachable=True, drifted=True), down.reported)
     assert [e.type for e in back.events] == [
         WebhookEventType.DATABASE_RECOVERED,
         WebhookEventType.DATABASE_DRIFTED,
@@ -220,4 +226,74 @@ def test_events_go_out_once_per_change() -> None:
         f"health-{uuid.UUID(int=7)}-3",
     ]
     assert back.events[1].data["differences"] == ["table t added"]
-    assert _outcome(_health(reachable=True, drifted=True), back.reported).events == []
+    assert health_outcome(_health(reachable=True, drifted=True), back.reported).events == []
+
+
+async def test_without_a_reference_the_majority_of_peers_decides_and_behind_is_seen(
+    catalog_pool: asyncpg.Pool, settings: Settings, make_target: TargetFactory
+) -> None:
+    cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
+    databases = DatabaseRepository(catalog_pool, cipher)
+    sets = MigrationSetRepository(catalog_pool)
+    # No catalog DSN: no scratch database, so no reference can be built.
+    activities = HealthActivities(
+        databases, sets, AssignmentRepository(catalog_pool), HealthRepository(catalog_pool), None
+    )
+    label, name = uuid.uuid4().hex[:8], f"maj-{uuid.uuid4().hex[:8]}"
+    steps = [
+        migration("1", "CREATE TABLE items (id int PRIMARY KEY);"),
+        migration("2", "CREATE INDEX items_id_idx ON items (id);"),
+        migration("3", "CREATE TABLE extra (id int);"),
+    ]
+    await sets.register(name, steps)
+    await AssignmentRepository(catalog_pool).put(
+        name, AssignmentSpec(selector={"majority": label}, version="2")
+    )
+    ids: list[uuid.UUID] = []
+    targets = [await make_target() for _ in range(5)]
+    for target in targets:
+        created = await databases.create(
+            DatabaseCreate.model_validate(
+                target.create_body(name=f"m-{uuid.uuid4().hex[:8]}", labels={"majority": label})
+            )
+        )
+        ids.append(created.id)
+    runner = MigrationActivities(databases, sets)
+    for database_id, version in zip(ids, ["2", "2", "2", "2", "1"], strict=True):
+        params = TargetRunInput(
+            run_id="majority", database_id=database_id, set_name=name, target_version=version
+        )
+        result = await runner.run_one(params, steps)
+        assert result.failure is None
+    conn = await targets[0].connect()
+    try:
+        await conn.execute("ALTER TABLE items ADD COLUMN note text")
+    finally:
+        await conn.close()
+
+    batch = HealthBatchInput(run_id="majority", database_ids=ids)
+    await activities.check_health_batch(batch)  # every fingerprint is stored
+    outcomes = {o.database_id: o for o in await activities.check_health_batch(batch)}
+
+    health = HealthRepository(catalog_pool)
+    altered = await health.latest(ids[0])
+    assert altered.drift.drifted and altered.drift.source == "majority"
+    assert altered.drift.differences == ["table items: column note added"]
+    assert [outcomes[i].drifted for i in ids] == [True, False, False, False, False]
+    peer = await health.latest(ids[1])
+    assert peer.drift.source == "majority" and not peer.drift.drifted
+    # The assignment pins version 2: the target at 1 is behind, the others are not.
+    assert [outcomes[i].behind for i in ids] == [False, False, False, False, True]
+    late = await health.latest(ids[4])
+    assert late.behind_sets == [name]
+    assert late.sets[0].version == "1" and late.sets[0].expected == "2"
+    # No peer at version 1: no majority, and it says why.
+    assert not late.drift.drifted and late.drift.reason is not None
+    assert "no majority" in late.drift.reason
+    # The environment's failure is not cached: a worker with a DSN builds the reference later.
+    assert (
+        await catalog_pool.fetchval(
+            "SELECT count(*) FROM health_references WHERE set_name = $1", name
+        )
+        == 0
+    )

@@ -297,6 +297,18 @@ class TenantActivities:
             )
             if schema_owner is not None and schema_owner.strip('"') == tenant.role:
                 await shared.execute(f"DROP SCHEMA {quote_ident(tenant.schema_name)} CASCADE")
+            if await self._is_ours(shared, tenant):
+                # Whatever else its migrations left in the shared database (grants, objects
+                # outside its schema): otherwise DROP ROLE refuses, and retries forever.
+                await shared.execute(f"DROP OWNED BY {quote_ident(tenant.role)}")
+
+    @staticmethod
+    async def _is_ours(conn: asyncpg.Connection, tenant: Tenant) -> bool:
+        note = await conn.fetchval(
+            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+            tenant.role,
+        )
+        return bool(note == role_marker(tenant.tenant_id))
 
     @activity.defn(name="drop_tenant_role")
     async def drop_role(self, job: TenantJob) -> None:

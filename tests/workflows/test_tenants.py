@@ -264,3 +264,30 @@ async def test_tenant_events_reach_a_webhook_receiver_signed(
     assert data["tenant_id"] == failed_job.tenant_id
     assert "syntax error" in str(data["error"])
     assert all(r.verified for r in receiver.received)
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_deprovisioning_a_schema_tenant_drops_what_its_migrations_granted(
+    saga: Saga,
+) -> None:
+    granting = [
+        migration("1", "CREATE TABLE notes (id int);", "DROP TABLE notes;"),
+        # A default privilege for the whole shared database, owned by the tenant's role: left
+        # in place, it makes DROP ROLE refuse.
+        migration("2", "ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO PUBLIC;", ""),
+    ]
+    job, handle = await saga.start("schema", granting)
+    assert (await handle.result()).status is TenantStatus.ACTIVE
+    run_id = f"deprovision-{job.tenant_id}"
+    await saga.tenants.start_job(
+        job.tenant_id, TenantStatus.DEPROVISIONING, run_id, allowed=("active",)
+    )
+    gone = await saga.client.start_workflow(
+        DeprovisionTenantWorkflow.run,
+        TenantJob(tenant_id=job.tenant_id, run_id=run_id),
+        id=run_id,
+        task_queue=saga.settings.temporal.task_queue,
+    )
+    outcome = await asyncio.wait_for(gone.result(), timeout=60)
+    assert outcome.status is TenantStatus.DEPROVISIONED
+    assert await saga.leftovers(job.tenant_id) == []

@@ -137,6 +137,12 @@ class FleetHealthInput(BaseModel):
     batch_size: int = Field(default=10, ge=1, le=100)
     page_size: int = Field(default=500, ge=1, le=5000)
     connect_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    continue_after_events: int = Field(
+        default=10_000,
+        ge=1,
+        le=40_000,
+        description="Continue-as-new between pages once the history is this long.",
+    )
     state: FleetHealthState | None = None
 
 

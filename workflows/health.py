@@ -32,7 +32,6 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows.webhooks import emit
 
-HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
 CHECK_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -92,7 +91,7 @@ class FleetHealthWorkflow:
                 break
             info = workflow.info()
             if (
-                info.get_current_history_length() > HISTORY_EVENTS_BEFORE_CONTINUE
+                info.get_current_history_length() > params.continue_after_events
                 or info.is_continue_as_new_suggested()
             ):
                 state.continued += 1

@@ -265,3 +265,37 @@ async def test_the_schedule_is_created_updated_and_removed(
     await ensure_health_schedule(
         temporal_client, wanted.model_copy(update={"interval_seconds": 0}), queue
     )
+
+
+async def test_a_large_sweep_continues_as_new_and_checks_every_target_once(
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    temporal_client: Client,
+    make_target: TargetFactory,
+) -> None:
+    repository = DatabaseRepository(
+        catalog_pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
+    )
+    for _ in range(3):
+        target = await make_target()
+        await repository.create(
+            DatabaseCreate.model_validate(target.create_body(name=f"can-{uuid.uuid4().hex[:8]}"))
+        )
+    total = await catalog_pool.fetchval("SELECT count(*) FROM databases")
+    run_id = uuid.uuid4().hex[:12]
+    handle = await temporal_client.start_workflow(
+        FleetHealthWorkflow.run,
+        # One page of two targets per run: every page after the first starts a new run.
+        FleetHealthInput(run_id=run_id, page_size=2, continue_after_events=1),
+        id=f"fleet-health-{run_id}",
+        task_queue=settings.temporal.task_queue,
+    )
+    result = await handle.result()
+    assert result.run_id == run_id
+    assert result.counts.checked == total
+    described = await handle.describe()
+    assert described.run_id != handle.first_execution_run_id
+    checked = await catalog_pool.fetchval(
+        "SELECT count(*) FROM target_health WHERE run_id = $1", run_id
+    )
+    assert checked == total

@@ -64,6 +64,11 @@ def chain_of(migrations: Sequence[Migration], version: str) -> str:
     return digest.hexdigest()
 
 
+def scratch_name(key: tuple[str, str, str]) -> str:
+    """The scratch database a reference of (set, version, chain) is built in."""
+    return "tenantflow_ref_" + hashlib.sha256("\n".join(key).encode()).hexdigest()[:24]
+
+
 class Probe:
     """What one connection to a target saw."""
 
@@ -295,7 +300,7 @@ class HealthActivities:
                     cached = await self._health.reference(*key)
                     if cached is not None:
                         return cached
-                    built = await self._replay(conn, set_name, version, migrations)
+                    built = await self._replay(conn, key, migrations)
                     if built.cacheable:
                         await self._health.save_reference(set_name, version, chain, built)
                     return built
@@ -307,16 +312,19 @@ class HealthActivities:
     async def _replay(
         self,
         conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
-        set_name: str,
-        version: str,
+        key: tuple[str, str, str],
         migrations: Sequence[Migration],
     ) -> Reference:
-        """Replay the set up to ``version`` with the engine in a scratch database, fingerprint
-        it and drop it."""
+        """Replay the set up to the version with the engine in a scratch database, fingerprint
+        it and drop it. Called under the key's advisory lock."""
+        set_name, version, _ = key
         if self._catalog_dsn is None:
             return Reference(None, {}, "no catalog DSN to build references with", cacheable=False)
-        scratch = f"tenantflow_ref_{uuid.uuid4().hex[:16]}"
+        # Named after the key: what a worker killed mid-build left behind is dropped by the
+        # next build of the same reference (nothing was cached, so there is one).
+        scratch = scratch_name(key)
         try:
+            await conn.execute(f"DROP DATABASE IF EXISTS {quote_ident(scratch)} WITH (FORCE)")
             await conn.execute(f"CREATE DATABASE {quote_ident(scratch)}")
         except asyncpg.PostgresError as exc:
             return Reference(

@@ -10,7 +10,7 @@ import asyncpg
 import pytest
 
 from activities.fingerprint import differences, schema_fingerprint
-from activities.health import HealthActivities, chain_of
+from activities.health import HealthActivities, chain_of, scratch_name
 from activities.health_events import health_outcome
 from activities.ledger import ledger_ddl
 from activities.migrations import MigrationActivities
@@ -149,7 +149,7 @@ async def _scratch_databases(pool: asyncpg.Pool) -> list[str]:
 
 
 async def test_a_reference_is_the_set_replayed_by_the_engine_once_and_cached(
-    health_activities: HealthActivities, catalog_pool: asyncpg.Pool
+    health_activities: HealthActivities, catalog_pool: asyncpg.Pool, postgres: EmbeddedPostgres
 ) -> None:
     name = f"ref-{uuid.uuid4().hex[:8]}"
     steps = [
@@ -157,11 +157,18 @@ async def test_a_reference_is_the_set_replayed_by_the_engine_once_and_cached(
         migration("2", "ALTER TABLE orders ADD COLUMN note text;"),
     ]
     await MigrationSetRepository(catalog_pool).register(name, steps)
+    # What a worker killed mid-build left behind (with an object of its own) is replaced.
+    leftover = scratch_name((name, "1", chain_of(steps, "1")))
+    await postgres.create_database(leftover)
+    stale = await asyncpg.connect(postgres.dsn(leftover))
+    await stale.execute("CREATE TABLE half_built (id int)")
+    await stale.close()
     at_one = await health_activities.reference(name, "1", steps)
     at_two = await health_activities.reference(name, "2", steps)
     assert at_one.error is None and at_two.error is None
     assert "table orders: column id" in at_one.objects
     assert "table orders: column note" not in at_one.objects
+    assert "table half_built" not in at_one.objects
     assert "table orders: column note" in at_two.objects
     assert at_one.fingerprint != at_two.fingerprint
     # Cached in the catalog under the set's checksums; the scratch databases are gone.

@@ -1,6 +1,7 @@
-"""FleetHealthWorkflow on a real Temporal server and worker, real PostgreSQL clusters (one of
-them started and stopped by the test) and a real webhook receiver verifying signatures; plus
-the replay of its committed history.
+"""FleetHealthWorkflow through HTTP (sweeps started and snapshots read through the gateway) on a
+real Temporal server and worker, real PostgreSQL clusters (one of them started and stopped by
+the test) and a real webhook receiver verifying signatures; plus the replay of its committed
+history.
 
 To re-record the committed history after an intended change, run
 ``TENANTFLOW_RECORD_HISTORIES=1 pytest tests/workflows/test_health.py`` and commit the file.
@@ -15,8 +16,10 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,7 +28,6 @@ from temporalio.worker import Replayer
 from cli.stack import EmbeddedPostgres, free_port
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
-from common.catalog.health import HealthRepository
 from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.errors import NotFound
@@ -34,7 +36,7 @@ from models.assignments import AssignmentSpec
 from models.databases import DatabaseCreate
 from models.health import FleetHealthInput, FleetHealthResult
 from models.webhooks import WebhookCreate, WebhookEventType, WebhookUpdate
-from tests.conftest import LEAK_CANARIES, TargetFactory
+from tests.conftest import LEAK_CANARIES, TargetFactory, Tokens
 from tests.workflows.test_fleet import Fleet
 from tests.workflows.test_webhooks import Receiver
 from worker.registry import WORKFLOWS
@@ -71,17 +73,33 @@ async def receiver(catalog_pool: asyncpg.Pool, settings: Settings) -> AsyncItera
 
 
 async def sweep(
-    client: Client, settings: Settings
+    api: httpx.AsyncClient, tokens: Tokens, client: Client
 ) -> tuple[FleetHealthResult, WorkflowHandle[FleetHealthWorkflow, FleetHealthResult]]:
-    """One sweep over every target, to its end."""
-    run_id = uuid.uuid4().hex[:12]
-    handle = await client.start_workflow(
-        FleetHealthWorkflow.run,
-        FleetHealthInput(run_id=run_id, requester="tests", batch_size=3, concurrency=2),
-        id=f"fleet-health-{run_id}",
-        task_queue=settings.temporal.task_queue,
-    )
+    """One sweep over every target, started through the API, to its end."""
+    started = await api.post("/api/v1/health/sweep", headers=tokens.headers("infra-operator"))
+    assert started.status_code == 202, started.text
+    handle = client.get_workflow_handle_for(FleetHealthWorkflow.run, started.json()["workflow_id"])
     return await handle.result(), handle
+
+
+async def snapshot(api: httpx.AsyncClient, tokens: Tokens, database_id: uuid.UUID) -> Any:
+    """``GET /api/v1/databases/{id}/health`` as a viewer."""
+    found = await api.get(
+        f"/api/v1/databases/{database_id}/health", headers=tokens.headers("infra-viewer")
+    )
+    assert found.status_code == 200, found.text
+    return found.json()
+
+
+async def listed(api: httpx.AsyncClient, tokens: Tokens, label: str, health: str) -> set[str]:
+    """Ids of the targets labelled ``label`` that ``?health=`` keeps."""
+    found = await api.get(
+        "/api/v1/databases",
+        params={"label": label, "health": health},
+        headers=tokens.headers("infra-viewer"),
+    )
+    assert found.status_code == 200, found.text
+    return {d["id"] for d in found.json()["items"]}
 
 
 def events_about(receiver: Receiver, database_ids: set[uuid.UUID]) -> list[tuple[str, str]]:
@@ -106,6 +124,8 @@ async def wait_for(receiver: Receiver, database_ids: set[uuid.UUID], count: int)
 
 
 async def test_one_altered_target_of_five_is_drifted_and_named(
+    api: httpx.AsyncClient,
+    tokens: Tokens,
     catalog_pool: asyncpg.Pool,
     settings: Settings,
     temporal_client: Client,
@@ -130,29 +150,40 @@ async def test_one_altered_target_of_five_is_drifted_and_named(
     ids = {d.id for d in registered}
     altered = next(d.id for d in registered if d.database == targets[2].database)
 
-    result, handle = await sweep(temporal_client, settings)
+    result, handle = await sweep(api, tokens, temporal_client)
 
-    health = HealthRepository(catalog_pool)
-    snapshots = {i: await health.latest(i) for i in ids}
-    drifted = [i for i, s in snapshots.items() if s.drift.drifted]
+    snapshots = {i: await snapshot(api, tokens, i) for i in ids}
+    drifted = [i for i, s in snapshots.items() if s["drift"]["drifted"]]
     assert drifted == [altered]
-    report = snapshots[altered].drift
-    assert report.differences == ["table b: column note added"]
-    assert report.source == "reference" and report.version == "2"
-    for snapshot in snapshots.values():
-        assert snapshot.reachable and snapshot.ledger_version == "2"
-        assert snapshot.behind_sets == [] and snapshot.latency_ms is not None
-        assert snapshot.server_version and snapshot.fingerprint
-    assert len({s.fingerprint for s in snapshots.values()}) == 2
+    report = snapshots[altered]["drift"]
+    assert report["differences"] == ["table b: column note added"]
+    assert report["source"] == "reference" and report["version"] == "2"
+    for found in snapshots.values():
+        assert found["reachable"] and found["ledger_version"] == "2"
+        assert found["behind_sets"] == [] and found["latency_ms"] is not None
+        assert found["sets"] == [
+            {"set_name": fleet.set_name, "version": "2", "expected": "2", "behind": False}
+        ]
+        assert found["server_version"] and found["fingerprint"]
+    assert len({s["fingerprint"] for s in snapshots.values()}) == 2
     assert result.counts.drifted >= 1 and result.counts.checked >= 5
-    summary = await health.drift_summary(fleet.set_name)
-    assert [(v.version, v.targets) for v in summary.versions] == [("2", 5)]
-    assert [d.database_id for d in summary.versions[0].drifted] == [altered]
+    label = f"fleet={fleet.label}"
+    assert await listed(api, tokens, label, "drifted") == {str(altered)}
+    assert await listed(api, tokens, label, "unreachable") == set()
+    assert await listed(api, tokens, label, "behind") == set()
+    drift = await api.get(
+        "/api/v1/drift", params={"set": fleet.set_name}, headers=tokens.headers("infra-viewer")
+    )
+    assert drift.status_code == 200, drift.text
+    versions = drift.json()["versions"]
+    assert [(v["version"], v["targets"]) for v in versions] == [("2", 5)]
+    assert [d["database_id"] for d in versions[0]["drifted"]] == [str(altered)]
+    assert versions[0]["drifted"][0]["differences"] == ["table b: column note added"]
     await wait_for(receiver, set(ids), 1)
     assert events_about(receiver, set(ids)) == [("database.drifted", str(altered))]
 
     # Nothing changed: the next sweep sends nothing at all.
-    again, _ = await sweep(temporal_client, settings)
+    again, _ = await sweep(api, tokens, temporal_client)
     assert again.counts.events == 0
     assert len(events_about(receiver, set(ids))) == 1
 
@@ -190,6 +221,8 @@ async def _second_cluster_targets(
 
 
 async def test_a_stopped_cluster_turns_unhealthy_then_recovers_once(
+    api: httpx.AsyncClient,
+    tokens: Tokens,
     catalog_pool: asyncpg.Pool,
     settings: Settings,
     temporal_client: Client,
@@ -201,34 +234,36 @@ async def test_a_stopped_cluster_turns_unhealthy_then_recovers_once(
     repository = DatabaseRepository(
         catalog_pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
     )
-    health = HealthRepository(catalog_pool)
+    label = uuid.uuid4().hex[:8]
     try:
-        ids = await _second_cluster_targets(cluster, repository, uuid.uuid4().hex[:8])
-        first, _ = await sweep(temporal_client, settings)
+        ids = await _second_cluster_targets(cluster, repository, label)
+        first, _ = await sweep(api, tokens, temporal_client)
         for i in ids:
-            assert (await health.latest(i)).reachable
+            assert (await snapshot(api, tokens, i))["reachable"]
         assert events_about(receiver, ids) == []
 
         cluster.stop()
-        down, _ = await sweep(temporal_client, settings)
+        down, _ = await sweep(api, tokens, temporal_client)
         assert down.counts.unreachable >= 2
         for i in ids:
-            snapshot = await health.latest(i)
-            assert not snapshot.reachable and snapshot.error
-            assert cluster.password not in snapshot.error
+            found = await snapshot(api, tokens, i)
+            assert not found["reachable"] and found["error"]
+            assert cluster.password not in found["error"]
+        assert await listed(api, tokens, f"health={label}", "unreachable") == {str(i) for i in ids}
         await wait_for(receiver, ids, 2)
         assert sorted(events_about(receiver, ids)) == sorted(
             ("database.unhealthy", str(i)) for i in ids
         )
 
         cluster.start()
-        await sweep(temporal_client, settings)
+        await sweep(api, tokens, temporal_client)
         await wait_for(receiver, ids, 4)
         assert sorted(events_about(receiver, ids)[2:]) == sorted(
             ("database.recovered", str(i)) for i in ids
         )
+        assert await listed(api, tokens, f"health={label}", "unreachable") == set()
 
-        quiet, _ = await sweep(temporal_client, settings)
+        quiet, _ = await sweep(api, tokens, temporal_client)
         assert quiet.counts.events == 0
         assert len(events_about(receiver, ids)) == 4
         assert first.counts.checked >= 2

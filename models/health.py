@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
+from models.fleet import FleetSelector
 from models.webhooks import EventOut
 
 # At most this many differing objects are kept per target (the count says how many there were).
@@ -133,6 +134,10 @@ class FleetHealthInput(BaseModel):
 
     run_id: str = Field(default="", description="Empty: the workflow id (scheduled sweeps).")
     requester: str = "schedule"
+    selector: FleetSelector = Field(
+        default_factory=lambda: FleetSelector(all=True),
+        description="Which targets: every one (scheduled sweeps), or by labels or ids.",
+    )
     concurrency: int = Field(default=8, ge=1, le=100, description="Batches in flight.")
     batch_size: int = Field(default=10, ge=1, le=100)
     page_size: int = Field(default=500, ge=1, le=5000)

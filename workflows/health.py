@@ -20,7 +20,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.fleet import FleetActivities
     from activities.health import HealthActivities
-    from models.fleet import FleetSelector, TargetPageRequest
+    from models.fleet import TargetPageRequest
     from models.health import (
         FleetHealthInput,
         FleetHealthResult,
@@ -62,7 +62,7 @@ class FleetHealthWorkflow:
             page = await workflow.execute_activity_method(
                 FleetActivities.resolve_targets,
                 TargetPageRequest(
-                    selector=FleetSelector(all=True), after=state.after, limit=params.page_size
+                    selector=params.selector, after=state.after, limit=params.page_size
                 ),
                 start_to_close_timeout=timedelta(seconds=60),
                 retry_policy=CATALOG_RETRY,

@@ -11,7 +11,9 @@ from common.catalog.health import HealthRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from gateway.auth.deps import MigrationsExecute, MonitoringRead
 from gateway.deps import SettingsDep, TemporalDep
+from gateway.routers.databases import parse_label_filters
 from models.errors import ErrorResponse
+from models.fleet import FleetSelector
 from models.health import DriftSummary, FleetHealthInput, SweepStarted, TargetHealth
 from models.migrations import SetName
 from workflows.health import FleetHealthWorkflow
@@ -62,10 +64,19 @@ async def get_drift(
 
 @router.post("/health/sweep", status_code=202, summary="Run a fleet health sweep now")
 async def start_sweep(
-    settings: SettingsDep, temporal: TemporalDep, principal: MigrationsExecute
+    settings: SettingsDep,
+    temporal: TemporalDep,
+    principal: MigrationsExecute,
+    label: Annotated[
+        list[str] | None,
+        Query(description="Only targets with these labels (key=value, repeatable)."),
+    ] = None,
 ) -> SweepStarted:
-    """Start ``FleetHealthWorkflow`` over every target and answer its run id at once; the
-    snapshots appear as it goes (``GET /api/v1/databases/{id}/health``)."""
+    """Start ``FleetHealthWorkflow`` over every target (or those with the given labels) and
+    answer its run id at once; the snapshots appear as it goes
+    (``GET /api/v1/databases/{id}/health``)."""
+    labels = parse_label_filters(label or [])
+    selector = FleetSelector(labels=labels) if labels else FleetSelector(all=True)
     run_id = uuid.uuid4().hex[:16]
     workflow_id = f"fleet-health-manual-{run_id}"
     await temporal.start_workflow(
@@ -73,6 +84,7 @@ async def start_sweep(
         FleetHealthInput(
             run_id=run_id,
             requester=principal.subject,
+            selector=selector,
             concurrency=settings.health.concurrency,
             batch_size=settings.health.batch_size,
             connect_timeout_seconds=settings.health.connect_timeout_seconds,

@@ -34,6 +34,7 @@ from common.errors import NotFound
 from common.settings import Settings
 from models.assignments import AssignmentSpec
 from models.databases import DatabaseCreate
+from models.fleet import FleetSelector
 from models.health import FleetHealthInput, FleetHealthResult
 from models.webhooks import WebhookCreate, WebhookEventType, WebhookUpdate
 from tests.conftest import LEAK_CANARIES, TargetFactory, Tokens
@@ -73,10 +74,13 @@ async def receiver(catalog_pool: asyncpg.Pool, settings: Settings) -> AsyncItera
 
 
 async def sweep(
-    api: httpx.AsyncClient, tokens: Tokens, client: Client
+    api: httpx.AsyncClient, tokens: Tokens, client: Client, label: str
 ) -> tuple[FleetHealthResult, WorkflowHandle[FleetHealthWorkflow, FleetHealthResult]]:
-    """One sweep over every target, started through the API, to its end."""
-    started = await api.post("/api/v1/health/sweep", headers=tokens.headers("infra-operator"))
+    """One sweep over the targets labelled ``label`` (the catalog also holds every other
+    test's targets), started through the API, to its end."""
+    started = await api.post(
+        "/api/v1/health/sweep", params={"label": label}, headers=tokens.headers("infra-operator")
+    )
     assert started.status_code == 202, started.text
     handle = client.get_workflow_handle_for(FleetHealthWorkflow.run, started.json()["workflow_id"])
     return await handle.result(), handle
@@ -150,7 +154,7 @@ async def test_one_altered_target_of_five_is_drifted_and_named(
     ids = {d.id for d in registered}
     altered = next(d.id for d in registered if d.database == targets[2].database)
 
-    result, handle = await sweep(api, tokens, temporal_client)
+    result, handle = await sweep(api, tokens, temporal_client, f"fleet={fleet.label}")
 
     snapshots = {i: await snapshot(api, tokens, i) for i in ids}
     drifted = [i for i, s in snapshots.items() if s["drift"]["drifted"]]
@@ -183,7 +187,7 @@ async def test_one_altered_target_of_five_is_drifted_and_named(
     assert events_about(receiver, set(ids)) == [("database.drifted", str(altered))]
 
     # Nothing changed: the next sweep sends nothing at all.
-    again, _ = await sweep(api, tokens, temporal_client)
+    again, _ = await sweep(api, tokens, temporal_client, f"fleet={fleet.label}")
     assert again.counts.events == 0
     assert len(events_about(receiver, set(ids))) == 1
 
@@ -237,13 +241,13 @@ async def test_a_stopped_cluster_turns_unhealthy_then_recovers_once(
     label = uuid.uuid4().hex[:8]
     try:
         ids = await _second_cluster_targets(cluster, repository, label)
-        first, _ = await sweep(api, tokens, temporal_client)
+        first, _ = await sweep(api, tokens, temporal_client, f"health={label}")
         for i in ids:
             assert (await snapshot(api, tokens, i))["reachable"]
         assert events_about(receiver, ids) == []
 
         cluster.stop()
-        down, _ = await sweep(api, tokens, temporal_client)
+        down, _ = await sweep(api, tokens, temporal_client, f"health={label}")
         assert down.counts.unreachable >= 2
         for i in ids:
             found = await snapshot(api, tokens, i)
@@ -256,14 +260,14 @@ async def test_a_stopped_cluster_turns_unhealthy_then_recovers_once(
         )
 
         cluster.start()
-        await sweep(api, tokens, temporal_client)
+        await sweep(api, tokens, temporal_client, f"health={label}")
         await wait_for(receiver, ids, 4)
         assert sorted(events_about(receiver, ids)[2:]) == sorted(
             ("database.recovered", str(i)) for i in ids
         )
         assert await listed(api, tokens, f"health={label}", "unreachable") == set()
 
-        quiet, _ = await sweep(api, tokens, temporal_client)
+        quiet, _ = await sweep(api, tokens, temporal_client, f"health={label}")
         assert quiet.counts.events == 0
         assert len(events_about(receiver, ids)) == 4
         assert first.counts.checked >= 2
@@ -311,17 +315,23 @@ async def test_a_large_sweep_continues_as_new_and_checks_every_target_once(
     repository = DatabaseRepository(
         catalog_pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
     )
+    sweep = {"sweep": uuid.uuid4().hex[:10]}
     for _ in range(3):
         target = await make_target()
-        await repository.create(
-            DatabaseCreate.model_validate(target.create_body(name=f"can-{uuid.uuid4().hex[:8]}"))
-        )
-    total = await catalog_pool.fetchval("SELECT count(*) FROM databases")
+        body = target.create_body(name=f"can-{uuid.uuid4().hex[:8]}", labels=sweep)
+        await repository.create(DatabaseCreate.model_validate(body))
+    total = 3
     run_id = uuid.uuid4().hex[:12]
     handle = await temporal_client.start_workflow(
         FleetHealthWorkflow.run,
-        # One page of two targets per run: every page after the first starts a new run.
-        FleetHealthInput(run_id=run_id, page_size=2, continue_after_events=1),
+        # One page of two targets per run: every page after the first starts a new run. Scoped
+        # by labels: the catalog also holds every other test's targets.
+        FleetHealthInput(
+            run_id=run_id,
+            selector=FleetSelector(labels=sweep),
+            page_size=2,
+            continue_after_events=1,
+        ),
         id=f"fleet-health-{run_id}",
         task_queue=settings.temporal.task_queue,
     )

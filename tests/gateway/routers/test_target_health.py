@@ -23,8 +23,12 @@ async def _register(api: httpx.AsyncClient, tokens: Tokens, body: dict[str, obje
     return database_id
 
 
-async def _sweep(api: httpx.AsyncClient, tokens: Tokens, temporal_client: Client) -> str:
-    started = await api.post("/api/v1/health/sweep", headers=tokens.headers("infra-operator"))
+async def _sweep(
+    api: httpx.AsyncClient, tokens: Tokens, temporal_client: Client, label: str
+) -> str:
+    started = await api.post(
+        "/api/v1/health/sweep", params={"label": label}, headers=tokens.headers("infra-operator")
+    )
     assert started.status_code == 202, started.text
     body = started.json()
     handle = temporal_client.get_workflow_handle_for(FleetHealthWorkflow.run, body["workflow_id"])
@@ -54,7 +58,7 @@ async def test_a_sweep_fills_snapshots_and_the_health_filter(
     assert unchecked.status_code == 404
     assert unchecked.json()["error"]["details"]["reason"] == "not_checked"
 
-    run_id = await _sweep(api, tokens, temporal_client)
+    run_id = await _sweep(api, tokens, temporal_client, f"h={label}")
 
     ok = await api.get(f"/api/v1/databases/{good}/health", headers=viewer)
     assert ok.status_code == 200, ok.text

@@ -55,6 +55,7 @@ class DevIssuer:
         self.issuer_url = issuer_url.rstrip("/")
         self.audience = audience
         self.keys_dir = data_dir / "keys"
+        self._loaded: dict[str, rsa.RSAPrivateKey] = {}
         if not any(self.keys_dir.glob("*.pem")):
             self.rotate()
         self._secrets_path = data_dir / "secrets.json"
@@ -85,8 +86,13 @@ class DevIssuer:
     def _keys(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
         found = []
         for path in sorted(self.keys_dir.glob("*.pem")):
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-            assert isinstance(key, rsa.RSAPrivateKey)
+            # Loading a PEM checks the RSA key (about 60 ms): each file is loaded once. A file
+            # never changes under its name (rotation writes a new one), so the name is the key.
+            key = self._loaded.get(path.name)
+            if key is None:
+                loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+                assert isinstance(loaded, rsa.RSAPrivateKey)
+                key = self._loaded[path.name] = loaded
             found.append((path.stem.split("_", 1)[1], key))
         return found
 

@@ -222,6 +222,14 @@ async def test_bad_requests_get_clear_errors(
             400,
         ),
         ({"tenant_id": _tenant_id(), "server_selector": {"region": "nowhere"}}, 409),
+        (
+            {
+                "tenant_id": _tenant_id(),
+                "server": fleet.server,
+                "sets": [{"name": fleet.set_name}, {"name": "other"}],
+            },
+            400,
+        ),
     ]
     for body, status in cases:
         answer = await _provision(api, tokens, body)

@@ -8,7 +8,7 @@ import uuid
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
-from temporalio.client import WorkflowExecution, WorkflowExecutionStatus
+from temporalio.client import WorkflowExecution, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhooks import EVENT_TYPE_KEY, STATUS_KEY
@@ -22,6 +22,7 @@ from models.webhooks import (
     DeliveryAttempt,
     DeliveryDetail,
     DeliveryPage,
+    DeliveryResult,
     DeliverySummary,
     Webhook,
     WebhookCreate,
@@ -179,7 +180,9 @@ async def get_delivery(
     """Every attempt: when, status code or connection error, and when the next is due."""
     del principal
     workflow_id = delivery_workflow_id(webhook_id, event_id)
-    handle = temporal.get_workflow_handle_for(DeliverWebhookWorkflow.run, workflow_id)
+    handle: WorkflowHandle[DeliverWebhookWorkflow, DeliveryResult] = (
+        temporal.get_workflow_handle_for(DeliverWebhookWorkflow.run, workflow_id)
+    )
     try:
         description = await handle.describe()
         attempts: list[DeliveryAttempt] = await handle.query(DeliverWebhookWorkflow.attempts)

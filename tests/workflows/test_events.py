@@ -13,7 +13,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -24,6 +24,7 @@ from common.settings import Settings
 from gateway.event_types import CURRENT_EVENT, EventIdentity
 from gateway.routers.events import start_register_database
 from models.assignments import AssignmentSpec
+from models.events import RegisterDatabaseResult
 from tests.conftest import TargetFactory
 from worker.registry import WORKFLOWS
 from workflows.events import RegisterDatabaseWorkflow
@@ -57,8 +58,10 @@ async def test_register_database_runs_each_assigned_set_and_its_history_replays(
             identity.workflow_id,
             target.create_body(labels={"cohort": cohort}),
         )
-        handle = temporal_client.get_workflow_handle_for(
-            RegisterDatabaseWorkflow.run, identity.workflow_id
+        handle: WorkflowHandle[RegisterDatabaseWorkflow, RegisterDatabaseResult] = (
+            temporal_client.get_workflow_handle_for(
+                RegisterDatabaseWorkflow.run, identity.workflow_id
+            )
         )
         result = await handle.result()
     finally:

@@ -82,7 +82,9 @@ async def sweep(
         "/api/v1/health/sweep", params={"label": label}, headers=tokens.headers("infra-operator")
     )
     assert started.status_code == 202, started.text
-    handle = client.get_workflow_handle_for(FleetHealthWorkflow.run, started.json()["workflow_id"])
+    handle: WorkflowHandle[FleetHealthWorkflow, FleetHealthResult] = client.get_workflow_handle_for(
+        FleetHealthWorkflow.run, started.json()["workflow_id"]
+    )
     return await handle.result(), handle
 
 

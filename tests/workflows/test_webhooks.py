@@ -24,7 +24,7 @@ import httpx
 import pytest
 from standardwebhooks import Webhook as Verifier
 from standardwebhooks.webhooks import WebhookVerificationError
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
@@ -199,7 +199,9 @@ async def _publish(publisher: WebhookActivities, event: EventOut, endpoint_id: u
 
 
 async def _result(client: Client, workflow_id: str) -> DeliveryResult:
-    handle = client.get_workflow_handle_for(DeliverWebhookWorkflow.run, workflow_id)
+    handle: WorkflowHandle[DeliverWebhookWorkflow, DeliveryResult] = client.get_workflow_handle_for(
+        DeliverWebhookWorkflow.run, workflow_id
+    )
     return await handle.result()
 
 
@@ -336,7 +338,9 @@ async def test_a_disabled_or_deleted_endpoint_stops_the_retries(
         task_queue=webhook_settings.temporal.task_queue,
     )
     workflow_id = await _publish(slow, _event(), endpoint_id)
-    handle = temporal_client.get_workflow_handle_for(DeliverWebhookWorkflow.run, workflow_id)
+    handle: WorkflowHandle[DeliverWebhookWorkflow, DeliveryResult] = (
+        temporal_client.get_workflow_handle_for(DeliverWebhookWorkflow.run, workflow_id)
+    )
     for _ in range(200):
         if await handle.query(DeliverWebhookWorkflow.attempts):
             break

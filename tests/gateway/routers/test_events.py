@@ -12,7 +12,7 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError
 
 from common.settings import Settings
@@ -83,7 +83,9 @@ async def _ledger(target: TargetDatabase) -> list[tuple[str, str]]:
 
 
 async def _result(client: Client, workflow_id: str) -> RegisterDatabaseResult:
-    handle = client.get_workflow_handle_for(RegisterDatabaseWorkflow.run, workflow_id)
+    handle: WorkflowHandle[RegisterDatabaseWorkflow, RegisterDatabaseResult] = (
+        client.get_workflow_handle_for(RegisterDatabaseWorkflow.run, workflow_id)
+    )
     return await handle.result()
 
 

@@ -7,9 +7,10 @@ import uuid
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 
 from cli.stack import free_port
+from models.health import FleetHealthResult
 from tests.conftest import TargetDatabase, Tokens
 from workflows.health import FleetHealthWorkflow
 
@@ -31,7 +32,9 @@ async def _sweep(
     )
     assert started.status_code == 202, started.text
     body = started.json()
-    handle = temporal_client.get_workflow_handle_for(FleetHealthWorkflow.run, body["workflow_id"])
+    handle: WorkflowHandle[FleetHealthWorkflow, FleetHealthResult] = (
+        temporal_client.get_workflow_handle_for(FleetHealthWorkflow.run, body["workflow_id"])
+    )
     result = await handle.result()
     assert result.run_id == body["run_id"]
     assert result.counts.checked >= 1

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 
+from common.catalog.keys import rotate_column
 from common.crypto import CredentialCipher
 from common.errors import Conflict, InvalidInput, NotFound
 from models.databases import Database, DatabaseCreate, DatabasePage, DatabaseUpdate
@@ -266,30 +267,15 @@ class DatabaseRepository:
 
     async def rotate_keys(self, *, batch_size: int = 500) -> int:
         """Re-encrypt every password not under the active key; return how many changed."""
-        active = self.cipher.key_ring.active_key_id
-        changed = 0
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT id, password_encrypted FROM databases WHERE password_key_id <> $1 "
-                    "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    active,
-                    batch_size,
-                )
-                if not rows:
-                    return changed
-                for row in rows:
-                    rotated = self.cipher.rotate(
-                        row["password_encrypted"], context=password_context(row["id"])
-                    )
-                    await conn.execute(
-                        "UPDATE databases SET password_encrypted = $2, password_key_id = $3, "
-                        "updated_at = now() WHERE id = $1",
-                        row["id"],
-                        rotated,
-                        active,
-                    )
-                changed += len(rows)
+        return await rotate_column(
+            self.pool,
+            self.cipher,
+            table="databases",
+            column="password_encrypted",
+            key_column="password_key_id",
+            context=password_context,
+            batch_size=batch_size,
+        )
 
 
 def encode_cursor(name: str) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from common.catalog.databases import decode_cursor, encode_cursor
+from common.catalog.keys import rotate_column
 from common.crypto import CredentialCipher
 from common.errors import Conflict, NotFound
 from models.servers import Server, ServerCreate, ServerPage, ServerUpdate
@@ -232,27 +233,12 @@ class ServerRepository:
 
     async def rotate_keys(self, *, batch_size: int = 500) -> int:
         """Re-encrypt every admin password not under the active key; return how many changed."""
-        active = self.cipher.key_ring.active_key_id
-        changed = 0
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT id, admin_password_encrypted FROM servers "
-                    "WHERE admin_password_key_id <> $1 ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    active,
-                    batch_size,
-                )
-                if not rows:
-                    return changed
-                for row in rows:
-                    rotated = self.cipher.rotate(
-                        row["admin_password_encrypted"], context=admin_password_context(row["id"])
-                    )
-                    await conn.execute(
-                        "UPDATE servers SET admin_password_encrypted = $2, "
-                        "admin_password_key_id = $3, updated_at = now() WHERE id = $1",
-                        row["id"],
-                        rotated,
-                        active,
-                    )
-                changed += len(rows)
+        return await rotate_column(
+            self.pool,
+            self.cipher,
+            table="servers",
+            column="admin_password_encrypted",
+            key_column="admin_password_key_id",
+            context=admin_password_context,
+            batch_size=batch_size,
+        )

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from common.catalog.keys import rotate_column
 from common.crypto import CredentialCipher
 from common.errors import NotFound
 from models.webhooks import (
@@ -169,27 +170,12 @@ class WebhookRepository:
     async def rotate_keys(self, *, batch_size: int = 500) -> int:
         """Re-encrypt every signing secret not under the active key; return how many changed.
         The secret itself does not change, so receivers notice nothing."""
-        active = self.cipher.key_ring.active_key_id
-        changed = 0
-        while True:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    "SELECT id, secret_encrypted FROM webhook_endpoints WHERE secret_key_id <> $1 "
-                    "ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-                    active,
-                    batch_size,
-                )
-                if not rows:
-                    return changed
-                for row in rows:
-                    rotated = self.cipher.rotate(
-                        row["secret_encrypted"], context=secret_context(row["id"])
-                    )
-                    await conn.execute(
-                        "UPDATE webhook_endpoints SET secret_encrypted = $2, secret_key_id = $3, "
-                        "updated_at = now() WHERE id = $1",
-                        row["id"],
-                        rotated,
-                        active,
-                    )
-                changed += len(rows)
+        return await rotate_column(
+            self.pool,
+            self.cipher,
+            table="webhook_endpoints",
+            column="secret_encrypted",
+            key_column="secret_key_id",
+            context=secret_context,
+            batch_size=batch_size,
+        )

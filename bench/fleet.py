@@ -222,13 +222,51 @@ def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 6
     raise SystemExit(f"{url} did not answer within {seconds} s")
 
 
+async def start_tenantflow(
+    pg: EmbeddedPostgres,
+    temporal: TemporalDevServer,
+    work_dir: Path,
+    processes: dict[str, subprocess.Popen[bytes]],
+    threads: list[Server],
+) -> tuple[str, dict[str, str]]:
+    """tenantflow as in production: the dev issuer in a thread, worker and gateway in processes
+    of their own (added to ``threads`` and ``processes`` as they start, for the caller to stop
+    whatever happens). Returns the gateway's URL, once ready, and an admin's headers."""
+    issuer_port, gateway_port = free_port(), free_port()
+    issuer = DevIssuer(work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}")
+    issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
+    threads.append(issuer_server)
+    issuer_server.begin()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
+    env.update(
+        {
+            "TENANTFLOW_CATALOG__DSN": pg.dsn(),
+            "TENANTFLOW_TEMPORAL__ADDRESS": temporal.address,
+            "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
+            "TENANTFLOW_GATEWAY__PORT": str(gateway_port),
+            "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
+            "TENANTFLOW_LOG__LEVEL": "WARNING",
+            "TENANTFLOW_LOG__ACCESS_LOG": "false",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    for role in ("worker", "gateway"):
+        processes[role] = subprocess.Popen(  # noqa: ASYNC220 - started once, outside timings
+            [sys.executable, "-m", "cli.main", role], env=env
+        )
+    base_url = f"http://127.0.0.1:{gateway_port}"
+    await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes["gateway"])
+    token = issuer.mint(subject="bench", roles=["infra-admin"])
+    return base_url, {"Authorization": f"Bearer {token}"}
+
+
 async def main(options: argparse.Namespace) -> None:
     migrations = load_directory(EXAMPLE)
     work_dir = Path(tempfile.mkdtemp(prefix="tenantflow-bench-"))
     pg = EmbeddedPostgres(work_dir / "pg", free_port(), max_connections=400)
     temporal = TemporalDevServer(work_dir / "temporal", free_port(), None)
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    issuer_server: Server | None = None
+    threads: list[Server] = []
     global USAGE
     try:
         pg.start()
@@ -272,33 +310,7 @@ async def main(options: argparse.Namespace) -> None:
             for name in targets["seq"]:
                 await apply_plain(connect_args(pg, "seq", name, schemas), migrations)
 
-        # tenantflow as in production: worker and gateway in processes of their own.
-        issuer_port, gateway_port = free_port(), free_port()
-        issuer = DevIssuer(
-            work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}"
-        )
-        issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
-        issuer_server.begin()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
-        env.update(
-            {
-                "TENANTFLOW_CATALOG__DSN": pg.dsn(),
-                "TENANTFLOW_TEMPORAL__ADDRESS": temporal.address,
-                "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
-                "TENANTFLOW_GATEWAY__PORT": str(gateway_port),
-                "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
-                "TENANTFLOW_LOG__LEVEL": "WARNING",
-                "TENANTFLOW_LOG__ACCESS_LOG": "false",
-                "PYTHONPATH": str(ROOT),
-            }
-        )
-        for role in ("worker", "gateway"):
-            processes[role] = subprocess.Popen(  # noqa: ASYNC220 - started once, outside timings
-                [sys.executable, "-m", "cli.main", role], env=env
-            )
-        base_url = f"http://127.0.0.1:{gateway_port}"
-        await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes["gateway"])
-        headers = {"Authorization": f"Bearer {issuer.mint(subject='bench', roles=['infra-admin'])}"}
+        base_url, headers = await start_tenantflow(pg, temporal, work_dir, processes, threads)
         label = uuid.uuid4().hex[:8]
         # Per polled path: latencies. /health and /api/v1/auth/me, one client each, are the
         # baselines in the same process: what any request costs on this machine meanwhile.
@@ -455,8 +467,8 @@ async def main(options: argparse.Namespace) -> None:
             process.terminate()
         for process in processes.values():
             process.wait(60)
-        if issuer_server is not None:
-            issuer_server.end()
+        for thread in threads:
+            thread.end()
         temporal.stop()
         pg.stop()
         shutil.rmtree(work_dir, ignore_errors=True)

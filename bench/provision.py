@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -30,11 +28,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.fleet import EXAMPLE, ROOT, Server, percentile, run_sql, wait_for_http
-from cli.dev_issuer import DevIssuer, create_issuer_app
+from bench.fleet import EXAMPLE, Server, percentile, run_sql, start_tenantflow
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
-from common.settings import DEV_REALM
 from models.migrations import Migration
 
 
@@ -109,8 +105,8 @@ async def main(options: argparse.Namespace) -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="tenantflow-bench-provision-"))
     pg = EmbeddedPostgres(work_dir / "pg", free_port(), max_connections=200)
     temporal = TemporalDevServer(work_dir / "temporal", free_port(), None)
-    processes: list[subprocess.Popen[bytes]] = []
-    issuer_server: Server | None = None
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    threads: list[Server] = []
     try:
         pg.start()
         temporal.start()
@@ -119,33 +115,7 @@ async def main(options: argparse.Namespace) -> None:
         if mode == "schema":
             await run_sql(pg, "postgres", ['CREATE DATABASE "plain_shared"'])
 
-        issuer_port, gateway_port = free_port(), free_port()
-        issuer = DevIssuer(
-            work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}"
-        )
-        issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
-        issuer_server.begin()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
-        env.update(
-            {
-                "TENANTFLOW_CATALOG__DSN": pg.dsn(),
-                "TENANTFLOW_TEMPORAL__ADDRESS": temporal.address,
-                "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
-                "TENANTFLOW_GATEWAY__PORT": str(gateway_port),
-                "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
-                "TENANTFLOW_LOG__LEVEL": "WARNING",
-                "TENANTFLOW_LOG__ACCESS_LOG": "false",
-                "PYTHONPATH": str(ROOT),
-            }
-        )
-        for role in ("worker", "gateway"):
-            processes.append(
-                subprocess.Popen([sys.executable, "-m", "cli.main", role], env=env)  # noqa: ASYNC220 - once, before timings
-            )
-        base_url = f"http://127.0.0.1:{gateway_port}"
-        await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes[1])
-        token = issuer.mint(subject="bench", roles=["infra-admin"])
-        headers = {"Authorization": f"Bearer {token}"}
+        base_url, headers = await start_tenantflow(pg, temporal, work_dir, processes, threads)
         async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=120) as api:
             files = {m.source or f"V{m.version}__x.sql": m.up_sql for m in migrations}
             (
@@ -180,15 +150,15 @@ async def main(options: argparse.Namespace) -> None:
         goal = "met" if statistics.median(tenantflow) < 2.0 else "NOT met"
         print(f"goal p50 < 2 s             = {goal}")
     finally:
-        for process in processes:
+        for process in processes.values():
             process.terminate()
-        for process in processes:
+        for process in processes.values():
             try:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
-        if issuer_server is not None:
-            issuer_server.end()
+        for thread in threads:
+            thread.end()
         temporal.stop()
         pg.stop()
         shutil.rmtree(work_dir, ignore_errors=True)

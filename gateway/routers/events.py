@@ -4,7 +4,6 @@ Temporal visibility."""
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Any
 
 from cloudevents.core.bindings.http import HTTPMessage, from_http
@@ -15,7 +14,7 @@ from fastapi import APIRouter, Query, Request
 from temporalio.client import Client, WorkflowExecution, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
 from activities.events import event_password_context
 from common.crypto import CredentialCipher, KeyRing
@@ -34,6 +33,7 @@ from gateway.event_types import (
     register_event_type,
     validate_event_data,
 )
+from gateway.visibility import visibility_page
 from models.databases import DatabaseCreate
 from models.errors import ErrorResponse
 from models.events import (
@@ -243,26 +243,11 @@ async def list_events(
     clauses = ["WorkflowId STARTS_WITH 'event-'", "TenantflowEventSource IS NOT NULL"]
     if type is not None:  # restricted to safe characters by the pattern
         clauses.append(f"TenantflowEventType = '{type}'")
-    try:
-        token = base64.urlsafe_b64decode(next_page.encode()) if next_page else None
-    except ValueError:
-        raise InvalidInput("invalid next_page") from None
-    try:
-        iterator = temporal.list_workflows(
-            " AND ".join(clauses), page_size=page_size, next_page_token=token
-        )
-        await iterator.fetch_next_page()
-    except RPCError as exc:
-        # A token Temporal cannot read comes back INVALID_ARGUMENT or (SQLite visibility)
-        # UNKNOWN: the caller's mistake, not an outage.
-        if next_page and exc.status in (RPCStatusCode.INVALID_ARGUMENT, RPCStatusCode.UNKNOWN):
-            raise InvalidInput("invalid next_page") from None
-        raise DependencyUnavailable(
-            "Temporal visibility did not answer", details={"cause": exc.message[:300]}
-        ) from None
-    items = [await _listed(execution) for execution in iterator.current_page or []]
-    following = iterator.next_page_token
+    executions, following = await visibility_page(
+        temporal, " AND ".join(clauses), page_size=page_size, next_page=next_page
+    )
+    items = [await _listed(execution) for execution in executions]
     return ReceivedEventPage(
         items=items,
-        next_page=base64.urlsafe_b64encode(following).decode() if following else None,
+        next_page=following,
     )

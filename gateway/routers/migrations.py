@@ -5,7 +5,6 @@ the workflow; finished runs in visibility."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +33,7 @@ from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
+from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
 from models.fleet import (
     DynamicMigrationRequest,
@@ -294,19 +294,9 @@ async def list_runs(
         clauses.append(f"TenantflowMigrationSet = '{set}'")
     if requester is not None:
         clauses.append(f"TenantflowRequester = '{requester}'")
-    try:
-        token = base64.urlsafe_b64decode(next_page.encode()) if next_page else None
-    except ValueError:
-        raise InvalidInput("invalid next_page") from None
-    try:
-        iterator = temporal.list_workflows(
-            " AND ".join(clauses), page_size=page_size, next_page_token=token
-        )
-        await iterator.fetch_next_page()
-    except RPCError as exc:
-        raise DependencyUnavailable(
-            "Temporal visibility did not answer", details={"cause": exc.message[:300]}
-        ) from None
+    executions, following = await visibility_page(
+        temporal, " AND ".join(clauses), page_size=page_size, next_page=next_page
+    )
     items = [
         FleetRunSummary(
             run_id=execution.id.removeprefix("migrate-fleet-"),
@@ -317,13 +307,9 @@ async def list_runs(
             started_at=execution.start_time,
             closed_at=execution.close_time,
         )
-        for execution in iterator.current_page or []
+        for execution in executions
     ]
-    following = iterator.next_page_token
-    return FleetRunPage(
-        items=items,
-        next_page=base64.urlsafe_b64encode(following).decode() if following else None,
-    )
+    return FleetRunPage(items=items, next_page=following)
 
 
 def _run_handle(temporal: TemporalDep, run_id: str) -> FleetHandle:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import uuid
 from typing import Annotated, Any
 
@@ -13,9 +11,10 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.webhooks import EVENT_TYPE_KEY, STATUS_KEY
 from common.catalog.webhooks import WebhookRepository
-from common.errors import DependencyUnavailable, InvalidInput, NotFound
+from common.errors import DependencyUnavailable, NotFound
 from gateway.auth.deps import WebhooksManage
 from gateway.deps import TemporalDep
+from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
 from models.webhooks import (
     EVENT_ID_PATTERN,
@@ -140,30 +139,14 @@ async def list_deliveries(
     """Newest first, with each delivery's outcome; follow ``next_page``."""
     del principal
     await repository.get(webhook_id)  # 404 for an unknown endpoint
-    try:
-        token = (
-            base64.b64decode(next_page.encode(), altchars=b"-_", validate=True)
-            if next_page
-            else None
-        )
-    except (ValueError, binascii.Error):
-        raise InvalidInput("invalid next_page") from None
     # The id is a parsed UUID, safe to put in the visibility query.
     query = (
         f"WorkflowType = 'DeliverWebhookWorkflow' AND TenantflowWebhookEndpoint = '{webhook_id}'"
     )
-    try:
-        iterator = temporal.list_workflows(query, page_size=page_size, next_page_token=token)
-        await iterator.fetch_next_page()
-    except RPCError as exc:
-        raise DependencyUnavailable(
-            "Temporal visibility did not answer", details={"cause": exc.message[:300]}
-        ) from None
-    following = iterator.next_page_token
-    return DeliveryPage(
-        items=[_summary(webhook_id, e) for e in iterator.current_page or []],
-        next_page=base64.urlsafe_b64encode(following).decode() if following else None,
+    executions, following = await visibility_page(
+        temporal, query, page_size=page_size, next_page=next_page
     )
+    return DeliveryPage(items=[_summary(webhook_id, e) for e in executions], next_page=following)
 
 
 @router.get(

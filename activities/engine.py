@@ -173,14 +173,7 @@ class TargetEngine:
             try:
                 took = await self._apply_one(migration, predecessor)
             except VersionFailed as failed:
-                if failed.error.sqlstate in RETRYABLE_SQLSTATES:
-                    raise failed.error from None
-                return self._result(
-                    current,
-                    to_version=self._current(await self._ledger()),
-                    applied=applied,
-                    failure=_sql_failure(migration.version, failed.error, failed.offset),
-                )
+                return await self._stopped(failed, current, applied, migration.version)
             reached.append(migration.version)
             if took is not None:
                 applied.append(
@@ -352,55 +345,59 @@ class TargetEngine:
         undone: list[AppliedVersion] = []
         for version in to_undo:
             migration = self.by_version[version]
-            if migration.no_transaction:
-                try:
-                    took_or_none = await self.no_transaction.rollback(migration)
-                except VersionFailed as failed:
-                    if failed.error.sqlstate in RETRYABLE_SQLSTATES:
-                        raise failed.error from None
-                    return self._result(
-                        current,
-                        to_version=self._current(await self._ledger()),
-                        applied=undone,
-                        failure=_sql_failure(version, failed.error, failed.offset),
-                    )
-                if took_or_none is not None:
-                    undone.append(
-                        AppliedVersion(
-                            version=version,
-                            description=migration.description,
-                            execution_ms=took_or_none,
-                        )
-                    )
-                continue
             try:
-                async with self.conn.transaction():
-                    await self.conn.execute(self.lock_sql, self.lock_key)
-                    if not await self._is_applied(version):
-                        continue
-                    started = time.perf_counter()
-                    await self.conn.execute(f"{DOWN_PREFIX}{migration.down_sql or ''}")
-                    took = round((time.perf_counter() - started) * 1000, 3)
-                    await self.conn.execute(RESET_SESSION)
-                    await self.conn.execute(
-                        f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
-                        version,
+                took = await (
+                    self.no_transaction.rollback(migration)
+                    if migration.no_transaction
+                    else self._rollback_in_transaction(migration)
+                )
+            except VersionFailed as failed:
+                return await self._stopped(failed, current, undone, version)
+            if took is not None:
+                undone.append(
+                    AppliedVersion(
+                        version=version, description=migration.description, execution_ms=took
                     )
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate in RETRYABLE_SQLSTATES:
-                    raise
-                return self._result(
-                    current,
-                    to_version=self._current(await self._ledger()),
-                    applied=undone,
-                    failure=_sql_failure(version, exc, len(DOWN_PREFIX)),
                 )
-            undone.append(
-                AppliedVersion(
-                    version=version, description=migration.description, execution_ms=took
-                )
-            )
         return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
+
+    async def _rollback_in_transaction(self, migration: Migration) -> float | None:
+        """The down script and the ledger row's removal in one transaction under the lock;
+        None when the version is no longer in the ledger (another runner rolled it back)."""
+        try:
+            async with self.conn.transaction():
+                await self.conn.execute(self.lock_sql, self.lock_key)
+                if not await self._is_applied(migration.version):
+                    return None
+                started = time.perf_counter()
+                await self.conn.execute(f"{DOWN_PREFIX}{migration.down_sql or ''}")
+                took = round((time.perf_counter() - started) * 1000, 3)
+                await self.conn.execute(RESET_SESSION)
+                await self.conn.execute(
+                    f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
+                    migration.version,
+                )
+        except asyncpg.PostgresError as exc:
+            raise VersionFailed(exc, len(DOWN_PREFIX)) from None
+        return took
+
+    async def _stopped(
+        self,
+        failed: VersionFailed,
+        current: str | None,
+        done: list[AppliedVersion],
+        version: str,
+    ) -> TargetRunResult:
+        """A version's SQL failed: a busy target raises (retried); otherwise the result names
+        the version, with what was done before it and where the ledger now stands."""
+        if failed.error.sqlstate in RETRYABLE_SQLSTATES:
+            raise failed.error from None
+        return self._result(
+            current,
+            to_version=self._current(await self._ledger()),
+            applied=done,
+            failure=_sql_failure(version, failed.error, failed.offset),
+        )
 
 
 def _sql_failure(version: str, exc: asyncpg.PostgresError, offset: int = 0) -> MigrationFailure:

@@ -16,7 +16,7 @@ import logging
 import secrets
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 from temporalio import activity
@@ -113,14 +113,10 @@ class TenantActivities:
         verifier = quote_literal(scram_sha256_verifier(password))
         role = quote_ident(tenant.role)
         async with self._admin(tenant) as conn:
-            note = await conn.fetchrow(
-                "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles "
-                "WHERE rolname = $1",
-                tenant.role,
-            )
-            if note is not None and note["note"] != role_marker(job.tenant_id):
+            owner = await self._role_maker(conn, tenant)
+            if owner == "someone else":
                 raise _not_ours(f"role {tenant.role} exists and was not made by tenantflow")
-            if note is not None:
+            if owner == "tenantflow":
                 await conn.execute(f"ALTER ROLE {role} WITH LOGIN PASSWORD {verifier}")
                 return
             async with conn.transaction():  # the role and its marker, or neither
@@ -297,30 +293,31 @@ class TenantActivities:
             )
             if schema_owner is not None and schema_owner.strip('"') == tenant.role:
                 await shared.execute(f"DROP SCHEMA {quote_ident(tenant.schema_name)} CASCADE")
-            if await self._is_ours(shared, tenant):
+            if await self._role_maker(shared, tenant) == "tenantflow":
                 # Whatever else its migrations left in the shared database (grants, objects
                 # outside its schema): otherwise DROP ROLE refuses, and retries forever.
                 await shared.execute(f"DROP OWNED BY {quote_ident(tenant.role)}")
 
     @staticmethod
-    async def _is_ours(conn: asyncpg.Connection, tenant: Tenant) -> bool:
-        note = await conn.fetchval(
-            "SELECT shobj_description(oid, 'pg_authid') FROM pg_roles WHERE rolname = $1",
+    async def _role_maker(
+        conn: asyncpg.Connection, tenant: Tenant
+    ) -> Literal["tenantflow", "someone else"] | None:
+        """Who made the tenant's role: ``tenantflow`` (it carries the tenant's marker),
+        ``someone else``, or None when there is no such role."""
+        found = await conn.fetchrow(
+            "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles WHERE rolname = $1",
             tenant.role,
         )
-        return bool(note == role_marker(tenant.tenant_id))
+        if found is None:
+            return None
+        return "tenantflow" if found["note"] == role_marker(tenant.tenant_id) else "someone else"
 
     @activity.defn(name="drop_tenant_role")
     async def drop_role(self, job: TenantJob) -> None:
         """Compensation: the tenant's role, if tenantflow made it."""
         tenant = await self.tenants.get(job.tenant_id)
         async with self._admin(tenant) as conn:
-            note = await conn.fetchrow(
-                "SELECT shobj_description(oid, 'pg_authid') AS note FROM pg_roles "
-                "WHERE rolname = $1",
-                tenant.role,
-            )
-            if note is None or note["note"] != role_marker(job.tenant_id):
+            if await self._role_maker(conn, tenant) != "tenantflow":
                 return
             # DROP ROLE leaves open sessions running: the application must stop here too.
             await conn.execute(

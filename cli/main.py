@@ -158,6 +158,7 @@ def _register_api_commands() -> None:
     import cli.assignments  # noqa: F401 - adds `sets assign` and `sets assignments`
     from cli import databases as _db_commands  # noqa: F401 - adds `db show|update|test|rm`
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
+    from cli.health import health_app
     from cli.servers import server_app
     from cli.tenants import tenant_app
 
@@ -167,6 +168,7 @@ def _register_api_commands() -> None:
     app.add_typer(tenant_app, name="tenant")
     app.add_typer(migrate_app, name="migrate")
     app.add_typer(rollback_app, name="rollback")
+    app.add_typer(health_app, name="health")
 
 
 _register_api_commands()

@@ -59,6 +59,14 @@ def sets_register(
     fmt: Annotated[
         str | None, typer.Option("--format", help="flyway, golang-migrate or dbmate.")
     ] = None,
+    ledger_table: Annotated[
+        str | None,
+        typer.Option(
+            "--ledger-table",
+            help="The set's ledger table in each target (default tenantflow_schema_history); "
+            "fixed when the set is created. Sets sharing a target need tables of their own.",
+        ),
+    ] = None,
     token: TokenOption = None,
     api: ApiOption = None,
     as_json: JsonOption = False,
@@ -77,6 +85,8 @@ def sets_register(
     body: dict[str, Any] = {"name": name, "files": files}
     if fmt:
         body["format"] = fmt
+    if ledger_table:
+        body["ledger_table"] = ledger_table
     result = _call(_api(api, token), "POST", "/api/v1/migration-sets", json=body)
     if as_json:
         _print_json(result)
@@ -111,6 +121,7 @@ def sets_show(
     if as_json:
         _print_json(result)
         return
+    typer.echo(f"set {result['name']}, ledger table {result['ledger_table']}")
     table = Table("version", "description", "down", "checksum")
     for m in result["migrations"]:
         table.add_row(

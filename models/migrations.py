@@ -13,6 +13,10 @@ from pydantic import AfterValidator, BaseModel, Field
 # Versions are dot-separated non-negative integers: "3", "20240101120000", "1.2" (Flyway).
 _VERSION = re.compile(r"^\d{1,20}(\.\d{1,20}){0,5}$")
 _SET_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
+# A set's ledger table in its targets: lowercase (the same name quoted or not), at most 63 bytes.
+_LEDGER_TABLE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# The ledger table of every set registered without one (and of every set before sets named it).
+DEFAULT_LEDGER_TABLE = "tenantflow_schema_history"
 
 
 def normalise_version(value: str) -> str:
@@ -34,8 +38,20 @@ def _check_set_name(value: str) -> str:
     return value
 
 
+def check_ledger_table(value: str) -> str:
+    """``value`` if it can name a set's ledger table, else ``ValueError``."""
+    if not _LEDGER_TABLE.fullmatch(value):
+        raise ValueError(
+            "must be 1-63 lowercase letters, digits or '_', starting with a letter or '_'"
+        )
+    if value.startswith("pg_"):
+        raise ValueError("names starting with 'pg_' are reserved by PostgreSQL")
+    return value
+
+
 Version = Annotated[str, AfterValidator(normalise_version)]
 SetName = Annotated[str, AfterValidator(_check_set_name)]
+LedgerTable = Annotated[str, AfterValidator(check_ledger_table)]
 
 
 class MigrationFormat(StrEnum):
@@ -71,12 +87,19 @@ class MigrationSetUpload(BaseModel):
     name: SetName
     files: dict[str, str] = Field(min_length=1, max_length=10_000)
     format: MigrationFormat | None = Field(default=None, description="Detected when omitted.")
+    ledger_table: LedgerTable | None = Field(
+        default=None,
+        description="The table the set's ledger is kept in, in each target; set when the set is "
+        f"first registered ({DEFAULT_LEDGER_TABLE} when omitted) and never changed. Sets that "
+        "share a target need tables of their own.",
+    )
 
 
 class MigrationSetRegistered(BaseModel):
     """What registering did."""
 
     name: str
+    ledger_table: str = DEFAULT_LEDGER_TABLE
     added: list[str]
     unchanged: list[str]
     latest_version: str | None
@@ -98,9 +121,20 @@ class MigrationSetInfo(BaseModel):
     """A registered set."""
 
     name: str
+    ledger_table: str = Field(
+        default=DEFAULT_LEDGER_TABLE, description="The set's ledger table in each target."
+    )
     created_at: datetime
     latest_version: str | None
     migrations: list[MigrationSummary]
+
+
+class MigrationSetContent(BaseModel):
+    """What the engine runs of a set: every version with its SQL, and its ledger table."""
+
+    name: str
+    ledger_table: str = DEFAULT_LEDGER_TABLE
+    migrations: list[Migration]
 
 
 class MigrationSetList(BaseModel):
@@ -184,7 +218,8 @@ class TargetRunResult(BaseModel):
 
 
 class LedgerEntry(BaseModel):
-    """One row of a target's ``tenantflow_schema_history``."""
+    """One row of a target's ledger table (``tenantflow_schema_history`` unless its set names
+    another)."""
 
     version: str
     description: str
@@ -232,13 +267,17 @@ class LedgerRequest(BaseModel):
     """Input of ``ReadLedgerWorkflow``."""
 
     database_id: uuid.UUID
+    set_name: str | None = Field(
+        default=None, description=f"Read this set's ledger table ({DEFAULT_LEDGER_TABLE}: none)."
+    )
 
 
 class Ledger(BaseModel):
-    """A target's ``tenantflow_schema_history``, oldest first."""
+    """A target's ledger table, oldest first."""
 
     model_config = {"populate_by_name": True}
 
     database_id: uuid.UUID
     schema_name: str = Field(alias="schema")
+    ledger_table: str = DEFAULT_LEDGER_TABLE
     entries: list[LedgerEntry]

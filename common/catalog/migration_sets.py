@@ -6,10 +6,12 @@ from collections.abc import Sequence
 
 import asyncpg
 
-from common.errors import Conflict, NotFound
+from common.errors import Conflict, InvalidInput, NotFound
 from common.migrations.loader import checksum, normalise_sql
 from models.migrations import (
+    DEFAULT_LEDGER_TABLE,
     Migration,
+    MigrationSetContent,
     MigrationSetInfo,
     MigrationSetList,
     MigrationSetRegistered,
@@ -34,15 +36,31 @@ class MigrationSetRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
-    async def register(self, name: str, migrations: Sequence[Migration]) -> MigrationSetRegistered:
-        """Add new versions to ``name`` (created if new). A version already registered with
-        other content is refused, naming the version and both checksums; nothing is written."""
+    async def register(
+        self, name: str, migrations: Sequence[Migration], ledger_table: str | None = None
+    ) -> MigrationSetRegistered:
+        """Add new versions to ``name`` (created if new, keeping its ledger in ``ledger_table``,
+        the default when None). A version already registered with other content, or another
+        ledger table than the set's, is refused, naming both; nothing is written."""
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO migration_sets (name) VALUES ($1) ON CONFLICT DO NOTHING", name
+                "INSERT INTO migration_sets (name, ledger_table) VALUES ($1, $2) "
+                "ON CONFLICT DO NOTHING",
+                name,
+                ledger_table or DEFAULT_LEDGER_TABLE,
             )
             # Serialise registrations of one set so two uploads cannot interleave.
-            await conn.execute("SELECT 1 FROM migration_sets WHERE name = $1 FOR UPDATE", name)
+            kept: str = await conn.fetchval(
+                "SELECT ledger_table FROM migration_sets WHERE name = $1 FOR UPDATE", name
+            )
+            if ledger_table is not None and ledger_table != kept:
+                # Its targets record its versions in the table it has: a new name would make
+                # every one of them look empty.
+                raise Conflict(
+                    f"set {name!r} keeps its ledger in table {kept!r}; it cannot move to "
+                    f"{ledger_table!r} (register a new set to use another table)",
+                    details={"set": name, "ledger_table": kept, "requested": ledger_table},
+                )
             rows = await conn.fetch(
                 "SELECT version, checksum, down_sql, no_transaction FROM migration_set_versions "
                 "WHERE set_name = $1",
@@ -87,6 +105,7 @@ class MigrationSetRepository:
             versions = sorted([*known, *(m.version for m in added)], key=version_key)
         return MigrationSetRegistered(
             name=name,
+            ledger_table=kept,
             added=[m.version for m in sorted(added, key=lambda m: version_key(m.version))],
             unchanged=sorted(
                 (m.version for m in migrations if m.version in known), key=version_key
@@ -94,24 +113,65 @@ class MigrationSetRepository:
             latest_version=versions[-1] if versions else None,
         )
 
-    async def migrations(self, name: str) -> list[Migration]:
-        """Every version of ``name`` with its SQL, in order; ``NotFound`` for an unknown set."""
+    async def content(self, name: str) -> MigrationSetContent:
+        """Every version of ``name`` with its SQL, in order, and its ledger table, in one
+        query; ``NotFound`` for an unknown set."""
         rows = await self.pool.fetch(
-            "SELECT version, description, checksum, up_sql, down_sql, no_transaction, source, "
-            "withdrawn_at IS NOT NULL AS withdrawn "
-            "FROM migration_set_versions WHERE set_name = $1 ORDER BY version_key",
+            "SELECT s.ledger_table, v.version, v.description, v.checksum, v.up_sql, v.down_sql, "
+            "v.no_transaction, v.source, v.withdrawn_at IS NOT NULL AS withdrawn "
+            "FROM migration_sets s LEFT JOIN migration_set_versions v ON v.set_name = s.name "
+            "WHERE s.name = $1 ORDER BY v.version_key",
             name,
         )
-        if not rows and not await self._exists(name):
+        if not rows:
             raise NotFound(f"no migration set {name!r}", details={"set": name})
-        return [Migration.model_validate(dict(r)) for r in rows]
+        return MigrationSetContent(
+            name=name,
+            ledger_table=rows[0]["ledger_table"],
+            migrations=[
+                Migration.model_validate({k: v for k, v in r.items() if k != "ledger_table"})
+                for r in rows
+                if r["version"] is not None
+            ],
+        )
+
+    async def migrations(self, name: str) -> list[Migration]:
+        """Every version of ``name`` with its SQL, in order; ``NotFound`` for an unknown set."""
+        return (await self.content(name)).migrations
+
+    async def ledger_tables(self, names: Sequence[str] | None = None) -> dict[str, str]:
+        """Set name -> ledger table, of ``names`` (unknown ones left out) or of every set."""
+        rows = await self.pool.fetch(
+            "SELECT name, ledger_table FROM migration_sets "
+            "WHERE $1::text[] IS NULL OR name = ANY($1::text[])",
+            None if names is None else list(names),
+        )
+        return {r["name"]: r["ledger_table"] for r in rows}
+
+    async def check_separate_ledgers(self, names: Sequence[str]) -> None:
+        """``InvalidInput`` naming two of ``names`` that keep their ledgers in one table: on one
+        target, each would read the other's versions as its own."""
+        first: dict[str, str] = {}
+        tables = await self.ledger_tables(names)
+        for name in sorted(set(names)):
+            table = tables.get(name)
+            if table is None:
+                continue
+            if table in first:
+                raise InvalidInput(
+                    f"sets {first[table]!r} and {name!r} both keep their ledger in table "
+                    f"{table!r}: one target cannot carry both; register one of them under a "
+                    "new name with its own ledger_table",
+                    details={"sets": [first[table], name], "ledger_table": table},
+                )
+            first[table] = name
 
     async def info(self, name: str) -> MigrationSetInfo:
         """The set and its versions, without SQL."""
-        created = await self.pool.fetchval(
-            "SELECT created_at FROM migration_sets WHERE name = $1", name
+        found = await self.pool.fetchrow(
+            "SELECT created_at, ledger_table FROM migration_sets WHERE name = $1", name
         )
-        if created is None:
+        if found is None:
             raise NotFound(f"no migration set {name!r}", details={"set": name})
         rows = await self.pool.fetch(
             "SELECT version, description, checksum, down_sql IS NOT NULL AS has_down, "
@@ -123,7 +183,8 @@ class MigrationSetRepository:
         summaries = [MigrationSummary.model_validate(dict(r)) for r in rows]
         return MigrationSetInfo(
             name=name,
-            created_at=created,
+            ledger_table=found["ledger_table"],
+            created_at=found["created_at"],
             latest_version=summaries[-1].version if summaries else None,
             migrations=summaries,
         )
@@ -131,7 +192,7 @@ class MigrationSetRepository:
     async def list(self) -> MigrationSetList:
         """Every set with its latest version."""
         rows = await self.pool.fetch(
-            "SELECT s.name, s.created_at, "
+            "SELECT s.name, s.ledger_table, s.created_at, "
             "(SELECT version FROM migration_set_versions v WHERE v.set_name = s.name "
             " ORDER BY version_key DESC LIMIT 1) AS latest_version "
             "FROM migration_sets s ORDER BY s.name"
@@ -150,7 +211,3 @@ class MigrationSetRepository:
         if row is None:
             raise NotFound(f"set {name!r} has no version {version}", details={"set": name})
         return MigrationSummary.model_validate(dict(row))
-
-    async def _exists(self, name: str) -> bool:
-        found = await self.pool.fetchval("SELECT 1 FROM migration_sets WHERE name = $1", name)
-        return found is not None

@@ -15,6 +15,7 @@ from gateway import archives
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from models.errors import ErrorResponse
 from models.migrations import (
+    LedgerTable,
     Migration,
     MigrationFormat,
     MigrationSetInfo,
@@ -30,7 +31,12 @@ router = APIRouter(prefix="/api/v1/migration-sets", tags=["migration-sets"])
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse, "description": "A file is malformed; it is named."},
-    409: {"model": ErrorResponse, "description": "A version exists with other content."},
+    409: {
+        "model": ErrorResponse,
+        "description": "A version exists with other content, or the set keeps its ledger in "
+        "another table.",
+    },
+    422: {"model": ErrorResponse, "description": "A field is invalid (a name, ledger_table)."},
 }
 
 
@@ -48,9 +54,12 @@ async def register_json(
     upload: MigrationSetUpload, sets: SetsDep, principal: MigrationsExecute
 ) -> MigrationSetRegistered:
     """Register ``files`` (name -> SQL text) as versions of ``name``; new versions are added,
-    identical ones left alone, changed ones refused."""
+    identical ones left alone, changed ones refused. ``ledger_table`` is fixed when the set is
+    created; naming another one later is refused."""
     del principal
-    return await sets.register(upload.name, parse_files(upload.files, upload.format))
+    return await sets.register(
+        upload.name, parse_files(upload.files, upload.format), upload.ledger_table
+    )
 
 
 @router.post(
@@ -65,6 +74,7 @@ async def register_archive(
     sets: SetsDep,
     principal: MigrationsExecute,
     format: Annotated[MigrationFormat | None, Form()] = None,
+    ledger_table: Annotated[LedgerTable | None, Form()] = None,
 ) -> MigrationSetRegistered:
     """The same as the JSON form, from a ``.tar.gz``/``.tgz`` or ``.zip`` of the directory."""
     del principal
@@ -74,7 +84,7 @@ async def register_archive(
         raise PayloadTooLarge(f"archives are limited to {limit} bytes")
     # Decompression is CPU work: in a worker thread, so other requests keep being served.
     files = await asyncio.to_thread(archives.extract_sql_files, data)
-    return await sets.register(name, parse_files(files, format))
+    return await sets.register(name, parse_files(files, format), ledger_table)
 
 
 @router.get("", summary="List migration sets")
@@ -90,7 +100,7 @@ async def list_sets(sets: SetsDep, principal: MigrationsRead) -> MigrationSetLis
     responses={404: {"model": ErrorResponse, "description": "No such set."}},
 )
 async def get_set(name: str, sets: SetsDep, principal: MigrationsRead) -> MigrationSetInfo:
-    """Versions with descriptions and checksums (no SQL)."""
+    """Versions with descriptions and checksums (no SQL), and the set's ledger table."""
     del principal
     return await sets.info(name)
 

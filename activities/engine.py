@@ -24,6 +24,7 @@ from activities.ledger import (
     LockTimeout,
     VersionFailed,
     ledger_ddl,
+    ledger_name,
 )
 from activities.no_transaction import NoTransactionRunner
 from common.sql import quote_ident, quote_literal
@@ -42,7 +43,7 @@ DOWN_PREFIX = f"{RESET_SESSION};\n"
 
 
 class TargetEngine:
-    """One run on one open connection."""
+    """One run on one open connection; the set's ledger is ``ledger_table`` in the schema."""
 
     def __init__(
         self,
@@ -50,14 +51,17 @@ class TargetEngine:
         schema: str,
         params: TargetRunInput,
         migrations: Sequence[Migration],
+        ledger_table: str = LEDGER_TABLE,
     ) -> None:
         self.conn = conn
         self.schema = schema
         self.params = params
         self.by_version = {m.version: m for m in migrations}
         self.migrations = sorted(migrations, key=lambda m: version_key(m.version))
-        self.ledger_name = f"{quote_ident(schema)}.{LEDGER_TABLE}"
-        # Advisory locks are per database; the key names the schema within it.
+        self.ledger_table = ledger_table
+        self.ledger_name = ledger_name(schema, ledger_table)
+        # Advisory locks are per database; the key names the schema within it, not the set:
+        # the sets of one schema take turns, as their SQL may touch the same objects.
         self.lock_sql = "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
         self.lock_key = f"tenantflow:{schema}"
         self.ledger_ready = False
@@ -289,7 +293,7 @@ class TargetEngine:
         # Schema-per-tenant: the tenant's schema appears with its first migration.
         create_schema = f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)}"
         needed = self.schema != "public" and not self.schema_exists
-        return [*([create_schema] if needed else []), ledger_ddl(self.schema)]
+        return [*([create_schema] if needed else []), ledger_ddl(self.schema, self.ledger_table)]
 
     async def _is_applied(self, version: str) -> bool:
         found = await self.conn.fetchval(

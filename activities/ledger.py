@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncpg
 
 from common.sql import quote_ident
+from models.migrations import DEFAULT_LEDGER_TABLE
 
-LEDGER_TABLE = "tenantflow_schema_history"
+# The ledger table of a set that names none (each set may name its own: ``ledger_table``).
+LEDGER_TABLE = DEFAULT_LEDGER_TABLE
 # SQLSTATEs that mean "someone else holds a lock right now": retried, not failed.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
 
@@ -34,12 +36,17 @@ class VersionFailed(Exception):
         self.offset = offset
 
 
-def ledger_ddl(schema: str) -> str:
+def ledger_name(schema: str, table: str = LEDGER_TABLE) -> str:
+    """The qualified name of a set's ledger ``table`` in ``schema``."""
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+def ledger_ddl(schema: str, table: str = LEDGER_TABLE) -> str:
     """The ledger table, created in the target schema on first contact. ``success`` is false
     while a no-transaction version is part-way (``statements_done`` of its statements are in;
     NULL: unknown, after a rollback began)."""
     return (
-        f"CREATE TABLE IF NOT EXISTS {quote_ident(schema)}.{LEDGER_TABLE} ("
+        f"CREATE TABLE IF NOT EXISTS {ledger_name(schema, table)} ("
         " version text PRIMARY KEY,"
         " description text NOT NULL,"
         " checksum text NOT NULL,"

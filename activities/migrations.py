@@ -25,6 +25,7 @@ from activities.ledger import (
     RETRYABLE_SQLSTATES,
     LockTimeout,
     ledger_ddl,
+    ledger_name,
 )
 from activities.server_slots import SlotSession, budgets, slot_session
 from common.catalog.databases import DatabaseRepository
@@ -94,13 +95,14 @@ class MigrationActivities:
     async def run_target(self, params: TargetRunInput) -> TargetRunResult:
         """Apply (or roll back, or plan) one target; see the module docstring."""
         async with _heartbeating():
-            return await self.run_one(params, await self._sets.migrations(params.set_name))
+            found = await self._sets.content(params.set_name)
+            return await self.run_one(params, found.migrations, ledger_table=found.ledger_table)
 
     @activity.defn(name="run_target_batch")
     async def run_target_batch(self, batch: TargetBatchInput) -> list[TargetRunResult]:
         """Several targets at once (the fleet's per-target unit). A target's failure is its
         result; a busy target is retried here with backoff before it counts as failed."""
-        migrations = await self._sets.migrations(batch.set_name)
+        found = await self._sets.content(batch.set_name)
         targets = await self._connection_params(batch.database_ids)
         # A server's connection budget holds across runs and workers (activities.server_slots).
         limits = await budgets(self._databases.pool, batch.database_ids)
@@ -120,7 +122,12 @@ class MigrationActivities:
                         if slots is not None
                         else contextlib.nullcontext()
                     ):
-                        return await self.run_one(params, migrations, dict(target))
+                        return await self.run_one(
+                            params,
+                            found.migrations,
+                            dict(target),
+                            ledger_table=found.ledger_table,
+                        )
                 except LockTimeout as exc:
                     if attempt == BATCH_LOCK_ATTEMPTS - 1:
                         return _error_result(params, "lock_timeout", str(exc))
@@ -174,12 +181,16 @@ class MigrationActivities:
 
     @activity.defn(name="read_ledger")
     async def read_ledger(self, request: LedgerRequest) -> Ledger:
-        """The target's ledger rows (empty before its first migration)."""
+        """The target's ledger rows (empty before its first migration): the ledger table of
+        ``request.set_name``, or the default one."""
+        ledger_table = LEDGER_TABLE
+        if request.set_name is not None:
+            ledger_table = (await self._sets.content(request.set_name)).ledger_table
         target = await self._databases.connection_params(request.database_id)
         schema = target.pop("schema") or "public"
         conn = await asyncpg.connect(**target, timeout=30)
         try:
-            table = f"{quote_ident(schema)}.{LEDGER_TABLE}"
+            table = ledger_name(schema, ledger_table)
             exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
             rows = (
                 await conn.fetch(
@@ -195,16 +206,26 @@ class MigrationActivities:
             (LedgerEntry.model_validate(dict(r)) for r in rows),
             key=lambda e: version_key(e.version),
         )
-        return Ledger(database_id=request.database_id, schema_name=schema, entries=entries)
+        return Ledger(
+            database_id=request.database_id,
+            schema_name=schema,
+            ledger_table=ledger_table,
+            entries=entries,
+        )
 
     async def run_one(
         self,
         params: TargetRunInput,
         migrations: Sequence[Migration],
         target: dict[str, Any] | None = None,
+        *,
+        ledger_table: str | None = None,
     ) -> TargetRunResult:
         """Connect to one target (``target``: its connection parameters, when already read)
-        and run the engine on it."""
+        and run the engine on it with the set's ``ledger_table`` (read from the catalog when
+        None)."""
+        if ledger_table is None:  # the set's own table (read here, so no caller can miss it)
+            ledger_table = await self._ledger_table(params.set_name)
         if target is None:
             target = await self._databases.connection_params(params.database_id)
         schema = target.pop("schema") or "public"
@@ -224,7 +245,7 @@ class MigrationActivities:
             },
         )
         try:
-            engine = TargetEngine(conn, schema, params, migrations)
+            engine = TargetEngine(conn, schema, params, migrations, ledger_table)
             if params.kind is TargetRunKind.ROLLBACK:
                 return await engine.rollback()
             return await engine.apply()
@@ -234,6 +255,11 @@ class MigrationActivities:
             raise
         finally:
             await conn.close()
+
+    async def _ledger_table(self, set_name: str) -> str:
+        """The set's ledger table; the default for a set the catalog does not know (migrations
+        given by the caller, as a scratch replay may be)."""
+        return (await self._sets.ledger_tables([set_name])).get(set_name, LEDGER_TABLE)
 
 
 def _describe(exc: BaseException) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
@@ -206,8 +206,8 @@ async def get_run(
 
 @router.get(
     "/{database_id}/history",
-    summary="The target's ledger (tenantflow_schema_history)",
-    responses={404: {"model": ErrorResponse, "description": "No such database."}},
+    summary="The target's ledger (the set's ledger table; tenantflow_schema_history by default)",
+    responses={404: {"model": ErrorResponse, "description": "No such database or set."}},
 )
 async def history(
     database_id: uuid.UUID,
@@ -215,14 +215,22 @@ async def history(
     settings: SettingsDep,
     temporal: TemporalDep,
     databases: RepositoryDep,
+    sets: SetsDep,
+    set_name: Annotated[
+        str | None,
+        Query(alias="set", max_length=64, description="Read this set's ledger table."),
+    ] = None,
 ) -> Ledger:
-    """Every applied version with checksum, time, duration and run id, read by a worker."""
+    """Every applied version with checksum, time, duration and run id, read by a worker from
+    the ledger table of ``?set=`` (the default table without it)."""
     del principal
     await databases.get(database_id)
+    if set_name is not None and set_name not in await sets.ledger_tables([set_name]):
+        raise NotFound(f"no migration set {set_name!r}", details={"set": set_name})
     return await run_and_wait(
         temporal,
         ReadLedgerWorkflow.run,
-        LedgerRequest(database_id=database_id),
+        LedgerRequest(database_id=database_id, set_name=set_name),
         workflow_id=f"read-ledger-{database_id}-{uuid.uuid4().hex[:8]}",
         task_queue=settings.temporal.task_queue,
         wait_seconds=settings.gateway.system_check_timeout_seconds,

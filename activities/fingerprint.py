@@ -1,12 +1,13 @@
 """A schema's fingerprint, computed from PostgreSQL's catalogs (not pg_dump): one definition per
 object of the schema's own (tables, columns and types, constraints, indexes, views, functions,
-triggers, enums, sequences), the ledger table and extension members excluded, then a sha256 over
+triggers, enums, sequences), the ledger tables and extension members excluded, then a sha256 over
 them in order. The listing names what differs between two schemas."""
 
 from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Collection
 
 import asyncpg
 
@@ -18,7 +19,7 @@ from models.health import SchemaFingerprint
 _RELATIONS = """
 SELECT c.relname, c.relkind::text FROM pg_class c
 WHERE c.relnamespace = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f')
-  AND c.relname <> $2
+  AND c.relname <> ALL($2::text[])
   AND NOT EXISTS (SELECT FROM pg_depend x WHERE x.objid = c.oid AND x.deptype = 'e')
 """
 _COLUMNS = """
@@ -27,18 +28,18 @@ SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod) AS type, a.att
 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
 LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
 WHERE c.relnamespace = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') AND a.attnum > 0
-  AND NOT a.attisdropped AND c.relname <> $2
+  AND NOT a.attisdropped AND c.relname <> ALL($2::text[])
   AND NOT EXISTS (SELECT FROM pg_depend x WHERE x.objid = c.oid AND x.deptype = 'e')
 """
 _CONSTRAINTS = """
 SELECT c.relname, k.conname, pg_get_constraintdef(k.oid) AS def
 FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-WHERE k.connamespace = $1 AND c.relname <> $2
+WHERE k.connamespace = $1 AND c.relname <> ALL($2::text[])
 """
 _INDEXES = """
 SELECT t.relname AS table, ic.relname, pg_get_indexdef(i.indexrelid) AS def
 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_class t ON t.oid = i.indrelid
-WHERE ic.relnamespace = $1 AND t.relname <> $2
+WHERE ic.relnamespace = $1 AND t.relname <> ALL($2::text[])
   AND NOT EXISTS (SELECT FROM pg_depend x WHERE x.objid = t.oid AND x.deptype = 'e')
 """
 _VIEWS = """
@@ -55,7 +56,7 @@ FROM pg_proc p WHERE p.pronamespace = $1 AND p.prokind IN ('f', 'p')
 _TRIGGERS = """
 SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid) AS def
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-WHERE c.relnamespace = $1 AND NOT t.tgisinternal AND c.relname <> $2
+WHERE c.relnamespace = $1 AND NOT t.tgisinternal AND c.relname <> ALL($2::text[])
 """
 _ENUMS = """
 SELECT t.typname, array_agg(e.enumlabel ORDER BY e.enumsortorder) AS labels
@@ -82,8 +83,11 @@ def fingerprint_of(objects: dict[str, str]) -> str:
     return digest.hexdigest()
 
 
-async def schema_fingerprint(conn: asyncpg.Connection, schema: str) -> SchemaFingerprint:
-    """The fingerprint of ``schema`` on ``conn`` (empty when the schema does not exist)."""
+async def schema_fingerprint(
+    conn: asyncpg.Connection, schema: str, ledgers: Collection[str] = (LEDGER_TABLE,)
+) -> SchemaFingerprint:
+    """The fingerprint of ``schema`` on ``conn`` (empty when the schema does not exist);
+    ``ledgers``: the tables tenantflow keeps ledgers in (every set's), left out."""
     oid = await conn.fetchval("SELECT oid FROM pg_namespace WHERE nspname = $1", schema)
     objects: dict[str, str] = {}
     if oid is None:
@@ -94,12 +98,14 @@ async def schema_fingerprint(conn: asyncpg.Connection, schema: str) -> SchemaFin
         rf'(?<![\w"$]){re.escape(quote_ident(schema))}\.|(?<![\w"$]){re.escape(schema)}\.'
     )
 
+    excluded = sorted({LEDGER_TABLE, *ledgers})
+
     def clean(text: str | None) -> str:
         return " ".join(qualified.sub("", text or "").split())
 
-    for r in await conn.fetch(_RELATIONS, oid, LEDGER_TABLE):
+    for r in await conn.fetch(_RELATIONS, oid, excluded):
         objects[f"{_KINDS[r['relkind']]} {r['relname']}"] = "exists"
-    for r in await conn.fetch(_COLUMNS, oid, LEDGER_TABLE):
+    for r in await conn.fetch(_COLUMNS, oid, excluded):
         parts = [r["type"]]
         if r["attnotnull"]:
             parts.append("not null")
@@ -110,15 +116,15 @@ async def schema_fingerprint(conn: asyncpg.Connection, schema: str) -> SchemaFin
         if r["attgenerated"]:
             parts.append(f"generated {r['attgenerated']}")
         objects[f"table {r['relname']}: column {r['attname']}"] = clean(" ".join(parts))
-    for r in await conn.fetch(_CONSTRAINTS, oid, LEDGER_TABLE):
+    for r in await conn.fetch(_CONSTRAINTS, oid, excluded):
         objects[f"table {r['relname']}: constraint {r['conname']}"] = clean(r["def"])
-    for r in await conn.fetch(_INDEXES, oid, LEDGER_TABLE):
+    for r in await conn.fetch(_INDEXES, oid, excluded):
         objects[f"table {r['table']}: index {r['relname']}"] = clean(r["def"])
     for r in await conn.fetch(_VIEWS, oid):
         objects[f"{_KINDS[r['relkind']]} {r['relname']}"] = clean(r["def"])
     for r in await conn.fetch(_FUNCTIONS, oid):
         objects[f"function {r['proname']}({r['args']})"] = clean(r["def"])
-    for r in await conn.fetch(_TRIGGERS, oid, LEDGER_TABLE):
+    for r in await conn.fetch(_TRIGGERS, oid, excluded):
         objects[f"table {r['relname']}: trigger {r['tgname']}"] = clean(r["def"])
     for r in await conn.fetch(_ENUMS, oid):
         objects[f"enum {r['typname']}"] = ", ".join(r["labels"])

@@ -1,6 +1,6 @@
-"""Health activities: check a batch of targets (connect, latency, server version, ledger version,
-schema fingerprint, drift against the reference of their assigned set), store each snapshot and
-say which events are due; record once they went out.
+"""Health activities: check a batch of targets (connect, latency, server version, each assigned
+set's version from its own ledger table, schema fingerprint, drift against the reference of their
+assigned set), store each snapshot and say which events are due; record once they went out.
 
 The reference of a set at a version is the set replayed up to that version by the engine itself
 in a scratch database on the catalog's server, fingerprinted, cached in the catalog, and dropped.
@@ -13,7 +13,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +22,7 @@ from temporalio import activity
 
 from activities.fingerprint import differences, schema_fingerprint
 from activities.health_events import health_outcome
-from activities.ledger import LEDGER_TABLE
+from activities.ledger import LEDGER_TABLE, ledger_name
 from activities.migrations import MigrationActivities, _heartbeating
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
@@ -41,7 +41,7 @@ from models.health import (
     SetVersion,
     TargetHealth,
 )
-from models.migrations import Migration, TargetRunInput, version_key
+from models.migrations import Migration, MigrationSetContent, TargetRunInput, version_key
 
 log = logging.getLogger(__name__)
 
@@ -70,20 +70,31 @@ def scratch_name(key: tuple[str, str, str]) -> str:
 
 
 class Probe:
-    """What one connection to a target saw."""
+    """What one connection to a target saw: ``versions`` maps each ledger table read to its
+    current version."""
 
     def __init__(
-        self, latency_ms: float, server_version: str, ledger: str | None, fp: SchemaFingerprint
+        self,
+        latency_ms: float,
+        server_version: str,
+        versions: dict[str, str | None],
+        fp: SchemaFingerprint,
     ) -> None:
         self.latency_ms = latency_ms
         self.server_version = server_version
-        self.ledger_version = ledger
+        self.versions = versions
         self.fingerprint = fp
 
 
-async def probe(target: dict[str, Any], connect_timeout: float) -> Probe:
+async def probe(
+    target: dict[str, Any],
+    connect_timeout: float,
+    ledgers: Sequence[str] = (LEDGER_TABLE,),
+    excluded: Collection[str] = (LEDGER_TABLE,),
+) -> Probe:
     """Connect (within ``connect_timeout``), time a round trip, read the server version, the
-    ledger's current version (success rows) and the schema's fingerprint."""
+    current version (success rows) of each of the ``ledgers`` tables and the schema's
+    fingerprint (``excluded``: every ledger table, left out of it)."""
     params = dict(target)
     schema = params.pop("schema") or "public"
     conn = await asyncpg.connect(
@@ -100,20 +111,22 @@ async def probe(target: dict[str, Any], connect_timeout: float) -> Probe:
         await conn.fetchval("SELECT 1")
         latency = round((time.perf_counter() - started) * 1000, 3)
         server_version = str(await conn.fetchval("SHOW server_version"))
-        ledger = f"{quote_ident(schema)}.{LEDGER_TABLE}"
-        versions: list[str] = []
-        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", ledger):
-            versions = [
-                r["version"]
-                for r in await conn.fetch(
-                    f"SELECT version FROM {ledger} WHERE success"  # noqa: S608 - quoted
-                )
-            ]
-        current = max(versions, key=version_key, default=None)
-        fp = await schema_fingerprint(conn, schema)
+        versions: dict[str, str | None] = {}
+        for table in ledgers:
+            ledger = ledger_name(schema, table)
+            found: list[str] = []
+            if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", ledger):
+                found = [
+                    r["version"]
+                    for r in await conn.fetch(
+                        f"SELECT version FROM {ledger} WHERE success"  # noqa: S608 - quoted
+                    )
+                ]
+            versions[table] = max(found, key=version_key, default=None)
+        fp = await schema_fingerprint(conn, schema, excluded)
     finally:
         await conn.close()
-    return Probe(latency, server_version, current, fp)
+    return Probe(latency, server_version, versions, fp)
 
 
 class HealthActivities:
@@ -154,14 +167,16 @@ class HealthActivities:
                     targets[database_id] = exc
         labels = await self._health.labels(ids)
         reported = await self._health.reported(ids)
-        sets_cache: dict[str, list[Migration]] = {}
+        sets_cache: dict[str, MigrationSetContent] = {}
+        # Every set's ledger table: none of them is part of a schema's own objects.
+        ledgers = frozenset({LEDGER_TABLE, *(await self._sets.ledger_tables()).values()})
 
         async def one(database_id: uuid.UUID) -> HealthOutcome | None:
             target = targets.get(database_id)
             if target is None:
                 return None  # deleted since the page was read
             health, objects = await self._check(
-                database_id, target, labels.get(database_id, {}), batch, sets_cache
+                database_id, target, labels.get(database_id, {}), batch, sets_cache, ledgers
             )
             await self._health.store(health, objects)
             return health_outcome(health, reported.get(database_id))
@@ -190,44 +205,49 @@ class HealthActivities:
         target: dict[str, Any] | BaseException,
         labels: dict[str, str],
         batch: HealthBatchInput,
-        sets_cache: dict[str, list[Migration]],
+        sets_cache: dict[str, MigrationSetContent],
+        ledgers: frozenset[str],
     ) -> tuple[TargetHealth, dict[str, str] | None]:
         now = datetime.now(UTC)
         if isinstance(target, BaseException):
             error = f"credentials: {_describe(target)}"
             return _unreachable(database_id, error, now, batch.run_id), None
-        try:
-            seen = await probe(target, batch.connect_timeout_seconds)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            return _unreachable(database_id, _describe(exc), now, batch.run_id), None
         assigned = await self._assignments.for_labels(labels)
-        sets: list[SetVersion] = []
         for item in assigned:
             if item.set_name not in sets_cache:
-                sets_cache[item.set_name] = await self._sets.migrations(item.set_name)
-            latest = max(
-                (m.version for m in sets_cache[item.set_name]), key=version_key, default=None
+                sets_cache[item.set_name] = await self._sets.content(item.set_name)
+        # Each set's version is in its own ledger table; without a set, the default one's.
+        tables = list(dict.fromkeys(sets_cache[i.set_name].ledger_table for i in assigned))
+        try:
+            seen = await probe(
+                target, batch.connect_timeout_seconds, tables or [LEDGER_TABLE], ledgers
             )
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            return _unreachable(database_id, _describe(exc), now, batch.run_id), None
+        sets: list[SetVersion] = []
+        for item in assigned:
+            content = sets_cache[item.set_name]
+            version = seen.versions[content.ledger_table]
+            latest = max((m.version for m in content.migrations), key=version_key, default=None)
             expected = item.version or latest
             behind = expected is not None and (
-                seen.ledger_version is None
-                or version_key(seen.ledger_version) < version_key(expected)
+                version is None or version_key(version) < version_key(expected)
             )
             sets.append(
                 SetVersion(
-                    set_name=item.set_name,
-                    version=seen.ledger_version,
-                    expected=expected,
-                    behind=behind,
+                    set_name=item.set_name, version=version, expected=expected, behind=behind
                 )
             )
-        drift = await self._drift(database_id, seen, sets, sets_cache)
+        drift = await self._drift(database_id, seen, sets, sets_cache, ledgers)
+        # One ledger read (one set, sets sharing a table, or none): its version; several
+        # ledgers have no one version, each set's is in ``sets``.
+        only = next(iter(seen.versions.values())) if len(seen.versions) == 1 else None
         health = TargetHealth(
             database_id=database_id,
             reachable=True,
             latency_ms=seen.latency_ms,
             server_version=seen.server_version,
-            ledger_version=seen.ledger_version,
+            ledger_version=only,
             sets=sets,
             behind_sets=[s.set_name for s in sets if s.behind],
             fingerprint=seen.fingerprint.hash,
@@ -242,21 +262,25 @@ class HealthActivities:
         database_id: uuid.UUID,
         seen: Probe,
         sets: list[SetVersion],
-        sets_cache: dict[str, list[Migration]],
+        sets_cache: dict[str, MigrationSetContent],
+        ledgers: Collection[str],
     ) -> DriftReport:
         if not sets:
             return DriftReport(reason="no set is assigned to this target")
         if len(sets) > 1:
             return DriftReport(reason="several sets are assigned: drift is judged for one only")
-        set_name, version = sets[0].set_name, seen.ledger_version
+        set_name, version = sets[0].set_name, sets[0].version
         if version is None:
             return DriftReport(set_name=set_name, reason="no version in the ledger yet")
-        migrations = sets_cache[set_name]
+        content = sets_cache[set_name]
+        migrations = content.migrations
         if version not in {m.version for m in migrations}:
             return DriftReport(
                 set_name=set_name, version=version, reason="the ledger's version is not in the set"
             )
-        reference = await self.reference(set_name, version, migrations)
+        reference = await self.reference(
+            set_name, version, migrations, content.ledger_table, ledgers
+        )
         source = DriftSource.REFERENCE
         if reference.fingerprint is None:
             peers = await self._health.majority(set_name, version, database_id)
@@ -282,9 +306,15 @@ class HealthActivities:
         )
 
     async def reference(
-        self, set_name: str, version: str, migrations: Sequence[Migration]
+        self,
+        set_name: str,
+        version: str,
+        migrations: Sequence[Migration],
+        ledger_table: str = LEDGER_TABLE,
+        ledgers: Collection[str] = (LEDGER_TABLE,),
     ) -> Reference:
-        """The reference of ``set_name`` at ``version``: cached, or built now (once)."""
+        """The reference of ``set_name`` at ``version``: cached, or built now (once) with the
+        set's ``ledger_table``; ``ledgers`` (every set's ledger table) is not fingerprinted."""
         chain = chain_of(migrations, version)
         key = (set_name, version, chain)
         lock = self._building.setdefault(key, asyncio.Lock())
@@ -300,7 +330,9 @@ class HealthActivities:
                     cached = await self._health.reference(*key)
                     if cached is not None:
                         return cached
-                    built = await self._replay(conn, key, migrations)
+                    built = await self._replay(
+                        conn, key, migrations, ledger_table, {ledger_table, *ledgers}
+                    )
                     if built.cacheable:
                         await self._health.save_reference(set_name, version, chain, built)
                     return built
@@ -314,6 +346,8 @@ class HealthActivities:
         conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy,
         key: tuple[str, str, str],
         migrations: Sequence[Migration],
+        ledger_table: str,
+        ledgers: Collection[str],
     ) -> Reference:
         """Replay the set up to the version with the engine in a scratch database, fingerprint
         it and drop it. Called under the key's advisory lock."""
@@ -340,7 +374,9 @@ class HealthActivities:
                 lock_timeout_ms=30_000,
             )
             try:
-                result = await self._migrator.run_one(params, migrations, dict(target))
+                result = await self._migrator.run_one(
+                    params, migrations, dict(target), ledger_table=ledger_table
+                )
             except (asyncpg.PostgresError, OSError, TimeoutError, Exception) as exc:
                 return Reference(None, {}, f"replay failed: {_describe(exc)}")
             if result.failure is not None:
@@ -350,7 +386,7 @@ class HealthActivities:
                 )
             scratch_conn = await asyncpg.connect(self._catalog_dsn, database=scratch, timeout=30)
             try:
-                fp = await schema_fingerprint(scratch_conn, "public")
+                fp = await schema_fingerprint(scratch_conn, "public", ledgers)
             finally:
                 await scratch_conn.close()
             return Reference(fp.hash, fp.objects, None)

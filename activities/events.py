@@ -1,6 +1,7 @@
 """Activities of ``RegisterDatabaseWorkflow``: register the event's target in the catalog
-(idempotently) and read the sets its labels are assigned. The password arrives encrypted and
-is decrypted only here, never logged or returned."""
+(idempotently) and read the sets its labels are assigned (refused when two of them keep their
+ledgers in one table). The password arrives encrypted and is decrypted only here, never logged or
+returned."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
 from common.errors import Conflict
 from models.databases import DatabaseCreate
@@ -40,10 +42,12 @@ class EventActivities:
         databases: DatabaseRepository,
         servers: ServerRepository,
         assignments: AssignmentRepository,
+        sets: MigrationSetRepository,
     ) -> None:
         self._databases = databases
         self._servers = servers
         self._assignments = assignments
+        self._sets = sets
 
     @activity.defn(name="register_database")
     async def register_database(self, params: RegisterDatabaseInput) -> RegisteredTarget:
@@ -107,5 +111,8 @@ class EventActivities:
 
     @activity.defn(name="assigned_sets")
     async def assigned_sets(self, params: AssignedSetsInput) -> AssignedSets:
-        """The sets assigned to targets with these labels, by set name."""
-        return AssignedSets(items=await self._assignments.for_labels(params.labels))
+        """The sets assigned to targets with these labels, by set name; ``InvalidInput`` (not
+        retried) when two of them keep their ledgers in one table, before any is applied."""
+        items = await self._assignments.for_labels(params.labels)
+        await self._sets.check_separate_ledgers([item.set_name for item in items])
+        return AssignedSets(items=items)

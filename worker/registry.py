@@ -76,7 +76,10 @@ def build_activities(
     migrations = MigrationActivities(databases, MigrationSetRepository(catalog))
     fleet = FleetActivities(databases)
     events = EventActivities(
-        databases, ServerRepository(catalog, cipher), AssignmentRepository(catalog)
+        databases,
+        ServerRepository(catalog, cipher),
+        AssignmentRepository(catalog),
+        MigrationSetRepository(catalog),
     )
     tenants = TenantActivities(
         TenantRepository(catalog, cipher),

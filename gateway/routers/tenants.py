@@ -64,24 +64,14 @@ TenantsDep = Annotated[TenantRepository, Depends(get_tenants)]
 
 
 async def _check_sets(state: Any, spec: TenantCreate) -> None:
-    """Every named set (and pinned version) exists, and the tenant's target carries at most
-    one set (its ledger records versions, not sets), before anything is created."""
+    """Every named set (and pinned version) exists, and no two of the tenant's sets keep their
+    ledgers in one table (each would read the other's versions), before anything is created."""
     sets: MigrationSetRepository = state.migration_sets
     names = (
         [s.name for s in spec.sets]
         if spec.sets is not None
         else [a.set_name for a in await state.assignments.for_labels(spec.labels)]
     )
-    if len(names) > 1:
-        raise InvalidInput(
-            "a tenant's target carries one migration set; "
-            + (
-                "name one in sets"
-                if spec.sets is not None
-                else "its labels match several assignments"
-            ),
-            details={"sets": names},
-        )
     for wanted in spec.sets or []:
         migrations = await sets.migrations(wanted.name)  # NotFound: 404
         if wanted.version == "latest":
@@ -95,6 +85,7 @@ async def _check_sets(state: Any, spec: TenantCreate) -> None:
                 f"version {wanted.version} is not in set {wanted.name!r}",
                 details={"set": wanted.name, "version": wanted.version},
             )
+    await sets.check_separate_ledgers(names)
 
 
 async def start_provisioning(

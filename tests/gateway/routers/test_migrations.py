@@ -44,6 +44,7 @@ async def test_register_is_append_only_and_checksum_guarded(
     assert first.status_code == 201, first.text
     assert first.json() == {
         "name": name,
+        "ledger_table": "tenantflow_schema_history",
         "added": ["1", "2"],
         "unchanged": [],
         "latest_version": "2",

@@ -112,7 +112,8 @@ class TargetEngine:
                 return MigrationFailure(
                     version=version,
                     reason="unknown_version",
-                    message=f"version {version} is applied but not in set {self.params.set_name!r}",
+                    message=f"version {version} is applied but not in set "
+                    f"{self.params.set_name!r} (ledger table {self.ledger_table})",
                 )
             if version in ledger and known.checksum != ledger[version]:
                 return MigrationFailure(

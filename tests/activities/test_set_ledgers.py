@@ -249,6 +249,16 @@ async def test_a_set_without_a_ledger_table_still_uses_the_existing_one(
     assert await runner.ledger(LEDGER_TABLE) == _ledger_of(BILLING)
     assert (await runner.run(added)).failure is None
     assert await runner.ledger(LEDGER_TABLE) == _ledger_of(BILLING)
+    # A set in the same table as the legacy one (run by hand, past the refusals) stops before
+    # any change, naming the table the two share.
+    sharing = _name("sharing")
+    await sets.register(sharing, [migration("3", "CREATE TABLE third (id int);")])
+    stopped = await runner.run(sharing)
+    assert stopped.failure is not None and stopped.failure.reason == "unknown_version"
+    assert stopped.failure.message == (
+        f"version 1 is applied but not in set {sharing!r} (ledger table {LEDGER_TABLE})"
+    )
+    assert await runner.ledger(LEDGER_TABLE) == _ledger_of(BILLING)
 
 
 def _health(pool: asyncpg.Pool, settings: Settings, dsn: str | None) -> HealthActivities:

@@ -23,7 +23,7 @@ from temporalio import activity
 from activities.fingerprint import differences, schema_fingerprint
 from activities.health_events import health_outcome
 from activities.ledger import LEDGER_TABLE, ledger_name
-from activities.migrations import MigrationActivities, _heartbeating
+from activities.migrations import MigrationActivities, heartbeating
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.health import HealthRepository, Reference
@@ -181,7 +181,7 @@ class HealthActivities:
             await self._health.store(health, objects)
             return health_outcome(health, reported.get(database_id))
 
-        async with _heartbeating():
+        async with heartbeating():
             found = await asyncio.gather(*(one(i) for i in ids), return_exceptions=True)
         outcomes: list[HealthOutcome] = []
         for database_id, item in zip(ids, found, strict=True):

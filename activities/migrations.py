@@ -62,7 +62,7 @@ __all__ = [
 
 
 @contextlib.asynccontextmanager
-async def _heartbeating() -> AsyncIterator[None]:
+async def heartbeating() -> AsyncIterator[None]:
     """Heartbeat in the background so a long statement does not look like a dead worker."""
 
     async def beat() -> None:
@@ -94,7 +94,7 @@ class MigrationActivities:
     @activity.defn(name="run_target")
     async def run_target(self, params: TargetRunInput) -> TargetRunResult:
         """Apply (or roll back, or plan) one target; see the module docstring."""
-        async with _heartbeating():
+        async with heartbeating():
             found = await self._sets.content(params.set_name)
             return await self.run_one(params, found.migrations, ledger_table=found.ledger_table)
 
@@ -142,7 +142,7 @@ class MigrationActivities:
                     return _error_result(params, "unreachable", _describe(exc))
             raise AssertionError("unreachable")  # pragma: no cover
 
-        async with _heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
+        async with heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
             # return_exceptions: one target's surprise never leaves the others running unseen
             # while Temporal retries the batch against them.
             outcomes = await asyncio.gather(
@@ -219,11 +219,13 @@ class MigrationActivities:
         migrations: Sequence[Migration],
         target: dict[str, Any] | None = None,
         *,
+        role: str | None = None,
         ledger_table: str | None = None,
     ) -> TargetRunResult:
         """Connect to one target (``target``: its connection parameters, when already read)
         and run the engine on it with the set's ``ledger_table`` (read from the catalog when
-        None)."""
+        None); ``role``: the session's role (a template build's objects belong to the template
+        role, the engine's session reset returns to it)."""
         if ledger_table is None:  # the set's own table (read here, so no caller can miss it)
             ledger_table = await self._ledger_table(params.set_name)
         if target is None:
@@ -242,6 +244,7 @@ class MigrationActivities:
                 "search_path": quote_ident(schema),
                 # quote_literal relies on it.
                 "standard_conforming_strings": "on",
+                **({"role": role} if role is not None else {}),
             },
         )
         try:

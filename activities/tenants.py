@@ -42,6 +42,8 @@ from models.tenants import (
 log = logging.getLogger(__name__)
 
 SCRAM_ITERATIONS = 4096
+# The NOLOGIN role owning a template database's objects until a copy hands them to a tenant.
+TEMPLATE_ROLE = "tenantflow_template"
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None) -> str:
@@ -67,6 +69,19 @@ def role_marker(tenant_id: str) -> str:
 def target_name(tenant_id: str) -> str:
     """The name of a tenant's migration target in the catalog."""
     return f"tenant-{tenant_id}"
+
+
+async def tenant_plans(tenant: Tenant, assignments: AssignmentRepository) -> list[SetPlan]:
+    """The sets to bring a tenant's target to: the request's, else the assignments'."""
+    if tenant.sets is not None:
+        return [
+            SetPlan(set_name=s.name, target_version=None if s.version == "latest" else s.version)
+            for s in tenant.sets
+        ]
+    return [
+        SetPlan(set_name=a.set_name, target_version=a.version)
+        for a in await assignments.for_labels(tenant.labels)
+    ]
 
 
 def _not_ours(message: str) -> ApplicationError:
@@ -140,12 +155,12 @@ class TenantActivities:
                 if owner is not None and owner.strip('"') != tenant.role:
                     raise _not_ours(f"database {tenant.database} exists with another owner")
                 if owner is None:
-                    await conn.execute(
-                        f"CREATE DATABASE {database} OWNER {quote_ident(tenant.role)}"
-                    )
+                    await self._create_database(conn, tenant)
                 await self._grant(
                     conn, f"REVOKE CONNECT, TEMPORARY ON DATABASE {database} FROM PUBLIC"
                 )
+                if tenant.template is not None:
+                    await self._take_over_copy(tenant)
                 return
             if owner is None:
                 await self._create_shared_database(conn, tenant.database)
@@ -165,6 +180,34 @@ class TenantActivities:
             await shared.execute(
                 f"CREATE SCHEMA IF NOT EXISTS {quote_ident(tenant.schema_name)} "
                 f"AUTHORIZATION {quote_ident(tenant.role)}"
+            )
+
+    async def _create_database(self, conn: asyncpg.Connection, tenant: Tenant) -> None:
+        """Empty, or a copy of the tenant's template (the fast path); a template dropped since
+        it was chosen (a newer one replaced it) means empty, and the migrate step does it all."""
+        create = f"CREATE DATABASE {quote_ident(tenant.database)} OWNER {quote_ident(tenant.role)}"
+        if tenant.template is None:
+            await conn.execute(create)
+            return
+        try:
+            await conn.execute(f"{create} TEMPLATE {quote_ident(tenant.template)}")
+        except asyncpg.InvalidCatalogNameError:
+            log.info(
+                "template %s is gone: tenant %s takes the slow path",
+                tenant.template,
+                tenant.tenant_id,
+            )
+            await self.tenants.set_template(tenant.tenant_id, None)
+            tenant.template = None
+            await conn.execute(create)
+
+    async def _take_over_copy(self, tenant: Tenant) -> None:
+        """A copied database's objects belong to the template role: hand them to the tenant's
+        role, and take back the template role's rights (safe to repeat)."""
+        async with self._admin(tenant, tenant.database) as copy:
+            await copy.execute(
+                f"REASSIGN OWNED BY {TEMPLATE_ROLE} TO {quote_ident(tenant.role)}; "
+                f"REVOKE ALL ON SCHEMA public FROM {TEMPLATE_ROLE}"
             )
 
     @staticmethod
@@ -196,19 +239,9 @@ class TenantActivities:
             database_id = await self._create_target(tenant)
             await self.tenants.set_database_id(job.tenant_id, database_id)
         await self.tenants.clear_pending_password(job.tenant_id)
-        if tenant.sets is not None:
-            plans = [
-                SetPlan(
-                    set_name=s.name, target_version=None if s.version == "latest" else s.version
-                )
-                for s in tenant.sets
-            ]
-        else:
-            plans = [
-                SetPlan(set_name=a.set_name, target_version=a.version)
-                for a in await self.assignments.for_labels(tenant.labels)
-            ]
-        return TenantTarget(database_id=database_id, sets=plans)
+        return TenantTarget(
+            database_id=database_id, sets=await tenant_plans(tenant, self.assignments)
+        )
 
     async def _create_target(self, tenant: Tenant) -> uuid.UUID:
         assert tenant.server_id is not None

@@ -153,6 +153,16 @@ class HealthSettings(BaseModel):
     batch_size: int = Field(default=10, ge=1, le=100, description="Targets per activity.")
 
 
+class ProvisioningSettings(BaseModel):
+    """Tenant provisioning (``ProvisionTenantWorkflow``)."""
+
+    templates: bool = Field(
+        default=True,
+        description="database mode: copy tenants' databases from a template database kept at "
+        "their sets' versions (built on first need); false: always create empty and migrate.",
+    )
+
+
 def _default_role_permissions() -> dict[str, list[Permission]]:
     return {role: list(perms) for role, perms in DEFAULT_ROLE_PERMISSIONS.items()}
 
@@ -299,6 +309,7 @@ class Settings(BaseSettings):
     dev: DevSettings = Field(default_factory=DevSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

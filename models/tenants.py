@@ -116,6 +116,11 @@ class Tenant(BaseModel):
     )
     run_id: str = Field(description="The workflow id of the tenant's latest job.")
     error: str | None = None
+    template: str | None = Field(
+        default=None,
+        description="database mode: the template database it was copied from (the fast path); "
+        "null when it was created empty and migrated.",
+    )
     created_at: datetime
     updated_at: datetime
 

@@ -51,6 +51,7 @@ async def run_worker(
                 webhook_settings=settings.webhooks,
                 task_queue=settings.temporal.task_queue,
                 catalog_dsn=settings.catalog.dsn.get_secret_value(),
+                templates=settings.provisioning.templates,
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )

@@ -14,6 +14,7 @@ from activities.health import HealthActivities
 from activities.migrations import MigrationActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
+from activities.templates import TemplateActivities
 from activities.tenants import TenantActivities
 from activities.webhooks import WebhookActivities
 from common.catalog.assignments import AssignmentRepository
@@ -21,6 +22,7 @@ from common.catalog.databases import DatabaseRepository
 from common.catalog.health import HealthRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
+from common.catalog.templates import TemplateRepository
 from common.catalog.tenants import TenantRepository
 from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher
@@ -35,6 +37,7 @@ from workflows.migrations import (
 )
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
+from workflows.templates import BuildTenantTemplateWorkflow
 from workflows.tenants import (
     DeprovisionTenantWorkflow,
     ProvisionTenantWorkflow,
@@ -55,6 +58,7 @@ WORKFLOWS: Sequence[type] = (
     ProvisionTenantWorkflow,
     DeprovisionTenantWorkflow,
     RotateTenantPasswordWorkflow,
+    BuildTenantTemplateWorkflow,
 )
 
 
@@ -66,10 +70,12 @@ def build_activities(
     webhook_settings: WebhookSettings | None = None,
     task_queue: str = "tenantflow",
     catalog_dsn: str | None = None,
+    templates: bool = True,
 ) -> list[Callable[..., Any]]:
     """The bound activity methods, each holding the dependencies it needs (``temporal`` is
     for activities that start workflows, such as ``publish_event``; ``catalog_dsn`` lets the
-    health activities build references in scratch databases on the catalog's server)."""
+    health activities build references in scratch databases on the catalog's server;
+    ``templates``: the provisioning fast path)."""
     databases = DatabaseRepository(catalog, cipher)
     system = SystemActivities(catalog)
     targets = TargetActivities(databases)
@@ -86,6 +92,15 @@ def build_activities(
         ServerRepository(catalog, cipher),
         databases,
         AssignmentRepository(catalog),
+    )
+    template_activities = TemplateActivities(
+        TemplateRepository(catalog),
+        tenants.tenants,
+        tenants.servers,
+        MigrationSetRepository(catalog),
+        tenants.assignments,
+        migrations,
+        enabled=templates,
     )
     webhooks = WebhookActivities(
         WebhookRepository(catalog, cipher),
@@ -122,4 +137,8 @@ def build_activities(
         tenants.drop_role,
         tenants.finish,
         tenants.rotate_password,
+        template_activities.choose,
+        template_activities.build,
+        template_activities.retire,
+        template_activities.discard,
     ]

@@ -8,6 +8,7 @@ the tenant ends ``failed`` with the cause.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -17,16 +18,21 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
+    from activities.templates import TemplateActivities
     from activities.tenants import TenantActivities
     from models.migrations import TargetRunInput, TargetRunKind
+    from models.templates import TemplateBuild, TemplateChoice, template_run_id
     from models.tenants import TenantJob, TenantOutcome, TenantStatus
     from models.webhooks import EventOut, WebhookEventType
 
 from workflows.migrations import run_target
+from workflows.templates import BuildTenantTemplateWorkflow
 from workflows.webhooks import emit
 
 STEP_RETRY = RetryPolicy(
@@ -94,6 +100,18 @@ async def _announce(kind: WebhookEventType, job: TenantJob, outcome: TenantOutco
         workflow.logger.warning("tenant event %s not published: %s", kind.value, _cause(error))
 
 
+async def _start_template_build(build: TemplateBuild) -> None:
+    """Start the template's build on its own (it outlives this run); one already running for
+    the same key is fine."""
+    with contextlib.suppress(WorkflowAlreadyStartedError):
+        await workflow.start_child_workflow(
+            BuildTenantTemplateWorkflow.run,
+            build,
+            id=template_run_id(build.key),
+            parent_close_policy=ParentClosePolicy.ABANDON,
+        )
+
+
 async def _undo(job: TenantJob) -> None:
     """Compensations in reverse order of the steps; each is safe when its step never ran."""
     await _step(TenantActivities.remove_target, job, undo=True)
@@ -120,6 +138,11 @@ class ProvisionTenantWorkflow:
         try:
             self._step = "role"
             await _step(TenantActivities.create_role, job)
+            if workflow.patched("tenant-template"):
+                self._step = "template"
+                choice: TemplateChoice = await _step(TemplateActivities.choose, job)
+                if choice.build is not None:
+                    await _start_template_build(choice.build)
             self._step = "storage"
             await _step(TenantActivities.create_storage, job)
             self._step = "target"

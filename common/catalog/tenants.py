@@ -26,7 +26,7 @@ from models.tenants import (
 _COLUMNS = (
     "t.tenant_id, t.status, t.mode, t.server_id, s.name AS server_name, t.database_id, "
     "t.role_name, t.database_name, t.schema_name, t.sets, t.labels, t.versions, t.run_id, "
-    "t.error, t.created_at, t.updated_at"
+    "t.error, t.template, t.created_at, t.updated_at"
 )
 _FROM = "tenants t LEFT JOIN servers s ON s.id = t.server_id"
 # A tenant in one of these states may be provisioned again (a new run, a clean slate).
@@ -59,6 +59,7 @@ def _row_to_model(row: asyncpg.Record) -> Tenant:
         versions=dict(_json(row["versions"])),
         run_id=row["run_id"],
         error=row["error"],
+        template=row["template"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -103,7 +104,8 @@ class TenantRepository:
                 "schema_name = EXCLUDED.schema_name, sets = EXCLUDED.sets, "
                 "labels = EXCLUDED.labels, request_hash = EXCLUDED.request_hash, "
                 "run_id = EXCLUDED.run_id, error = NULL, versions = '{}'::jsonb, "
-                "database_id = NULL, password_encrypted = NULL, password_key_id = NULL, "
+                "database_id = NULL, template = NULL, password_encrypted = NULL, "
+                "password_key_id = NULL, "
                 "updated_at = now()",
                 spec.tenant_id,
                 spec.mode.value,
@@ -189,6 +191,14 @@ class TenantRepository:
             status.value,
             error,
             json.dumps(versions) if versions is not None else None,
+        )
+
+    async def set_template(self, tenant_id: str, template: str | None) -> None:
+        """Record the template the tenant's database is (to be) copied from; None: empty."""
+        await self.pool.execute(
+            "UPDATE tenants SET template = $2, updated_at = now() WHERE tenant_id = $1",
+            tenant_id,
+            template,
         )
 
     async def set_database_id(self, tenant_id: str, database_id: uuid.UUID | None) -> None:

@@ -206,8 +206,11 @@ async def test_the_same_request_is_the_same_tenant_and_another_is_409(
 
 
 async def test_bad_requests_get_clear_errors(
-    api: httpx.AsyncClient, tokens: Tokens, fleet: Fleet
+    api: httpx.AsyncClient, tokens: Tokens, fleet: Fleet, catalog_pool: asyncpg.Pool
 ) -> None:
+    # A second set keeping its ledger in the same (default) table as the fleet's set.
+    sharing = f"{fleet.set_name}-b"
+    await MigrationSetRepository(catalog_pool).register(sharing, BASE)
     cases: list[tuple[dict[str, Any], int]] = [
         ({"tenant_id": "Bad Id", "server": fleet.server}, 422),
         ({"tenant_id": _tenant_id(), "server": fleet.server, "server_selector": {}}, 422),
@@ -226,7 +229,7 @@ async def test_bad_requests_get_clear_errors(
             {
                 "tenant_id": _tenant_id(),
                 "server": fleet.server,
-                "sets": [{"name": fleet.set_name}, {"name": "other"}],
+                "sets": [{"name": fleet.set_name}, {"name": sharing}],
             },
             400,
         ),

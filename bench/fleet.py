@@ -228,15 +228,18 @@ async def start_tenantflow(
     work_dir: Path,
     processes: dict[str, subprocess.Popen[bytes]],
     threads: list[Server],
+    env: dict[str, str] | None = None,
 ) -> tuple[str, dict[str, str]]:
     """tenantflow as in production: the dev issuer in a thread, worker and gateway in processes
     of their own (added to ``threads`` and ``processes`` as they start, for the caller to stop
-    whatever happens). Returns the gateway's URL, once ready, and an admin's headers."""
+    whatever happens); ``env``: settings of the benchmark's own. Returns the gateway's URL, once
+    ready, and an admin's headers."""
     issuer_port, gateway_port = free_port(), free_port()
     issuer = DevIssuer(work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}")
     issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
     threads.append(issuer_server)
     issuer_server.begin()
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
     env.update(
         {
@@ -248,6 +251,7 @@ async def start_tenantflow(
             "TENANTFLOW_LOG__LEVEL": "WARNING",
             "TENANTFLOW_LOG__ACCESS_LOG": "false",
             "PYTHONPATH": str(ROOT),
+            **extra,
         }
     )
     for role in ("worker", "gateway"):

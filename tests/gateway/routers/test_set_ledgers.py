@@ -18,6 +18,7 @@ from cli.stack import EmbeddedPostgres
 from common.migrations.loader import parse_files
 from tests.activities.test_set_ledgers import BILLING, SEARCH
 from tests.conftest import LEAK_CANARIES, Tokens
+from tests.gateway.routers.test_tenants import register_server
 
 pytestmark = pytest.mark.usefixtures("running_worker")
 
@@ -111,23 +112,6 @@ async def test_a_set_names_its_ledger_table_when_first_registered(
     assert plain.json()["ledger_table"] == "tenantflow_schema_history"
 
 
-async def _server(api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres) -> str:
-    region = f"r{uuid.uuid4().hex[:6]}"
-    body: dict[str, Any] = {
-        "name": f"pg-{region}",
-        "host": postgres.host,
-        "port": postgres.port,
-        "admin_user": postgres.user,
-        "admin_password": postgres.password,
-        "sslmode": "disable",
-        "max_connections": 50,
-        "labels": {"region": region},
-    }
-    created = await api.post("/api/v1/servers", json=body, headers=tokens.headers("infra-admin"))
-    assert created.status_code == 201, created.text
-    return str(body["name"])
-
-
 async def _until_settled(api: httpx.AsyncClient, tokens: Tokens, tenant_id: str) -> dict[str, Any]:
     viewer = tokens.headers("infra-viewer")
     for _ in range(240):
@@ -163,7 +147,7 @@ async def _ledger(creds: dict[str, Any], table: str) -> list[tuple[str, str]]:
 async def test_a_tenant_carries_two_sets_each_with_its_own_ledger(
     api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres
 ) -> None:
-    server = await _server(api, tokens, postgres)
+    server, _ = await register_server(api, tokens, postgres)
     billing, search = _name("billing"), _name("search")
     billing_table, search_table = _table("billing"), _table("search")
     for name, files, table in (
@@ -221,7 +205,7 @@ async def test_a_tenant_carries_two_sets_each_with_its_own_ledger(
 async def test_two_sets_sharing_a_ledger_table_are_refused_before_anything_is_created(
     api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres, catalog_pool: asyncpg.Pool
 ) -> None:
-    server = await _server(api, tokens, postgres)
+    server, _ = await register_server(api, tokens, postgres)
     first, second = _name("first"), _name("second")
     # Neither names a table: both would keep their ledger in tenantflow_schema_history.
     for name, files in ((first, BILLING_FILES), (second, SEARCH_FILES)):

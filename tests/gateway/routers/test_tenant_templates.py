@@ -63,6 +63,27 @@ async def _template(pool: asyncpg.Pool, set_name: str, version: str) -> asyncpg.
     raise AssertionError(f"no template of {set_name} at {version} was built")
 
 
+async def _until_status(pool: asyncpg.Pool, key: str, wanted: str) -> None:
+    for _ in range(240):
+        status = await pool.fetchval("SELECT status FROM tenant_templates WHERE key = $1", key)
+        if status == wanted:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"template {key} is {status}, not {wanted}")
+
+
+EXISTS = "SELECT count(*) FROM pg_database WHERE datname = $1"
+
+
+async def _as_admin(postgres: EmbeddedPostgres, sql: str, *args: object) -> Any:
+    """One statement as the server's superuser: its first value."""
+    admin = await asyncpg.connect(postgres.dsn("postgres"))
+    try:
+        return await admin.fetchval(sql, *args)
+    finally:
+        await admin.close()
+
+
 async def _fingerprint(creds: dict[str, Any]) -> str:
     conn = await _connect(creds)
     try:
@@ -119,14 +140,12 @@ async def test_tenants_after_the_first_are_copies_of_a_verified_template(
     with pytest.raises(asyncpg.InsufficientPrivilegeError):
         await _connect(one, database=other["database"])
 
-    admin = await asyncpg.connect(postgres.dsn("postgres"))
-    try:
-        allowed = await admin.fetchval(
-            "SELECT datallowconn FROM pg_database WHERE datname = $1", template["database_name"]
-        )
-        assert allowed is False  # nobody connects to it: a connection would stop copies
-    finally:
-        await admin.close()
+    allowed = await _as_admin(
+        postgres,
+        "SELECT datallowconn FROM pg_database WHERE datname = $1",
+        template["database_name"],
+    )
+    assert allowed is False  # nobody connects to it: a connection would stop copies
 
     # Schema tenants never take the fast path.
     shared = f"shared_{uuid.uuid4().hex[:6]}"
@@ -153,21 +172,8 @@ async def test_a_new_version_builds_a_new_template_and_retires_the_old(
     assert slow["versions"] == {fleet.set_name: "11"}
     new = await _template(catalog_pool, fleet.set_name, "11")
     assert new["status"] == "ready", new["error"]
-    for _ in range(120):
-        status = await catalog_pool.fetchval(
-            "SELECT status FROM tenant_templates WHERE key = $1", old["key"]
-        )
-        if status == "retired":
-            break
-        await asyncio.sleep(0.25)
-    assert status == "retired"
-    admin = await asyncpg.connect(postgres.dsn("postgres"))
-    try:
-        assert not await admin.fetchval(
-            "SELECT count(*) FROM pg_database WHERE datname = $1", old["database_name"]
-        )
-    finally:
-        await admin.close()
+    await _until_status(catalog_pool, old["key"], "retired")
+    assert not await _as_admin(postgres, EXISTS, old["database_name"])
 
     fast = await _provisioned(api, tokens, _request(fleet))
     assert fast["template"] == new["database_name"]
@@ -193,13 +199,7 @@ async def test_a_failed_build_leaves_no_database_and_says_why(
     template = await _template(catalog_pool, broken, "2")
     assert template["status"] == "failed"
     assert 'relation "customers" already exists' in template["error"]
-    admin = await asyncpg.connect(postgres.dsn("postgres"))
-    try:
-        assert not await admin.fetchval(
-            "SELECT count(*) FROM pg_database WHERE datname = $1", template["database_name"]
-        )
-    finally:
-        await admin.close()
+    assert not await _as_admin(postgres, EXISTS, template["database_name"])
 
 
 async def test_a_template_dropped_by_hand_is_rebuilt(
@@ -211,21 +211,10 @@ async def test_a_template_dropped_by_hand_is_rebuilt(
 ) -> None:
     await _provisioned(api, tokens, _request(fleet))
     template = await _template(catalog_pool, fleet.set_name, "10")
-    admin = await asyncpg.connect(postgres.dsn("postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE "{template["database_name"]}"')
-    finally:
-        await admin.close()
+    await _as_admin(postgres, f'DROP DATABASE "{template["database_name"]}"')
     tenant = await _provisioned(api, tokens, _request(fleet))
     assert tenant["template"] is None  # taken the slow way while the template is rebuilt
     assert tenant["versions"] == {fleet.set_name: "10"}
-    for _ in range(240):
-        status = await catalog_pool.fetchval(
-            "SELECT status FROM tenant_templates WHERE key = $1", template["key"]
-        )
-        if status == "ready":
-            break
-        await asyncio.sleep(0.25)
-    assert status == "ready"
+    await _until_status(catalog_pool, template["key"], "ready")
     again = await _provisioned(api, tokens, _request(fleet))
     assert again["template"] == template["database_name"]

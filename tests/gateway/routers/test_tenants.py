@@ -31,10 +31,11 @@ class Fleet:
     region: str
 
 
-@pytest.fixture
-async def fleet(
-    api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres, catalog_pool: asyncpg.Pool
-) -> AsyncIterator[Fleet]:
+async def register_server(
+    api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres
+) -> tuple[str, str]:
+    """The test's PostgreSQL as a server of its own, labelled with a fresh region: its name and
+    region."""
     region = f"r{uuid.uuid4().hex[:6]}"
     body: dict[str, Any] = {
         "name": f"pg-{region}",
@@ -48,9 +49,17 @@ async def fleet(
     }
     created = await api.post("/api/v1/servers", json=body, headers=tokens.headers("infra-admin"))
     assert created.status_code == 201, created.text
+    return str(body["name"]), region
+
+
+@pytest.fixture
+async def fleet(
+    api: httpx.AsyncClient, tokens: Tokens, postgres: EmbeddedPostgres, catalog_pool: asyncpg.Pool
+) -> AsyncIterator[Fleet]:
+    server, region = await register_server(api, tokens, postgres)
     set_name = f"core-{uuid.uuid4().hex[:6]}"
     await MigrationSetRepository(catalog_pool).register(set_name, BASE)
-    yield Fleet(server=body["name"], set_name=set_name, region=region)
+    yield Fleet(server=server, set_name=set_name, region=region)
 
 
 def _tenant_id() -> str:

@@ -67,3 +67,15 @@ def progress_column_ddl(ledger_name: str) -> str:
         f"to_regclass({literal}) AND attname = 'statements_done' AND NOT attisdropped) THEN "
         f"ALTER TABLE {ledger_name} ADD COLUMN statements_done integer; END IF; END $tenantflow$"
     )
+
+
+def adopted_column_ddl(ledger_name: str) -> str:
+    """Adds ``adopted_from`` (the tool a row was taken over from, or ``baseline``; NULL for
+    versions tenantflow ran) to a ledger; written only by adoption (``activities.adoption``), so
+    ledgers that never adopted anything keep their shape. No table lock when it is there."""
+    literal = "'" + ledger_name.replace("'", "''") + "'"
+    return (
+        "DO $tenantflow$ BEGIN IF NOT EXISTS (SELECT FROM pg_attribute WHERE attrelid = "
+        f"to_regclass({literal}) AND attname = 'adopted_from' AND NOT attisdropped) THEN "
+        f"ALTER TABLE {ledger_name} ADD COLUMN adopted_from text; END IF; END $tenantflow$"
+    )

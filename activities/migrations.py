@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 from temporalio import activity
 
+from activities.adoption import TargetAdopter
 from activities.engine import TargetEngine
 from activities.ledger import (
     GUARD_MARKER,
@@ -195,7 +196,9 @@ class MigrationActivities:
             rows = (
                 await conn.fetch(
                     "SELECT version, description, checksum, applied_at, execution_ms, run_id, "  # noqa: S608 - quoted identifier
-                    f"success FROM {table} ORDER BY applied_at, version"
+                    # adopted_from exists only in ledgers that adopted (activities.adoption).
+                    "success, to_jsonb(l) ->> 'adopted_from' AS adopted_from "
+                    f"FROM {table} AS l ORDER BY applied_at, version"
                 )
                 if exists
                 else []
@@ -248,6 +251,9 @@ class MigrationActivities:
             },
         )
         try:
+            if params.kind in (TargetRunKind.ADOPT, TargetRunKind.BASELINE):
+                # Ledger rows only, no migration SQL (activities.adoption).
+                return await TargetAdopter(conn, schema, params, migrations, ledger_table).run()
             engine = TargetEngine(conn, schema, params, migrations, ledger_table)
             if params.kind is TargetRunKind.ROLLBACK:
                 return await engine.rollback()

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
 
+from models.adoption import AdoptSource
 from models.migrations import SetName, TargetRunInput, TargetRunKind
 
 
@@ -79,6 +80,7 @@ class FleetRunInput(FleetRunOptions):
     set_name: SetName
     kind: TargetRunKind = TargetRunKind.APPLY
     target_version: str | None = None
+    adopt_from: AdoptSource | None = Field(default=None, description="adopt: the other tool.")
     selector: FleetSelector
     requester: str = "unknown"
     state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
@@ -180,6 +182,7 @@ class TargetBatchInput(BaseModel):
     set_name: str
     kind: TargetRunKind
     target_version: str | None
+    adopt_from: AdoptSource | None = None
     database_ids: list[uuid.UUID]
     dry_run: bool
     lock_timeout_ms: int
@@ -208,12 +211,51 @@ class TargetPageRequest(BaseModel):
 FleetRunInput.model_rebuild()
 
 
+class FleetRunKind(StrEnum):
+    """What ``POST /api/v1/migrations`` starts."""
+
+    APPLY = "apply"
+    ADOPT = "adopt"  # take over targets migrated by another tool ("from")
+    BASELINE = "baseline"  # mark targets never migrated as at "version"
+
+
 class FleetRunRequest(FleetRunOptions):
     """``POST /api/v1/migrations``: start a fleet run."""
 
+    model_config = {"populate_by_name": True}
+
     set: SetName
-    to_version: str | None = Field(default=None, max_length=120, description="Latest when null.")
+    kind: FleetRunKind = Field(
+        default=FleetRunKind.APPLY,
+        description="apply (run the set's SQL), adopt (record what another tool applied) or "
+        "baseline (mark targets as at a version); adopt and baseline run no migration SQL.",
+    )
+    to_version: str | None = Field(
+        default=None, max_length=120, description="apply: latest when null."
+    )
+    adopt_from: AdoptSource | None = Field(
+        default=None,
+        alias="from",
+        description="adopt: the tool whose history table each target has.",
+    )
+    version: str | None = Field(
+        default=None, max_length=120, description="baseline: the version targets are at."
+    )
     selector: FleetSelector
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self) -> FleetRunRequest:
+        if self.kind is FleetRunKind.ADOPT and self.adopt_from is None:
+            raise ValueError('kind "adopt" needs "from": flyway, golang-migrate or dbmate')
+        if self.kind is FleetRunKind.BASELINE and self.version is None:
+            raise ValueError('kind "baseline" needs "version"')
+        if self.kind is not FleetRunKind.ADOPT and self.adopt_from is not None:
+            raise ValueError('"from" belongs to kind "adopt"')
+        if self.kind is not FleetRunKind.BASELINE and self.version is not None:
+            raise ValueError('"version" belongs to kind "baseline" (apply takes "to_version")')
+        if self.kind is not FleetRunKind.APPLY and self.to_version is not None:
+            raise ValueError(f'kind "{self.kind.value}" takes no "to_version"')
+        return self
 
 
 class FleetRollbackRequest(BaseModel):

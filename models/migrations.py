@@ -10,6 +10,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field
 
+from models.adoption import AdoptSource
+
 # Versions are dot-separated non-negative integers: "3", "20240101120000", "1.2" (Flyway).
 _VERSION = re.compile(r"^\d{1,20}(\.\d{1,20}){0,5}$")
 _SET_NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$")
@@ -148,6 +150,8 @@ class TargetRunKind(StrEnum):
 
     APPLY = "apply"
     ROLLBACK = "rollback"
+    ADOPT = "adopt"  # record what another tool applied (models.adoption), running nothing
+    BASELINE = "baseline"  # mark a target never migrated as at target_version, running nothing
 
 
 class TargetRunInput(BaseModel):
@@ -158,7 +162,12 @@ class TargetRunInput(BaseModel):
     set_name: str
     kind: TargetRunKind = TargetRunKind.APPLY
     target_version: str | None = Field(
-        default=None, description="apply: up to this version (latest when null); rollback: to it"
+        default=None,
+        description="apply: up to this version (latest when null); rollback: to it; "
+        "baseline: the version the target is marked at",
+    )
+    adopt_from: AdoptSource | None = Field(
+        default=None, description="adopt: the tool whose history table is read"
     )
     dry_run: bool = False
     lock_timeout_ms: int = Field(default=5_000, ge=0, le=3_600_000)
@@ -191,7 +200,8 @@ class MigrationFailure(BaseModel):
     version: str | None
     reason: str = Field(
         description="checksum_mismatch, sql_error, missing_down, unknown_version, lock_timeout, "
-        "unreachable, not_found"
+        "unreachable, not_found; adopt and baseline: no_history, dirty, failed_version, "
+        "already_managed"
     )
     message: str
     sqlstate: str | None = None
@@ -228,6 +238,11 @@ class LedgerEntry(BaseModel):
     execution_ms: float
     run_id: str
     success: bool
+    adopted_from: str | None = Field(
+        default=None,
+        description="The tool an adopted row was taken over from (flyway, golang-migrate, "
+        "dbmate) or baseline; null for versions tenantflow ran.",
+    )
 
 
 class TargetRunRequest(BaseModel):

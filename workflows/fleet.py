@@ -286,6 +286,8 @@ class MigrateFleetWorkflow:
                     set_name=params.set_name,
                     kind=params.kind,
                     target_version=params.target_version,
+                    # adopt only; None (every other run) is the field's default: replay-safe.
+                    adopt_from=params.adopt_from,
                     database_ids=batch,
                     dry_run=params.dry_run,
                     lock_timeout_ms=params.lock_timeout_ms,

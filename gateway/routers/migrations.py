@@ -41,6 +41,7 @@ from models.fleet import (
     FleetProgress,
     FleetRunAccepted,
     FleetRunInput,
+    FleetRunKind,
     FleetRunPage,
     FleetRunRequest,
     FleetRunResult,
@@ -49,7 +50,7 @@ from models.fleet import (
     FleetStatus,
     TargetState,
 )
-from models.migrations import normalise_version
+from models.migrations import TargetRunKind, normalise_version
 from workflows.fleet import MigrateFleetWorkflow
 
 router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
@@ -175,13 +176,13 @@ def _accepted_progress(params: FleetRunInput) -> FleetProgress:
     )
 
 
-def _version(value: str | None) -> str | None:
+def _version(value: str | None, field: str = "to_version") -> str | None:
     if value is None:
         return None
     try:
         return normalise_version(value)
     except ValueError as exc:
-        raise InvalidInput(str(exc), details={"to_version": value}) from None
+        raise InvalidInput(str(exc), details={field: value}) from None
 
 
 @router.post("", status_code=202, summary="Start a fleet run", responses=RUN_ERRORS)
@@ -194,14 +195,25 @@ async def start_run(
     sets: SetsDep,
     databases: RepositoryDep,
 ) -> FleetRunAccepted:
-    """Apply a set to every selected target as one durable run; answers at once with its id."""
-    await sets.info(body.set)
+    """Apply a set to every selected target as one durable run; answers at once with its id.
+    ``kind`` adopt or baseline records versions in each target's ledger without running them
+    (``activities.adoption``)."""
+    info = await sets.info(body.set)
     await _check_fleet_size(databases, body.selector)
     version = _version(body.to_version)
+    if body.kind is FleetRunKind.BASELINE:
+        version = _version(body.version, "version")
+        if version not in {m.version for m in info.migrations}:
+            raise InvalidInput(
+                f"version {version} is not in set {body.set!r}",
+                details={"set": body.set, "version": version},
+            )
     params = FleetRunInput(
         run_id=uuid.uuid4().hex[:12],
         set_name=body.set,
+        kind=TargetRunKind(body.kind.value),
         target_version=version,
+        adopt_from=body.adopt_from,
         selector=body.selector,
         requester=principal.subject,
         **body.options(),

@@ -4,9 +4,17 @@ Every version runs in its own transaction together with its ledger row, under a 
 ``pg_advisory_xact_lock``, as one simple-query message (one round trip); the ledger's primary
 key makes a retry (or a second runner) roll back rather than apply a version twice. Checksums
 of applied versions are verified before any change. Versions marked no-transaction go through
-``activities.no_transaction`` instead. A lock timeout raises (Temporal retries with backoff);
-any other SQL error is a result that names the version and carries PostgreSQL's code, message
-and position.
+``activities.no_transaction`` instead.
+
+Repeatable migrations (Flyway's ``R__``; version ``R:<description>``) run after every pending
+version, in description order, each in its own transaction with its ledger row, whenever the
+ledger's checksum for it differs from the set's (a changed repeatable is applied again and its
+row replaced; never a checksum mismatch). A rollback runs the versions' downs as before and
+forgets the repeatables' rows (they have no down; their objects stay as the downs leave them,
+as with psql), so the next apply runs them again on the schema it rebuilt.
+
+A lock timeout raises (Temporal retries with backoff); any other SQL error is a result that
+names the version and carries PostgreSQL's code, message and position.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ from models.migrations import (
     PlannedVersion,
     TargetRunInput,
     TargetRunResult,
+    is_repeatable,
     normalise_version,
     version_key,
 )
@@ -57,7 +66,12 @@ class TargetEngine:
         self.schema = schema
         self.params = params
         self.by_version = {m.version: m for m in migrations}
-        self.migrations = sorted(migrations, key=lambda m: version_key(m.version))
+        self.migrations = sorted(
+            (m for m in migrations if not m.repeatable), key=lambda m: version_key(m.version)
+        )
+        self.repeatables = sorted(
+            (m for m in migrations if m.repeatable), key=lambda m: m.description
+        )
         self.ledger_table = ledger_table
         self.ledger_name = ledger_name(schema, ledger_table)
         # Advisory locks are per database; the key names the schema within it, not the set:
@@ -115,6 +129,8 @@ class TargetEngine:
                     message=f"version {version} is applied but not in set "
                     f"{self.params.set_name!r} (ledger table {self.ledger_table})",
                 )
+            if known.repeatable:
+                continue  # a changed repeatable is applied again, not a mismatch
             if version in ledger and known.checksum != ledger[version]:
                 return MigrationFailure(
                     version=version,
@@ -125,7 +141,7 @@ class TargetEngine:
 
     @staticmethod
     def _current(versions: Iterable[str]) -> str | None:
-        return max(versions, key=version_key, default=None)
+        return max((v for v in versions if not is_repeatable(v)), key=version_key, default=None)
 
     async def _preflight(
         self,
@@ -154,6 +170,9 @@ class TargetEngine:
             and not m.withdrawn
             and (goal is None or version_key(m.version) <= goal)
         ]
+        repeatables = [
+            m for m in self.repeatables if not m.withdrawn and ledger.get(m.version) != m.checksum
+        ]
         if self.params.dry_run:
             planned = [
                 PlannedVersion(
@@ -161,8 +180,9 @@ class TargetEngine:
                     description=m.description,
                     sql=m.up_sql,
                     no_transaction=m.no_transaction,
+                    repeatable=m.repeatable,
                 )
-                for m in pending
+                for m in [*pending, *repeatables]
             ]
             return self._result(current, to_version=current, planned=planned)
         applied: list[AppliedVersion] = []
@@ -189,7 +209,22 @@ class TargetEngine:
                     )
                 )
         # Every pending version is now in the ledger, by this run or by a concurrent one.
-        return self._result(current, to_version=self._current(reached), applied=applied)
+        latest = self._current(reached)
+        for migration in repeatables:
+            try:
+                took = await self._apply_one(migration, latest)
+            except VersionFailed as failed:
+                return await self._stopped(failed, current, applied, migration.version)
+            if took is not None:
+                applied.append(
+                    AppliedVersion(
+                        version=migration.version,
+                        description=migration.description,
+                        execution_ms=took,
+                        repeatable=True,
+                    )
+                )
+        return self._result(current, to_version=latest, applied=applied)
 
     def _goal(self) -> tuple[int, ...] | MigrationFailure | None:
         if self.params.target_version is None:
@@ -248,15 +283,7 @@ class TargetEngine:
                 f"{quote_literal(self.lock_key)}, 0))",
                 *([] if self.ledger_ready else self._ledger_ddl()),
                 *([] if predecessor is None else [self._guard(predecessor)]),
-                # Left part-way as a no-transaction version; the file is transactional now.
-                *(
-                    [
-                        f"DELETE FROM {self.ledger_name} WHERE version = {version} "  # noqa: S608
-                        "AND NOT success"
-                    ]
-                    if migration.version in self.partial
-                    else []
-                ),
+                *self._clear_row(migration),
             ]
         )
         prefix += ";\n"
@@ -281,14 +308,41 @@ class TargetEngine:
                     f"{migration.version} waited for its lock (a concurrent rollback); "
                     "planning again"
                 ) from None
-            if exc.sqlstate not in RETRYABLE_SQLSTATES and migration.version in (
-                await self._ledger()
+            if exc.sqlstate not in RETRYABLE_SQLSTATES and self._in_ledger(
+                migration, await self._ledger()
             ):
                 return None  # another runner applied it meanwhile
             raise VersionFailed(exc, len(prefix)) from None
         # Only now: had the transaction rolled back, the ledger table would have gone with it.
         self.ledger_ready = True
         return round((time.perf_counter() - started) * 1000, 3)
+
+    @staticmethod
+    def _in_ledger(migration: Migration, ledger: dict[str, str]) -> bool:
+        """Whether the ledger has the version (a repeatable: with this very content)."""
+        if migration.repeatable:
+            return ledger.get(migration.version) == migration.checksum
+        return migration.version in ledger
+
+    def _clear_row(self, migration: Migration) -> list[str]:
+        """The statements that clear the way for the version's row: a repeatable's earlier row
+        goes (unless a concurrent runner has just applied this very content: then the
+        statement fails and the ledger, read again, says so); a row left part-way by a
+        no-transaction version goes too (the file is transactional now)."""
+        version = quote_literal(migration.version)
+        if migration.repeatable:
+            return [
+                "SELECT CASE WHEN EXISTS (SELECT FROM "  # noqa: S608 - quoted identifier
+                f"{self.ledger_name} WHERE version = {version} AND success AND checksum = "
+                f"{quote_literal(migration.checksum)}) THEN ('tenantflow: already applied: ' "
+                "|| now())::int END",
+                f"DELETE FROM {self.ledger_name} WHERE version = {version}",  # noqa: S608
+            ]
+        if migration.version in self.partial:
+            return [
+                f"DELETE FROM {self.ledger_name} WHERE version = {version} AND NOT success"  # noqa: S608
+            ]
+        return []
 
     def _ledger_ddl(self) -> list[str]:
         # Schema-per-tenant: the tenant's schema appears with its first migration.
@@ -320,7 +374,7 @@ class TargetEngine:
             )
         # A version left part-way is undone too: its down script converges.
         to_undo = sorted(
-            (v for v in {*ledger, *self.partial} if version_key(v) > goal),
+            (v for v in {*ledger, *self.partial} if not is_repeatable(v) and version_key(v) > goal),
             key=version_key,
             reverse=True,
         )
@@ -342,18 +396,30 @@ class TargetEngine:
                     version=v,
                     description=self.by_version[v].description,
                     sql=self.by_version[v].down_sql or "",
-                    no_transaction=self.by_version[v].no_transaction,
+                    no_transaction=self.by_version[v].down_outside_transaction,
                 )
                 for v in to_undo
             ]
             return self._result(current, to_version=current, planned=planned)
+        repeated = [v for v in {*ledger, *self.partial} if is_repeatable(v)]
+        if repeated and (to_undo or goal == (0,)):
+            try:
+                await self._forget_repeatables()
+            except asyncpg.PostgresError as exc:
+                if exc.sqlstate in RETRYABLE_SQLSTATES:
+                    raise
+                return self._result(
+                    current,
+                    to_version=current,
+                    failure=_sql_failure(sorted(repeated)[0], exc),
+                )
         undone: list[AppliedVersion] = []
         for version in to_undo:
             migration = self.by_version[version]
             try:
                 took = await (
                     self.no_transaction.rollback(migration)
-                    if migration.no_transaction
+                    if migration.down_outside_transaction
                     else self._rollback_in_transaction(migration)
                 )
             except VersionFailed as failed:
@@ -365,6 +431,16 @@ class TargetEngine:
                     )
                 )
         return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
+
+    async def _forget_repeatables(self) -> None:
+        """Remove the repeatables' rows, under the lock: a rollback changes the schema they
+        were applied to, and they have no down, so the next apply runs them again."""
+        async with self.conn.transaction():
+            await self.conn.execute(self.lock_sql, self.lock_key)
+            await self.conn.execute(
+                f"DELETE FROM {self.ledger_name} WHERE version LIKE 'R:%'"  # noqa: S608
+            )
+        self.partial = {v for v in self.partial if not is_repeatable(v)}
 
     async def _rollback_in_transaction(self, migration: Migration) -> float | None:
         """The down script and the ledger row's removal in one transaction under the lock;

@@ -64,11 +64,18 @@ class NoTransactionRunner:
                 "WHERE version = $1",
                 migration.version,
             )
-            if state is not None and state["success"]:
-                return None
+            if state is not None and state["success"]:  # noqa: SIM102 - reads better apart
+                # A repeatable with other content in its row is applied again, below.
+                if not migration.repeatable or state["checksum"] == migration.checksum:
+                    return None
             statements = split_statements(migration.up_sql)
             if state is None:
                 await self._note(migration, "INSERT", 0)
+                start, converge_all = 0, False
+            elif state["success"]:
+                # A repeatable applied before with other content: run it again from the top
+                # (repeatables are written to be re-run), its row part-way meanwhile.
+                await self._note(migration, "RESTART", 0)
                 start, converge_all = 0, False
             elif state["checksum"] == migration.checksum and state["statements_done"] is not None:
                 start, converge_all = int(state["statements_done"]), False
@@ -177,7 +184,8 @@ class NoTransactionRunner:
             self.progress_ready = True
 
     async def _note(self, migration: Migration, how: str, done: int) -> None:
-        """The row that says the version is part-way: inserted, or reset after a change."""
+        """The row that says the version is part-way: inserted, reset after a change, or (a
+        repeatable applied again) turned back to part-way."""
         if how == "INSERT":
             await self.conn.execute(
                 f"INSERT INTO {self.ledger_name} (version, description, checksum, "  # noqa: S608
@@ -190,9 +198,10 @@ class NoTransactionRunner:
                 done,
             )
             return
+        restart = ", success = false" if how == "RESTART" else ""
         await self.conn.execute(
             f"UPDATE {self.ledger_name} SET description = $2, checksum = $3, "  # noqa: S608
-            "run_id = $4, statements_done = $5 WHERE version = $1",
+            f"run_id = $4, statements_done = $5{restart} WHERE version = $1",
             migration.version,
             migration.description,
             migration.checksum,

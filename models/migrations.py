@@ -29,9 +29,39 @@ def normalise_version(value: str) -> str:
     return ".".join(str(int(part)) for part in text.split("."))
 
 
+# A repeatable migration (Flyway's ``R__<description>.sql``) has no number: its identity in a
+# set and in a target's ledger is this prefix and its description.
+REPEATABLE_PREFIX = "R:"
+
+
+def is_repeatable(version: str) -> bool:
+    """Whether ``version`` names a repeatable migration (``R:<description>``)."""
+    return version.startswith(REPEATABLE_PREFIX)
+
+
+def repeatable_version(description: str) -> str:
+    """The identity of the repeatable migration described by ``description``."""
+    return REPEATABLE_PREFIX + description
+
+
 def version_key(version: str) -> tuple[int, ...]:
-    """Sort key: versions order numerically, part by part (2 < 10, 1.2 < 1.10)."""
+    """Sort key: versions order numerically, part by part (2 < 10, 1.2 < 1.10).
+
+    A repeatable's key is ``()``, below every version: a ``max`` over a set's versions or a
+    ledger's rows is the latest numbered version, and a ``<= version`` filter keeps the
+    repeatables (they apply at every version). The engine orders them itself (last, by
+    description)."""
+    if is_repeatable(version):
+        return ()
     return tuple(int(part) for part in version.split("."))
+
+
+def _migration_version(value: str) -> str:
+    if is_repeatable(value):
+        if not value[len(REPEATABLE_PREFIX) :].strip():
+            raise ValueError("a repeatable migration needs a description")
+        return value
+    return normalise_version(value)
 
 
 def _check_set_name(value: str) -> str:
@@ -52,6 +82,8 @@ def check_ledger_table(value: str) -> str:
 
 
 Version = Annotated[str, AfterValidator(normalise_version)]
+# A version of a set: a number, or ``R:<description>`` for a repeatable migration.
+MigrationVersion = Annotated[str, AfterValidator(_migration_version)]
 SetName = Annotated[str, AfterValidator(_check_set_name)]
 LedgerTable = Annotated[str, AfterValidator(check_ledger_table)]
 
@@ -65,9 +97,10 @@ class MigrationFormat(StrEnum):
 
 
 class Migration(BaseModel):
-    """One immutable version of a set."""
+    """One immutable version of a set, or one of its repeatable migrations (``repeatable``:
+    version ``R:<description>``, applied after the versions and again whenever it changes)."""
 
-    version: Version
+    version: MigrationVersion
     description: str = Field(max_length=500)
     up_sql: str = Field(description="Run byte for byte as registered; empty: a no-op version")
     down_sql: str | None = None
@@ -77,10 +110,26 @@ class Migration(BaseModel):
     no_transaction: bool = Field(
         default=False, description="Marked -- tenantflow:no-transaction: runs outside a transaction"
     )
+    down_no_transaction: bool | None = Field(
+        default=None,
+        description="Whether the down script runs outside a transaction; null: as the up "
+        "(dbmate's '-- migrate:down transaction:false', a U file's .sql.conf say otherwise)",
+    )
     source: str | None = Field(default=None, description="The file it was read from.")
     withdrawn: bool = Field(
         default=False, description="Withdrawn versions are not applied to targets lacking them."
     )
+    repeatable: bool = Field(
+        default=False,
+        description="A repeatable migration (Flyway R__): no down, re-applied when it changes",
+    )
+
+    @property
+    def down_outside_transaction(self) -> bool:
+        """Whether the down script runs statement by statement, outside a transaction."""
+        if self.down_no_transaction is None:
+            return self.no_transaction
+        return self.down_no_transaction
 
 
 class MigrationSetUpload(BaseModel):
@@ -105,6 +154,10 @@ class MigrationSetRegistered(BaseModel):
     added: list[str]
     unchanged: list[str]
     latest_version: str | None
+    updated: list[str] = Field(
+        default_factory=list,
+        description="Repeatable migrations registered again with new content (R:<description>).",
+    )
 
 
 class MigrationSummary(BaseModel):
@@ -117,6 +170,7 @@ class MigrationSummary(BaseModel):
     no_transaction: bool
     registered_at: datetime
     withdrawn: bool = False
+    repeatable: bool = False
 
 
 class MigrationSetInfo(BaseModel):
@@ -183,6 +237,9 @@ class AppliedVersion(BaseModel):
     version: str
     description: str
     execution_ms: float
+    repeatable: bool = Field(
+        default=False, description="A repeatable migration, applied (again) after the versions."
+    )
 
 
 class PlannedVersion(BaseModel):
@@ -192,6 +249,7 @@ class PlannedVersion(BaseModel):
     description: str
     sql: str
     no_transaction: bool = False
+    repeatable: bool = False
 
 
 class MigrationFailure(BaseModel):

@@ -1,4 +1,7 @@
-"""Catalog access for migration sets: register (append-only, checksum-guarded) and read."""
+"""Catalog access for migration sets: register (append-only, checksum-guarded) and read.
+
+Versions never change once registered; a repeatable migration (``R:<description>``) is
+replaced by an upload that changes it, which is how repeatables evolve."""
 
 from __future__ import annotations
 
@@ -16,17 +19,48 @@ from models.migrations import (
     MigrationSetList,
     MigrationSetRegistered,
     MigrationSummary,
+    is_repeatable,
     version_key,
 )
 
 
 def _same_as_legacy(row: asyncpg.Record, migration: Migration) -> bool:
-    """A version registered before checksums covered every part (its checksum is the up
-    SQL's alone, and an empty down was stored as none) uploaded again unchanged."""
-    return (
+    """A version registered by an earlier release uploaded again unchanged: before checksums
+    covered every part (its checksum is the up SQL's alone, and an empty down was stored as
+    none), or before a down script had a transaction flag of its own (dbmate's
+    ``-- migrate:down`` options, a down file's marker line), when the up's flag covered both."""
+    if row["down_no_transaction"] is not None or row["no_transaction"] != migration.no_transaction:
+        return False
+    without_down_flag = checksum(
+        migration.up_sql, migration.down_sql, no_transaction=migration.no_transaction
+    )
+    return row["checksum"] == without_down_flag or (
         row["checksum"] == checksum(migration.up_sql)
         and normalise_sql(row["down_sql"] or "") == normalise_sql(migration.down_sql or "")
-        and row["no_transaction"] == migration.no_transaction
+    )
+
+
+def _ordered(migrations: Sequence[Migration]) -> list[Migration]:
+    """Versions in order, then repeatables by description (the order the engine runs them)."""
+    return sorted(
+        migrations,
+        key=lambda m: (m.repeatable, version_key(m.version), m.description if m.repeatable else ""),
+    )
+
+
+def _row(name: str, m: Migration) -> tuple[object, ...]:
+    return (
+        name,
+        m.version,
+        list(version_key(m.version)),
+        m.description,
+        m.checksum,
+        m.up_sql,
+        m.down_sql,
+        m.no_transaction,
+        m.source,
+        m.repeatable,
+        m.down_no_transaction,
     )
 
 
@@ -62,8 +96,8 @@ class MigrationSetRepository:
                     details={"set": name, "ledger_table": kept, "requested": ledger_table},
                 )
             rows = await conn.fetch(
-                "SELECT version, checksum, down_sql, no_transaction FROM migration_set_versions "
-                "WHERE set_name = $1",
+                "SELECT version, checksum, down_sql, no_transaction, down_no_transaction "
+                "FROM migration_set_versions WHERE set_name = $1",
                 name,
             )
             known = {r["version"]: r["checksum"] for r in rows}
@@ -72,6 +106,7 @@ class MigrationSetRepository:
                 {"version": m.version, "registered": known[m.version], "uploaded": m.checksum}
                 for m in migrations
                 if m.version in known
+                and not m.repeatable
                 and known[m.version] != m.checksum
                 and not _same_as_legacy(stored[m.version], m)
             ]
@@ -83,34 +118,43 @@ class MigrationSetRepository:
                     details={"set": name, "conflicts": conflicts},
                 )
             added = [m for m in migrations if m.version not in known]
+            updated = [
+                m
+                for m in migrations
+                if m.repeatable and m.version in known and known[m.version] != m.checksum
+            ]
             await conn.executemany(
                 "INSERT INTO migration_set_versions (set_name, version, version_key, "
-                "description, checksum, up_sql, down_sql, no_transaction, source) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "description, checksum, up_sql, down_sql, no_transaction, source, repeatable, "
+                "down_no_transaction) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                [_row(name, m) for m in added],
+            )
+            # A changed repeatable replaces the registered one (registered_at says when).
+            await conn.executemany(
+                "UPDATE migration_set_versions SET checksum = $3, up_sql = $4, "
+                "no_transaction = $5, source = $6, registered_at = now() "
+                "WHERE set_name = $1 AND version = $2 AND repeatable",
                 [
-                    (
-                        name,
-                        m.version,
-                        list(version_key(m.version)),
-                        m.description,
-                        m.checksum,
-                        m.up_sql,
-                        m.down_sql,
-                        m.no_transaction,
-                        m.source,
-                    )
-                    for m in added
+                    (name, m.version, m.checksum, m.up_sql, m.no_transaction, m.source)
+                    for m in updated
                 ],
             )
-            versions = sorted([*known, *(m.version for m in added)], key=version_key)
+            versions = sorted(
+                (v for v in {*known, *(m.version for m in added)} if not is_repeatable(v)),
+                key=version_key,
+            )
+        changed = {m.version for m in updated}
         return MigrationSetRegistered(
             name=name,
             ledger_table=kept,
-            added=[m.version for m in sorted(added, key=lambda m: version_key(m.version))],
-            unchanged=sorted(
-                (m.version for m in migrations if m.version in known), key=version_key
-            ),
+            added=[m.version for m in _ordered(added)],
+            unchanged=[
+                m.version
+                for m in _ordered(migrations)
+                if m.version in known and m.version not in changed
+            ],
             latest_version=versions[-1] if versions else None,
+            updated=[m.version for m in _ordered(updated)],
         )
 
     async def content(self, name: str) -> MigrationSetContent:
@@ -118,7 +162,8 @@ class MigrationSetRepository:
         query; ``NotFound`` for an unknown set."""
         rows = await self.pool.fetch(
             "SELECT s.ledger_table, v.version, v.description, v.checksum, v.up_sql, v.down_sql, "
-            "v.no_transaction, v.source, v.withdrawn_at IS NOT NULL AS withdrawn "
+            "v.no_transaction, v.down_no_transaction, v.source, v.repeatable, "
+            "v.withdrawn_at IS NOT NULL AS withdrawn "
             "FROM migration_sets s LEFT JOIN migration_set_versions v ON v.set_name = s.name "
             "WHERE s.name = $1 ORDER BY v.version_key",
             name,
@@ -128,11 +173,13 @@ class MigrationSetRepository:
         return MigrationSetContent(
             name=name,
             ledger_table=rows[0]["ledger_table"],
-            migrations=[
-                Migration.model_validate({k: v for k, v in r.items() if k != "ledger_table"})
-                for r in rows
-                if r["version"] is not None
-            ],
+            migrations=_ordered(
+                [
+                    Migration.model_validate({k: v for k, v in r.items() if k != "ledger_table"})
+                    for r in rows
+                    if r["version"] is not None
+                ]
+            ),
         )
 
     async def migrations(self, name: str) -> list[Migration]:
@@ -175,17 +222,18 @@ class MigrationSetRepository:
             raise NotFound(f"no migration set {name!r}", details={"set": name})
         rows = await self.pool.fetch(
             "SELECT version, description, checksum, down_sql IS NOT NULL AS has_down, "
-            "no_transaction, registered_at, withdrawn_at IS NOT NULL AS withdrawn "
+            "no_transaction, registered_at, withdrawn_at IS NOT NULL AS withdrawn, repeatable "
             "FROM migration_set_versions "
-            "WHERE set_name = $1 ORDER BY version_key",
+            "WHERE set_name = $1 ORDER BY repeatable, version_key, version",
             name,
         )
         summaries = [MigrationSummary.model_validate(dict(r)) for r in rows]
+        numbered = [s.version for s in summaries if not s.repeatable]
         return MigrationSetInfo(
             name=name,
             ledger_table=found["ledger_table"],
             created_at=found["created_at"],
-            latest_version=summaries[-1].version if summaries else None,
+            latest_version=numbered[-1] if numbered else None,
             migrations=summaries,
         )
 
@@ -194,7 +242,7 @@ class MigrationSetRepository:
         rows = await self.pool.fetch(
             "SELECT s.name, s.ledger_table, s.created_at, "
             "(SELECT version FROM migration_set_versions v WHERE v.set_name = s.name "
-            " ORDER BY version_key DESC LIMIT 1) AS latest_version "
+            " AND NOT v.repeatable ORDER BY version_key DESC LIMIT 1) AS latest_version "
             "FROM migration_sets s ORDER BY s.name"
         )
         return MigrationSetList(items=[MigrationSetInfo(migrations=[], **dict(r)) for r in rows])
@@ -204,7 +252,8 @@ class MigrationSetRepository:
         row = await self.pool.fetchrow(
             "UPDATE migration_set_versions SET withdrawn_at = coalesce(withdrawn_at, now()) "
             "WHERE set_name = $1 AND version = $2 RETURNING version, description, checksum, "
-            "down_sql IS NOT NULL AS has_down, no_transaction, registered_at, true AS withdrawn",
+            "down_sql IS NOT NULL AS has_down, no_transaction, registered_at, true AS withdrawn, "
+            "repeatable",
             name,
             version,
         )

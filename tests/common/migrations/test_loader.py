@@ -277,10 +277,11 @@ def test_migration_checksum_covers_up_down_and_the_no_transaction_flag() -> None
                      ["V1_1__a.sql", "V1.1__b.sql"], "twice", id="flyway-dot-and-underscore"),
         pytest.param({"V1__a.sql": "SELECT 1;", "U1__a.sql": "x", "U01__a.sql": "y"}, None,
                      ["U1__a.sql", "U01__a.sql"], "two down", id="flyway-two-undos"),
-        pytest.param({"V1__a.sql": "SELECT 1;", "R__view.sql": "SELECT 1;"}, None,
-                     ["R__view.sql"], "repeatable", id="flyway-repeatable"),
-        pytest.param({"R__view.sql": "SELECT 1;"}, None, ["R__view.sql"], "repeatable",
-                     id="flyway-only-repeatable"),
+        pytest.param({"R__my_view.sql": "SELECT 1;", "R__my__view.sql": "SELECT 2;"}, None,
+                     ["R__my__view.sql", "R__my_view.sql"], "repeatable migration my view is "
+                     "defined twice", id="flyway-repeatable-same-description"),
+        pytest.param({"R__.sql": "SELECT 1;"}, None, ["R__.sql"], "needs a description",
+                     id="flyway-repeatable-without-description"),
         pytest.param({"V1__a.sql": "SELECT 1;", "schema.sql": "x", "V2_b.sql": "y"}, None,
                      ["schema.sql", "V2_b.sql"], "not flyway file names", id="flyway-stray"),
         pytest.param({"1_a.up.sql": "SELECT 1;", "seed.sql": "x"}, None, ["seed.sql"],
@@ -406,10 +407,14 @@ def test_no_transaction_survives_every_conversion() -> None:
     for fmt in MigrationFormat:
         (again,) = parse_files(to_format([dbmate], fmt), fmt)
         assert again.no_transaction is True, fmt
-    # dbmate has an option for it; the others need the marker line (so their SQL gains it).
+    # dbmate has an option for it, Flyway a .sql.conf; golang-migrate needs the marker line
+    # (so its SQL gains it).
     assert parse_files(to_format([dbmate], MigrationFormat.DBMATE))[0].up_sql == "CREATE INDEX i;"
-    flyway = parse_files(to_format([dbmate], MigrationFormat.FLYWAY))[0]
-    assert flyway.up_sql == f"{NO_TRANSACTION_MARKER}\nCREATE INDEX i;"
+    flyway_files = to_format([dbmate], MigrationFormat.FLYWAY)
+    assert flyway_files["V5__idx.sql.conf"] == "executeInTransaction=false\n"
+    assert comparable(parse_files(flyway_files)) == comparable([dbmate])
+    golang = parse_files(to_format([dbmate], MigrationFormat.GOLANG_MIGRATE))[0]
+    assert golang.up_sql == f"{NO_TRANSACTION_MARKER}\nCREATE INDEX i;"
     # A marker already in the SQL is not doubled, and round-trips through dbmate unchanged.
     (marked,) = parse_files({"V1__idx.sql": f"{NO_TRANSACTION_MARKER}\nCREATE INDEX i;"})
     for fmt in MigrationFormat:

@@ -32,6 +32,7 @@ from activities.server_slots import SlotSession, budgets, slot_session
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import NotFound, TenantflowError
+from common.migrations.lint import CACHE as LINT_CACHE
 from common.sql import quote_ident
 from models.fleet import TargetBatchInput
 from models.migrations import (
@@ -256,8 +257,8 @@ class MigrationActivities:
                 return await TargetAdopter(conn, schema, params, migrations, ledger_table).run()
             engine = TargetEngine(conn, schema, params, migrations, ledger_table)
             if params.kind is TargetRunKind.ROLLBACK:
-                return await engine.rollback()
-            return await engine.apply()
+                return with_lock_risks(await engine.rollback(), params, migrations)
+            return with_lock_risks(await engine.apply(), params, migrations)
         except asyncpg.PostgresError as exc:
             if exc.sqlstate in RETRYABLE_SQLSTATES:
                 raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
@@ -269,6 +270,27 @@ class MigrationActivities:
         """The set's ledger table; the default for a set the catalog does not know (migrations
         given by the caller, as a scratch replay may be)."""
         return (await self._sets.ledger_tables([set_name])).get(set_name, LEDGER_TABLE)
+
+
+def with_lock_risks(
+    result: TargetRunResult, params: TargetRunInput, migrations: Sequence[Migration]
+) -> TargetRunResult:
+    """A dry run's plan with each version's lock-risk findings (``common.migrations.lint``),
+    linted once per version across targets and batches (the lint cache)."""
+    if not result.planned:
+        return result
+    by_version = {m.version: m for m in migrations}
+    for step in result.planned:
+        migration = by_version.get(step.version)
+        if migration is not None:
+            step.warnings = LINT_CACHE.lint(
+                params.set_name,
+                migration,
+                down=params.kind is TargetRunKind.ROLLBACK,
+                no_transaction=step.no_transaction,
+                lock_timeout_ms=params.lock_timeout_ms,
+            )
+    return result
 
 
 def _describe(exc: BaseException) -> str:

@@ -11,6 +11,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, Field
 
 from models.adoption import AdoptSource
+from models.lint import LockRisk
 
 # Versions are dot-separated non-negative integers: "3", "20240101120000", "1.2" (Flyway).
 _VERSION = re.compile(r"^\d{1,20}(\.\d{1,20}){0,5}$")
@@ -250,6 +251,10 @@ class PlannedVersion(BaseModel):
     sql: str
     no_transaction: bool = False
     repeatable: bool = False
+    warnings: list[LockRisk] = Field(
+        default_factory=list,
+        description="Lock-risk findings of its SQL (docs/lock-risks.md); dry runs only.",
+    )
 
 
 class MigrationFailure(BaseModel):

@@ -277,9 +277,9 @@ class TargetAdopter:
                 if row["checksum"] != expected:
                     raise _refused(
                         "checksum_mismatch",
-                        f"checksum mismatch at version {known.version}: {where} stores "
-                        f"{row['checksum']}, {known.source or 'the set'} computes {expected} "
-                        "as Flyway does",
+                        f"{where} stores checksum {row['checksum']} for version "
+                        f"{known.version}, {known.source or 'the set'} computes {expected} as "
+                        "Flyway does: the file changed after Flyway ran it",
                         known.version,
                     )
             applied[known.version] = Adopted(known, row["installed_on"])

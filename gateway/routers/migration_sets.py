@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request, UploadFile
 from fastapi.params import Form
 
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import InvalidInput, NotFound, PayloadTooLarge
+from common.migrations.lint import lint_set
 from common.migrations.loader import parse_files
 from gateway import archives
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from models.errors import ErrorResponse
+from models.lint import SetLint
 from models.migrations import (
     LedgerTable,
     Migration,
@@ -103,6 +105,39 @@ async def get_set(name: str, sets: SetsDep, principal: MigrationsRead) -> Migrat
     """Versions with descriptions and checksums (no SQL), and the set's ledger table."""
     del principal
     return await sets.info(name)
+
+
+@router.get(
+    "/{name}/lint",
+    summary="Lock-risk warnings of every version (docs/lock-risks.md)",
+    responses={404: {"model": ErrorResponse, "description": "No such set."}},
+)
+async def lint(
+    name: str,
+    sets: SetsDep,
+    principal: MigrationsRead,
+    direction: Annotated[
+        Literal["up", "down"], Query(description="Lint the up scripts, or the down scripts.")
+    ] = "up",
+    lock_timeout_ms: Annotated[
+        int,
+        Query(
+            ge=0,
+            le=3_600_000,
+            description="The lock_timeout runs will use (5000, the runs' default, unless "
+            "given); 0 checks that versions set one themselves.",
+        ),
+    ] = 5_000,
+) -> SetLint:
+    """What each version would do to tables a busy database is using: rule, severity,
+    message, advice and line; withdrawn versions are left out. The same findings a dry run
+    lists per planned version."""
+    del principal
+    migrations = await sets.migrations(name)
+    # Parsing is CPU work: in a worker thread, so other requests keep being served.
+    return await asyncio.to_thread(
+        lint_set, name, migrations, down=direction == "down", lock_timeout_ms=lock_timeout_ms
+    )
 
 
 @router.post(

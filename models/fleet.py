@@ -103,6 +103,11 @@ class TargetProgress(BaseModel):
     from_version: str | None = None
     to_version: str | None = None
     error: str | None = None
+    repeatables: list[str] = Field(
+        default_factory=list,
+        description="Repeatable migrations (R:<description>) the run applied again, or would "
+        "(dry run), on this target: they change no version number.",
+    )
 
 
 class FleetStatus(StrEnum):

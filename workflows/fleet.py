@@ -45,10 +45,13 @@ BUDGET_PAUSE = "failure budget exceeded"
 RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 # Histories recorded before runs published webhook events replay without them.
 EMIT_EVENTS_PATCH = "emit-webhook-events"
+# Runs before repeatable migrations existed recorded targets without them.
+REPORT_REPEATABLES_PATCH = "report-repeatables"
 
 
-def outcome(result: TargetRunResult) -> TargetProgress:
-    """A target's progress entry from the engine's result."""
+def outcome(result: TargetRunResult, repeatables: bool = False) -> TargetProgress:
+    """A target's progress entry from the engine's result (``repeatables``: with the
+    repeatable migrations it applied or planned, which no version number shows)."""
     if result.failure is not None:
         where = f" at version {result.failure.version}" if result.failure.version else ""
         return TargetProgress(
@@ -62,6 +65,12 @@ def outcome(result: TargetRunResult) -> TargetProgress:
         state=TargetState.SUCCEEDED if changed else TargetState.UP_TO_DATE,
         from_version=result.from_version,
         to_version=result.to_version,
+        repeatables=(
+            [a.version for a in result.applied if a.repeatable]
+            + [p.version for p in result.planned if p.repeatable]
+            if repeatables
+            else []
+        ),
     )
 
 
@@ -297,8 +306,9 @@ class MigrateFleetWorkflow:
                 heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),
                 retry_policy=TARGET_RETRY,
             )
+            with_repeatables = workflow.patched(REPORT_REPEATABLES_PATCH)
             for result in results:
-                state.targets[str(result.database_id)] = outcome(result)
+                state.targets[str(result.database_id)] = outcome(result, with_repeatables)
         except ActivityError as exc:
             for database_id in batch:
                 state.targets[str(database_id)] = TargetProgress(

@@ -5,18 +5,26 @@ applied again exactly once when they change, a no-op otherwise, forgotten by a r
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from temporalio.client import Client
 
 from activities.migrations import LEDGER_TABLE
+from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
+from common.crypto import CredentialCipher, KeyRing
 from common.errors import Conflict
 from common.migrations.loader import parse_files
 from common.settings import Settings
+from models.databases import DatabaseCreate
+from models.fleet import FleetRunInput, FleetSelector, FleetStatus, TargetProgress, TargetState
 from models.migrations import TargetRunKind
 from tests.activities.test_migrations import Engine
-from tests.conftest import TargetDatabase
+from tests.conftest import TargetDatabase, TargetFactory
+from workflows.fleet import MigrateFleetWorkflow
 
 FILES = {
     "V1__accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY, name text, active bool);",
@@ -201,3 +209,59 @@ async def test_a_repeatable_in_the_ledger_but_not_in_the_set_is_an_unknown_versi
     result = await engine.run()
     assert result.failure is not None
     assert (result.failure.version, result.failure.reason) == ("R:gone", "unknown_version")
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_a_fleet_run_reports_the_repeatables_each_target_got(
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    temporal_client: Client,
+    make_target: TargetFactory,
+) -> None:
+    label = uuid.uuid4().hex[:10]
+    set_name = f"fleet-r-{label}"
+    sets = MigrationSetRepository(catalog_pool)
+    databases = DatabaseRepository(
+        catalog_pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
+    )
+    for _ in range(2):
+        body = (await make_target()).create_body(
+            name=f"r-{uuid.uuid4().hex[:8]}", labels={"fleet": label}
+        )
+        await databases.create(DatabaseCreate.model_validate(body))
+
+    async def fleet_run(run: str, **options: object) -> dict[str, TargetProgress]:
+        params = FleetRunInput.model_validate(
+            {
+                "run_id": f"{label}-{run}",
+                "set_name": set_name,
+                "selector": FleetSelector(labels={"fleet": label}),
+                **options,
+            }
+        )
+        handle = await temporal_client.start_workflow(
+            MigrateFleetWorkflow.run,
+            params,
+            id=f"migrate-fleet-{label}-{run}",
+            task_queue=settings.temporal.task_queue,
+        )
+        result = await handle.result()
+        assert result.status is FleetStatus.COMPLETED
+        assert result.counts.failed == 0
+        return (await handle.query(MigrateFleetWorkflow.progress)).targets
+
+    await sets.register(set_name, parse_files(FILES))
+    first = await fleet_run("first")
+    assert [(t.state, t.to_version, t.repeatables) for t in first.values()] == [
+        (TargetState.SUCCEEDED, "2", ["R:active accounts", "R:b note count"])
+    ] * 2
+    await sets.register(set_name, parse_files({**FILES, "R__active_accounts.sql": VIEW_V2}))
+    plan = await fleet_run("plan", dry_run=True)
+    assert [t.repeatables for t in plan.values()] == [["R:active accounts"]] * 2
+    second = await fleet_run("second")
+    # Only a repeatable changed: the targets changed, their version did not.
+    assert [(t.state, t.from_version, t.to_version, t.repeatables) for t in second.values()] == [
+        (TargetState.SUCCEEDED, "2", "2", ["R:active accounts"])
+    ] * 2
+    third = await fleet_run("third")
+    assert [(t.state, t.repeatables) for t in third.values()] == [(TargetState.UP_TO_DATE, [])] * 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.api import Api, ApiError, resolve_token
+from cli.lint import print_fleet_risks, print_risks, sets_lint
 
 console = Console()
 
@@ -95,6 +97,9 @@ def sets_register(
         f"set {result['name']}: {len(result['added'])} added, {len(result['unchanged'])} "
         f"unchanged, latest version {result['latest_version']}"
     )
+
+
+sets_app.command("lint")(sets_lint)
 
 
 @sets_app.command("list")
@@ -226,6 +231,7 @@ def _run_target(
             typer.echo(f"plan for {database} (at {result['from_version']}):")
             for step in result["planned"]:
                 typer.echo(f"-- {step['version']} {step['description']}\n{step['sql']}\n")
+                print_risks(step.get("warnings") or [])
         for step in result["applied"]:
             typer.echo(
                 f"  {step['version']:>16}  {step['description']}  ({step['execution_ms']} ms)"
@@ -287,8 +293,14 @@ def _selector(selector: str | None, database: list[str] | None) -> dict[str, Any
     return {"labels": labels}
 
 
-def _watch(client: Api, run_id: str, as_json: bool) -> None:
-    """Poll the run until it ends, with a progress bar; exit 1 if any target failed."""
+def _watch(
+    client: Api,
+    run_id: str,
+    as_json: bool,
+    after: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Poll the run until it ends, with a progress bar; ``after`` sees the final state; exit 1
+    if any target failed."""
     import time
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -325,6 +337,8 @@ def _watch(client: Api, run_id: str, as_json: bool) -> None:
             if target["state"] == "failed":
                 typer.secho(f"failed {target_id}: {target['error']}", fg="red", err=True)
         typer.echo(f"run {run_id} {state['status']}: {json.dumps(counts)}")
+    if after is not None:
+        after(state)
     if state["counts"]["failed"] or state["status"] == "cancelled":
         raise typer.Exit(1)
 
@@ -367,7 +381,12 @@ def migrate_apply(
         return
     if not as_json:
         typer.echo(f"run {run['run_id']} started")
-    _watch(client, run["run_id"], as_json)
+
+    def lock_risks(state: dict[str, Any]) -> None:
+        lint = _call(client, "GET", f"/api/v1/migration-sets/{set_name}/lint")
+        print_fleet_risks(lint, state, to)
+
+    _watch(client, run["run_id"], as_json, lock_risks if dry_run and not as_json else None)
 
 
 @migrate_app.command("status")

@@ -5,16 +5,17 @@ Adopt reads another tool's history table where that tool keeps it by default (th
 schema: the first of the search path, which each tool uses unless told otherwise), checks that
 every version it recorded is a version of the set (for Flyway, also that its stored CRC32 equals
 the file's, computed as Flyway computes it), and writes ledger rows marked ``adopted_from`` with
-the tool's own time where it keeps one. Baseline marks a target no tool ever migrated as at a
-version. Both run in one transaction under the engine's advisory lock for the schema, so a
-concurrent apply waits and then sees the adopted rows; a refusal (dirty, failed, unknown
-version, checksum mismatch) writes nothing, and the other tool's table is only ever read.
+the tool's own time where it keeps one (Flyway's repeatables too, when its last run of one had
+the file's checksum). Baseline marks a target no tool ever migrated as at a version. Both run in
+one transaction under the engine's advisory lock for the schema, so a concurrent apply waits and
+then sees the adopted rows; a refusal (dirty, failed, unknown version, checksum mismatch) writes
+nothing, and the other tool's table is only ever read.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,7 +32,9 @@ from models.migrations import (
     TargetRunInput,
     TargetRunKind,
     TargetRunResult,
+    is_repeatable,
     normalise_version,
+    repeatable_version,
     version_key,
 )
 
@@ -57,10 +60,8 @@ def flyway_checksum(text: str) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def _numbered(migration: Migration) -> bool:
-    # Repeatable migrations have no number: no tool's "current version" covers them, so a
-    # normal apply runs them after an adoption or a baseline.
-    return migration.version[:1].isdigit()
+def _latest(versions: Iterable[str]) -> str | None:
+    return max((v for v in versions if not is_repeatable(v)), key=version_key, default=None)
 
 
 @dataclass(frozen=True)
@@ -98,10 +99,13 @@ class TargetAdopter:
         self.conn = conn
         self.schema = schema
         self.params = params
+        # Repeatables have no number: no "current version" covers them. Only Flyway records
+        # them (by description); elsewhere the next apply runs them.
         self.migrations = sorted(
-            filter(_numbered, migrations), key=lambda m: version_key(m.version)
+            (m for m in migrations if not m.repeatable), key=lambda m: version_key(m.version)
         )
         self.by_version = {m.version: m for m in self.migrations}
+        self.repeatables = {m.version: m for m in migrations if m.repeatable}
         self.ledger_table = ledger_table
         self.ledger_name = ledger_name(schema, ledger_table)
         # The engine's lock (activities.engine.TargetEngine.lock_key): one per schema.
@@ -134,7 +138,7 @@ class TargetAdopter:
                 bool(found and found["schema"]),
             )
             ledger = await self._ledger() if has_ledger else set()
-            current = max(ledger, key=version_key, default=None)
+            current = _latest(ledger)
             try:
                 if self.params.kind is TargetRunKind.BASELINE:
                     wanted = self._baseline(ledger)
@@ -143,13 +147,14 @@ class TargetAdopter:
             except Refused as refused:
                 return self._result(current, to_version=current, failure=refused.failure)
             todo = [a for a in wanted if a.migration.version not in ledger]
-            reached = max(
-                [*ledger, *(a.migration.version for a in todo)], key=version_key, default=None
-            )
+            reached = _latest([*ledger, *(a.migration.version for a in todo)])
             if self.params.dry_run:
                 planned = [
                     PlannedVersion(
-                        version=a.migration.version, description=a.migration.description, sql=""
+                        version=a.migration.version,
+                        description=a.migration.description,
+                        sql="",
+                        repeatable=a.migration.repeatable,
                     )
                     for a in todo
                 ]
@@ -158,7 +163,10 @@ class TargetAdopter:
                 await self._write(todo, has_schema)
         applied = [
             AppliedVersion(
-                version=a.migration.version, description=a.migration.description, execution_ms=0.0
+                version=a.migration.version,
+                description=a.migration.description,
+                execution_ms=0.0,
+                repeatable=a.migration.repeatable,
             )
             for a in todo
         ]
@@ -247,11 +255,12 @@ class TargetAdopter:
         a baseline row stands for every version up to it. Repeatable rows (no version) are
         left for a normal apply to run again."""
         rows = await self.conn.fetch(
-            "SELECT installed_rank, version, script, type, checksum, success, "  # noqa: S608
+            "SELECT installed_rank, version, description, script, type, checksum, success, "  # noqa: S608
             f"installed_on::timestamptz AS installed_on FROM {table} ORDER BY installed_rank"
         )
         where = "flyway_schema_history"
         applied: dict[str, Adopted] = {}
+        repeated: dict[str, asyncpg.Record] = {}
         for row in rows:
             kind = (row["type"] or "").upper()
             if not row["success"]:
@@ -262,7 +271,10 @@ class TargetAdopter:
                     f"({shown}, success = false): repair or finish it with Flyway first",
                     row["version"],
                 )
-            if row["version"] is None or kind in _FLYWAY_MARKERS:
+            if row["version"] is None:
+                repeated[repeatable_version(row["description"])] = row  # the latest counts
+                continue
+            if kind in _FLYWAY_MARKERS:
                 continue
             if kind in _FLYWAY_REMOVALS:
                 applied.pop(normalise_version(row["version"]), None)
@@ -283,7 +295,19 @@ class TargetAdopter:
                         known.version,
                     )
             applied[known.version] = Adopted(known, row["installed_on"])
-        return sorted(applied.values(), key=lambda a: version_key(a.migration.version))
+        adopted = sorted(applied.values(), key=lambda a: version_key(a.migration.version))
+        return adopted + self._flyway_repeatables(repeated)
+
+    def _flyway_repeatables(self, latest: dict[str, asyncpg.Record]) -> list[Adopted]:
+        """The set's repeatables as Flyway last ran them: recorded when that run's checksum is
+        the file's (Flyway would not run it again); a changed one, or one the set lacks, is
+        left to the next apply, as Flyway would re-run (or ignore) it."""
+        return [
+            Adopted(migration, latest[version]["installed_on"])
+            for version, migration in sorted(self.repeatables.items())
+            if version in latest
+            and latest[version]["checksum"] == flyway_checksum(migration.up_sql)
+        ]
 
     async def _golang_migrate(self, table: str, columns: set[str]) -> list[Adopted]:
         """golang-migrate keeps one row: the current version, and whether it stopped part-way.

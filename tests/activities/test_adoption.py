@@ -14,9 +14,9 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.adoption import HISTORY_TABLES, flyway_checksum
-from activities.migrations import LEDGER_TABLE
+from activities.migrations import LEDGER_TABLE, LockTimeout
 from common.catalog.migration_sets import MigrationSetRepository
-from common.migrations.loader import load_directory
+from common.migrations.loader import load_directory, parse_files
 from common.settings import Settings
 from models.adoption import AdoptSource
 from models.migrations import LedgerRequest, Migration, TargetRunKind, TargetRunResult
@@ -29,6 +29,7 @@ CORE = load_directory(EXAMPLE)
 # What Flyway recorded for the adopted versions, in the server's local time (its column is a
 # timestamp without time zone filled by now()).
 FLYWAY_TIME = "2024-03-01 12:00:00"
+VIEW = "CREATE OR REPLACE VIEW customer_emails AS SELECT id, email FROM customers;"
 
 # Flyway's own history table for PostgreSQL (its createMetaDataTable.sql).
 FLYWAY_DDL = """
@@ -283,18 +284,30 @@ async def test_a_target_without_the_tools_table_is_refused(adopting: Any) -> Non
     assert await ledger_rows(conn) == []
 
 
-async def test_flyway_baseline_undo_and_repeatable_rows(adopting: Any) -> None:
-    runner, conn, set_name = adopting
+async def test_flyway_baseline_undo_and_repeatable_rows(
+    adopting: Any, catalog_pool: asyncpg.Pool
+) -> None:
+    runner, conn, _ = adopting
+    files = {m.source or "": m.up_sql for m in CORE}
+    files["R__customer_emails.sql"] = VIEW
+    files["R__order_totals.sql"] = "CREATE OR REPLACE VIEW order_totals AS SELECT 1 AS total;"
+    with_repeatables = parse_files(files)
+    set_name = await _set(catalog_pool, with_repeatables)
     await migrate_as(conn, AdoptSource.FLYWAY, [])
-    for migration in CORE[:4]:
+    for migration in CORE[:3]:  # 4 was undone
         await conn.execute(migration.up_sql)
+    await conn.execute(VIEW)
+    await conn.execute("CREATE VIEW order_totals AS SELECT 0 AS total")  # an older version
     rows = [
         (1, "0", "<< Flyway Schema Creation >>", "SCHEMA", '"public"', None),
         (2, "2", "<< Flyway Baseline >>", "BASELINE", "<< Flyway Baseline >>", None),
         (3, "3", CORE[2].description, "SQL", CORE[2].source, flyway_checksum(CORE[2].up_sql)),
         (4, "4", CORE[3].description, "SQL", CORE[3].source, flyway_checksum(CORE[3].up_sql)),
-        (5, None, "refresh views", "SQL", "R__refresh_views.sql", 42),
-        (6, "4", CORE[3].description, "UNDO_SQL", "U4__x.sql", 7),
+        (5, None, "customer emails", "SQL", "R__customer_emails.sql", 42),
+        (6, None, "order totals", "SQL", "R__order_totals.sql", 7),
+        (7, "4", CORE[3].description, "UNDO_SQL", "U4__x.sql", 7),
+        # The latest run of a repeatable counts: this one ran the file as registered.
+        (8, None, "customer emails", "SQL", "R__customer_emails.sql", flyway_checksum(VIEW)),
     ]
     for rank, version, description, kind, script, checksum in rows:
         await conn.execute(
@@ -309,8 +322,14 @@ async def test_flyway_baseline_undo_and_repeatable_rows(adopting: Any) -> None:
         )
     result = await runner.run(set_name, TargetRunKind.ADOPT, adopt_from=AdoptSource.FLYWAY)
     assert result.failure is None, result.failure
-    # Up to the baseline, version 3, not 4 (undone), nothing for the repeatable.
-    assert [a.version for a in result.applied] == ["1", "2", "3"]
+    # Up to the baseline, version 3, not 4 (undone); the repeatable Flyway ran as registered,
+    # not the one it ran in an older version.
+    assert [a.version for a in result.applied] == ["1", "2", "3", "R:customer emails"]
+    assert result.to_version == "3"
+    applied = await runner.run(set_name)
+    assert applied.failure is None, applied.failure
+    assert [a.version for a in applied.applied] == ["4", "5", "6", "R:order totals"]
+    assert await conn.fetchval("SELECT total FROM order_totals") == 1
 
 
 async def test_baseline_marks_an_untracked_database_and_refuses_a_managed_one(
@@ -337,3 +356,28 @@ async def test_baseline_marks_an_untracked_database_and_refuses_a_managed_one(
         await (await _runner(catalog_pool, settings, fresh, None)).run(set_name)
     ).failure is None
     assert await app_schema(runner.target) == await app_schema(fresh)
+
+
+async def test_adoption_waits_for_the_engines_lock_on_the_target(
+    adopting: Any, target_database: TargetDatabase
+) -> None:
+    runner, conn, set_name = adopting
+    await migrate_as(conn, AdoptSource.DBMATE, CORE[:2])
+    holder = await target_database.connect()
+    try:
+        async with holder.transaction():  # as an apply in progress holds it
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "tenantflow:public"
+            )
+            with pytest.raises(LockTimeout):
+                await runner.run(
+                    set_name,
+                    TargetRunKind.ADOPT,
+                    adopt_from=AdoptSource.DBMATE,
+                    lock_timeout_ms=100,
+                )
+    finally:
+        await holder.close()
+    assert await ledger_rows(conn) == []
+    done = await runner.run(set_name, TargetRunKind.ADOPT, adopt_from=AdoptSource.DBMATE)
+    assert [a.version for a in done.applied] == ["1", "2"]

@@ -44,6 +44,7 @@ from models.migrations import (
     TargetRunInput,
     TargetRunKind,
     TargetRunResult,
+    is_repeatable,
     version_key,
 )
 
@@ -208,7 +209,8 @@ class MigrationActivities:
             await conn.close()
         entries = sorted(
             (LedgerEntry.model_validate(dict(r)) for r in rows),
-            key=lambda e: version_key(e.version),
+            # Versions in order, then repeatables (R:<description>) by description.
+            key=lambda e: (is_repeatable(e.version), version_key(e.version), e.version),
         )
         return Ledger(
             database_id=request.database_id,

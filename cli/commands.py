@@ -73,9 +73,10 @@ def sets_register(
     api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register every .sql file of DIRECTORY as versions of a set (new versions are added)."""
+    """Register every .sql file of DIRECTORY as versions of a set (new versions are added),
+    with Flyway's script configuration files (.sql.conf) beside them."""
     files: dict[str, str] = {}
-    for path in sorted(directory.glob("*.sql")):
+    for path in sorted([*directory.glob("*.sql"), *directory.glob("*.sql.conf")]):
         try:
             files[path.name] = path.read_text("utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -20,6 +20,8 @@ MAX_EXTRACTED_BYTES = 100 * 1024 * 1024
 MAX_MEMBER_BYTES = 10 * 1024 * 1024
 # Every member counts, directories and links included: they cost time to walk as well.
 MAX_MEMBERS = 10_000
+# What a migration set is made of: scripts, and Flyway's script configuration files.
+MIGRATION_FILES = (".sql", ".sql.conf")
 _READ_CHUNK = 64 * 1024
 
 
@@ -83,7 +85,7 @@ def _zip_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
     with bundle:
         for info in bundle.infolist():
             budget.member()
-            if info.is_dir() or not info.filename.endswith(".sql"):
+            if info.is_dir() or not info.filename.endswith(MIGRATION_FILES):
                 continue
             if info.flag_bits & 0x1:
                 raise InvalidInput(
@@ -112,7 +114,7 @@ def _tar_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
                 budget.member()
                 if not member.isfile():
                     continue
-                if not member.name.endswith(".sql"):
+                if not member.name.endswith(MIGRATION_FILES):
                     budget.skip(member.size)
                     continue
                 extracted = tar.extractfile(member)
@@ -125,7 +127,7 @@ def _tar_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
 
 
 def extract_sql_files(data: bytes) -> dict[str, str]:
-    """The ``.sql`` members of a tar.gz or zip archive, by base name.
+    """The ``.sql`` (and ``.sql.conf``) members of a tar.gz or zip archive, by base name.
 
     Raises ``InvalidInput`` (400) for an unreadable, truncated, corrupt or encrypted archive, a
     non-UTF-8 file or one file name in two folders; ``PayloadTooLarge`` (413) over a limit.

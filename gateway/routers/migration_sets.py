@@ -26,6 +26,7 @@ from models.migrations import (
     MigrationSetUpload,
     MigrationSummary,
     SetName,
+    is_repeatable,
     normalise_version,
 )
 
@@ -152,7 +153,7 @@ async def withdraw_version(
     withdraw the broken one. Targets that already have it keep it (and verify it)."""
     del principal
     try:
-        wanted = normalise_version(version)
+        wanted = version if is_repeatable(version) else normalise_version(version)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     return await sets.withdraw(name, wanted)
@@ -169,7 +170,7 @@ async def get_version(
     """The up and down SQL of one version."""
     del principal
     try:
-        wanted = normalise_version(version)
+        wanted = version if is_repeatable(version) else normalise_version(version)
     except ValueError as exc:
         raise InvalidInput(str(exc)) from None
     for migration in await sets.migrations(name):

@@ -250,34 +250,14 @@ async def roll_back_with_psql(target: TargetDatabase, files: dict[str, str], tmp
         )
 
 
-# Flyway: repeatables (a view, a function, and one outside a transaction) after the versions in
-# description order, V and U scripts with their own .sql.conf. The downs drop what depends on
-# their tables, as a team's undo scripts must for psql to run them.
+# Flyway (examples/flyway-features): repeatables (a view, a function, and one outside a
+# transaction) after the versions in description order, V and U scripts with their own
+# .sql.conf. The downs drop what depends on their tables, as a team's undo scripts must for
+# psql to run them.
 FLYWAY_FEATURES = {
-    "V1__accounts.sql": "CREATE TABLE accounts (id bigint PRIMARY KEY, name text, active bool);\n",
-    "U1__accounts.sql": (
-        "DROP VIEW IF EXISTS active_accounts;\nDROP FUNCTION IF EXISTS account_count();\n"
-        "DROP TABLE accounts;\n"
-    ),
-    "V2__name_index.sql": "CREATE INDEX CONCURRENTLY accounts_name ON accounts (name);\n",
-    "V2__name_index.sql.conf": (
-        "# CONCURRENTLY cannot run in a transaction\nexecuteInTransaction=false\n"
-    ),
-    "U2__name_index.sql": "DROP INDEX CONCURRENTLY accounts_name;\n",
-    "U2__name_index.sql.conf": "executeInTransaction=false\n",
-    "V3__notes.sql": (
-        "CREATE TABLE notes (id bigint, account bigint REFERENCES accounts, body text);\n"
-    ),
-    "U3__notes.sql": "DROP TABLE notes;\n",
-    "R__active_accounts.sql": (
-        "CREATE OR REPLACE VIEW active_accounts AS SELECT id, name FROM accounts WHERE active;\n"
-    ),
-    "R__account_count.sql": (
-        "CREATE OR REPLACE FUNCTION account_count() RETURNS bigint LANGUAGE sql\n"
-        "AS $$ SELECT count(*) FROM accounts $$;\n"
-    ),
-    "R__z_note_bodies.sql": "CREATE INDEX CONCURRENTLY IF NOT EXISTS notes_body ON notes (body);\n",
-    "R__z_note_bodies.sql.conf": "executeInTransaction=false\n",
+    path.name: path.read_text()
+    for path in sorted((EXAMPLE.parent / "flyway-features").iterdir())
+    if path.name.endswith((".sql", ".sql.conf"))
 }
 # dbmate: the up and the down of a section each say transaction:false, or not, on their own.
 DBMATE_FEATURES = {

@@ -5,10 +5,13 @@ applied again exactly once when they change, a no-op otherwise, forgotten by a r
 from __future__ import annotations
 
 import asyncio
+import io
+import tarfile
 import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
+import httpx
 import pytest
 from temporalio.client import Client
 
@@ -23,7 +26,7 @@ from models.databases import DatabaseCreate
 from models.fleet import FleetRunInput, FleetSelector, FleetStatus, TargetProgress, TargetState
 from models.migrations import TargetRunKind
 from tests.activities.test_migrations import Engine
-from tests.conftest import TargetDatabase, TargetFactory
+from tests.conftest import TargetDatabase, TargetFactory, Tokens
 from workflows.fleet import MigrateFleetWorkflow
 
 FILES = {
@@ -265,3 +268,90 @@ async def test_a_fleet_run_reports_the_repeatables_each_target_got(
     ] * 2
     third = await fleet_run("third")
     assert [(t.state, t.repeatables) for t in third.values()] == [(TargetState.UP_TO_DATE, [])] * 2
+
+
+def _tgz(members: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, text in members.items():
+            data = text.encode()
+            info = tarfile.TarInfo(f"db/migrations/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def test_through_the_api_repeatables_and_script_configuration_arrive_whole(
+    api: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory
+) -> None:
+    operator = tokens.headers("infra-operator")
+    files = {
+        **FILES,
+        "V3__notes_index.sql": "CREATE INDEX CONCURRENTLY notes_body ON notes (body);",
+        "V3__notes_index.sql.conf": "executeInTransaction=false\n",
+    }
+    name = f"api-r-{uuid.uuid4().hex[:6]}"
+    archived = await api.post(
+        "/api/v1/migration-sets/archive",
+        data={"name": name},
+        files={"archive": ("set.tgz", _tgz(files), "application/octet-stream")},
+        headers=operator,
+    )
+    assert archived.status_code == 201, archived.text
+    assert archived.json()["added"] == ["1", "2", "3", "R:active accounts", "R:b note count"]
+    info = (await api.get(f"/api/v1/migration-sets/{name}", headers=operator)).json()
+    assert [(m["version"], m["no_transaction"], m["repeatable"]) for m in info["migrations"]][
+        2:
+    ] == [
+        ("3", True, False),  # the .sql.conf came with the archive
+        ("R:active accounts", False, True),
+        ("R:b note count", False, True),
+    ]
+    version = await api.get(
+        f"/api/v1/migration-sets/{name}/versions/R:active accounts", headers=operator
+    )
+    assert version.status_code == 200, version.text
+    assert version.json()["up_sql"] == FILES["R__active_accounts.sql"]
+
+    changed = await api.post(
+        "/api/v1/migration-sets",
+        json={"name": name, "files": {**files, "R__active_accounts.sql": VIEW_V2}},
+        headers=operator,
+    )
+    assert changed.status_code == 201, changed.text
+    assert changed.json()["updated"] == ["R:active accounts"]
+
+    target = await make_target()
+    created = await api.post(
+        "/api/v1/databases",
+        json=target.create_body(name=f"r-{uuid.uuid4().hex[:8]}"),
+        headers=tokens.headers("infra-admin"),
+    )
+    assert created.status_code == 201, created.text
+    database_id = created.json()["id"]
+    applied = await api.post(
+        f"/api/v1/databases/{database_id}/migrate", json={"set": name}, headers=operator
+    )
+    assert applied.status_code == 200, applied.text
+    result = applied.json()["result"]
+    assert [(a["version"], a["repeatable"]) for a in result["applied"]][-2:] == [
+        ("R:active accounts", True),
+        ("R:b note count", True),
+    ]
+    history = await api.get(
+        f"/api/v1/databases/{database_id}/history",
+        params={"set": name},
+        headers=tokens.headers("infra-viewer"),
+    )
+    assert [e["version"] for e in history.json()["entries"]] == [
+        "1",
+        "2",
+        "3",
+        "R:active accounts",
+        "R:b note count",
+    ]
+    withdrawn = await api.post(
+        f"/api/v1/migration-sets/{name}/versions/R:b note count/withdraw", headers=operator
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["repeatable"] is True

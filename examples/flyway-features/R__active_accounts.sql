@@ -1,0 +1,1 @@
+CREATE OR REPLACE VIEW active_accounts AS SELECT id, name FROM accounts WHERE active;

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from common.migrations import lint
-from common.migrations.lint import RULES, LintCache, lint_set, lint_sql
+from common.migrations.lint import LintCache, lint_set, lint_sql
+from common.migrations.lint_rules import RULES
 from models.lint import LockRiskSeverity
 from models.migrations import Migration
 

@@ -108,23 +108,22 @@ def _key(version: str) -> tuple[int, ...]:
 
 def print_fleet_risks(lint: Mapping[str, Any], state: Mapping[str, Any], to: str | None) -> None:
     """After a fleet dry run: the findings of the versions some target would apply (newer than
-    the oldest version a planning target was at, up to ``to``)."""
-    starts = [
-        t.get("from_version")
-        for t in (state.get("targets") or {}).values()
-        if t.get("state") == "succeeded"
-    ]
-    if not starts and state.get("targets"):
+    the oldest version a planning target was at, up to ``to``), and of the repeatable
+    migrations some target would apply again."""
+    planning = [t for t in (state.get("targets") or {}).values() if t.get("state") == "succeeded"]
+    if not planning and state.get("targets"):
         return  # every target up to date (or failed): nothing would be applied
+    starts = [t.get("from_version") for t in planning]
+    again = {r for t in planning for r in t.get("repeatables") or ()}
     floor = min((_key(v) for v in starts if v), default=()) if None not in starts else ()
     ceiling = _key(to) if to else None
-    shown = [
-        v
-        for v in lint.get("versions", [])
-        if v["warnings"]
-        and _key(v["version"]) > floor
-        and (ceiling is None or _key(v["version"]) <= ceiling)
-    ]
+
+    def planned(version: str) -> bool:
+        if version in again:
+            return True
+        return _key(version) > floor and (ceiling is None or _key(version) <= ceiling)
+
+    shown = [v for v in lint.get("versions", []) if v["warnings"] and planned(v["version"])]
     if not shown:
         typer.echo("lock risks: none in the planned versions")
         return

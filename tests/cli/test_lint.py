@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -84,6 +85,22 @@ def test_fleet_risks_show_only_versions_some_target_would_apply(
     assert "4 backfill" not in shown
     print_fleet_risks(lint, at_4, "5")
     assert "6 order status enum" not in capsys.readouterr().out
+    # A repeatable migration some target would apply again is shown whatever its version.
+    with_repeatable = dict(lint)
+    with_repeatable["versions"] = [
+        *lint["versions"],
+        {
+            "version": "R:refresh views",
+            "description": "refresh views",
+            "warnings": lint["versions"][4]["warnings"],
+        },
+    ]
+    at_6: dict[str, Any] = {"targets": {"a": {"state": "succeeded", "from_version": "6"}}}
+    print_fleet_risks(with_repeatable, at_6, None)
+    assert capsys.readouterr().out == "lock risks: none in the planned versions\n"
+    at_6["targets"]["a"]["repeatables"] = ["R:refresh views"]
+    print_fleet_risks(with_repeatable, at_6, None)
+    assert "R:refresh views refresh views:" in capsys.readouterr().out
     up_to_date = {"targets": {"a": {"state": "up_to_date", "from_version": "6"}}}
     print_fleet_risks(lint, up_to_date, None)
     assert capsys.readouterr().out == ""

@@ -48,6 +48,7 @@ async def test_register_is_append_only_and_checksum_guarded(
         "added": ["1", "2"],
         "unchanged": [],
         "latest_version": "2",
+        "updated": [],  # repeatable migrations registered again with new content
     }
     again = await _register(api, tokens, name, FILES)
     assert again.json()["added"] == [] and again.json()["unchanged"] == ["1", "2"]
@@ -84,7 +85,9 @@ async def test_malformed_sets_are_refused_naming_the_file(
         "V01__b.sql": {"V1__a.sql": "SELECT 1;", "V01__b.sql": "SELECT 2;"},
         "V2__commit.sql": {"V1__a.sql": "SELECT 1;", "V2__commit.sql": "SELECT 1;\nCOMMIT;\n"},
         "V3__copy.sql": {"V1__a.sql": "SELECT 1;", "V3__copy.sql": "COPY t FROM STDIN;\n"},
-        "R__view.sql": {"V1__a.sql": "SELECT 1;", "R__view.sql": "SELECT 1;"},
+        # Repeatables are supported now; two with one description are not.
+        "R__my__view.sql": {"R__my_view.sql": "SELECT 1;", "R__my__view.sql": "SELECT 2;"},
+        "V1__a.sql.conf": {"V1__a.sql": "SELECT 1;", "V1__a.sql.conf": "executeInTransaction=no"},
     }
     for culprit, files in cases.items():
         response = await _register(api, tokens, _set_name(), files)

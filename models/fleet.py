@@ -160,6 +160,12 @@ class FleetProgress(BaseModel):
     total: int
     total_known: bool = Field(description="False while the selector is still being paged.")
     dry_run: bool = Field(default=False, description="True when the run only planned.")
+    kind: TargetRunKind = Field(
+        default=TargetRunKind.APPLY,
+        description="apply, rollback, adopt (versions another tool applied, recorded) or "
+        "baseline (targets marked at a version); adopt and baseline run no migration SQL.",
+    )
+    adopt_from: AdoptSource | None = Field(default=None, description="adopt: the other tool.")
     counts: FleetCounts
     concurrency: int
     targets: dict[str, TargetProgress]

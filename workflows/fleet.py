@@ -148,6 +148,9 @@ class MigrateFleetWorkflow:
             total=state.resolved,
             total_known=state.selector_exhausted,
             dry_run=params.dry_run,
+            # A query's answer is not part of the history: replays are unaffected.
+            kind=params.kind,
+            adopt_from=params.adopt_from,
             counts=counts,
             concurrency=state.concurrency,
             targets=state.targets,

@@ -161,6 +161,8 @@ def _accepted_progress(params: FleetRunInput) -> FleetProgress:
     now = datetime.now(UTC)
     return FleetProgress(
         run_id=params.run_id,
+        kind=params.kind,
+        adopt_from=params.adopt_from,
         set_name=params.set_name,
         status=FleetStatus.RUNNING,
         paused_reason=None,

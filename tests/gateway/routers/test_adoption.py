@@ -116,6 +116,7 @@ async def test_a_fleet_migrated_by_another_tool_is_adopted_then_finished_by_a_no
         },
     )
     assert adopted["counts"]["succeeded"] == FLEET and adopted["counts"]["failed"] == 1
+    assert (adopted["kind"], adopted["adopt_from"]) == ("adopt", tool.value)
     assert {adopted["targets"][i]["to_version"] for i in ids} == {"4"}
     error = adopted["targets"][refused_id]["error"]
     assert f"version {refused_version}" in error, error

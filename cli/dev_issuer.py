@@ -1,16 +1,20 @@
 """A local identity provider with Keycloak's URL layout and claim layout, for development and tests.
 
 It serves, under ``/realms/{realm}``: the discovery document, the JWKS
-(``/protocol/openid-connect/certs``) and the token endpoint (``/protocol/openid-connect/token``,
-client-credentials and password grants), and signs RS256 tokens carrying ``realm_access`` and
-``resource_access`` like Keycloak's. The gateway validates them with exactly the production code.
-Keys, clients and users live in ``.tenantflow/issuer/`` (files mode 0600). Key ids start with
+(``/protocol/openid-connect/certs``), the token endpoint (``/protocol/openid-connect/token``:
+client-credentials, password, refresh-token and device-code grants), the device authorization
+endpoint (``/protocol/openid-connect/auth/device``) with its verification page (``/device``) and
+the logout endpoint (``/protocol/openid-connect/logout``), and signs RS256 tokens carrying
+``realm_access`` and ``resource_access`` like Keycloak's. The gateway validates them with exactly
+the production code. Keys, clients, users and login sessions live in ``.tenantflow/issuer/``
+(files mode 0600; a session keeps only a hash of its refresh tokens). Key ids start with
 ``tenantflow-dev-``, which the production profile refuses.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import secrets
 import time
@@ -22,8 +26,9 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Form, HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from cli.dev_logins import DeviceLogins, Sessions, oauth_error, write_private
 from common.settings import DEV_KEY_ID_PREFIX, DEV_REALM
 
 DEV_USERS = {
@@ -33,18 +38,13 @@ DEV_USERS = {
 }
 API_CLIENT = "tenantflow-api"
 CLI_CLIENT = "tenantflow-cli"
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+ACCESS_TOKEN_SECONDS = 3600
 
 
 def dev_issuer_url(port: int) -> str:
     """The dev issuer's issuer URL when it listens on ``port``."""
     return f"http://127.0.0.1:{port}/realms/{DEV_REALM}"
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(data)
 
 
 class DevIssuer:
@@ -64,7 +64,9 @@ class DevIssuer:
                 "clients": {API_CLIENT: secrets.token_urlsafe(24)},
                 "users": {name: secrets.token_urlsafe(12) for name in DEV_USERS},
             }
-            _write_private(self._secrets_path, json.dumps(generated, indent=2).encode())
+            write_private(self._secrets_path, json.dumps(generated, indent=2).encode())
+        self._sessions = Sessions(data_dir / "sessions.json")
+        self._devices = DeviceLogins()
 
     # -- keys -------------------------------------------------------------------------------
     def rotate(self) -> str:
@@ -80,7 +82,7 @@ class DevIssuer:
             serialization.NoEncryption(),
         )
         # Name files by creation time so the newest key signs.
-        _write_private(self.keys_dir / f"{time.time_ns():020d}_{kid}.pem", pem)
+        write_private(self.keys_dir / f"{time.time_ns():020d}_{kid}.pem", pem)
         return kid
 
     def _keys(self) -> list[tuple[str, rsa.RSAPrivateKey]]:
@@ -125,7 +127,7 @@ class DevIssuer:
         roles: list[str],
         client_id: str = CLI_CLIENT,
         username: str | None = None,
-        lifetime_seconds: int = 3600,
+        lifetime_seconds: int = ACCESS_TOKEN_SECONDS,
         client_roles: dict[str, list[str]] | None = None,
         **overrides: Any,
     ) -> str:
@@ -150,75 +152,111 @@ class DevIssuer:
         claims.update(overrides)
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
 
-    def grant(self, form: dict[str, str]) -> dict[str, Any]:
-        """Answer a token request the way Keycloak does (raises ``HTTPException``)."""
-        grant_type = form.get("grant_type", "")
+    def _client(self, form: dict[str, str]) -> str:
+        """Authenticate the calling client the way Keycloak does; return its id."""
         client_id = form.get("client_id", "")
         clients = self._secrets()["clients"]
         if client_id in clients:
             if not secrets.compare_digest(form.get("client_secret", ""), clients[client_id]):
-                raise HTTPException(
-                    401,
-                    {
-                        "error": "unauthorized_client",
-                        "error_description": "Invalid client credentials",
-                    },
-                )
+                raise oauth_error(401, "unauthorized_client", "Invalid client credentials")
         elif client_id != CLI_CLIENT:
-            raise HTTPException(
-                401,
-                {
-                    "error": "invalid_client",
-                    "error_description": "Invalid client or client credentials",
-                },
-            )
+            raise oauth_error(401, "invalid_client", "Invalid client or client credentials")
+        return client_id
+
+    def _check_user(self, username: str, password: str) -> None:
+        expected = self._secrets()["users"].get(username)
+        if expected is None or not secrets.compare_digest(password, expected):
+            raise oauth_error(401, "invalid_grant", "Invalid user credentials")
+
+    def grant(self, form: dict[str, str]) -> dict[str, Any]:
+        """Answer a token request the way Keycloak does (raises ``HTTPException``)."""
+        grant_type = form.get("grant_type", "")
+        client_id = self._client(form)
         if grant_type == "client_credentials":
-            if client_id not in clients:
-                raise HTTPException(
-                    401,
-                    {
-                        "error": "unauthorized_client",
-                        "error_description": "Public client not allowed",
-                    },
-                )
+            if client_id not in self._secrets()["clients"]:
+                raise oauth_error(401, "unauthorized_client", "Public client not allowed")
             token = self.mint(
                 subject=f"service-account-{client_id}",
                 roles=["infra-operator"],
                 client_id=client_id,
                 username=f"service-account-{client_id}",
             )
-        elif grant_type == "password":
+            return _issued(token)
+        if grant_type == "password":
             username = form.get("username", "")
-            expected = self._secrets()["users"].get(username)
-            if expected is None or not secrets.compare_digest(form.get("password", ""), expected):
-                raise HTTPException(
-                    401, {"error": "invalid_grant", "error_description": "Invalid user credentials"}
-                )
-            token = self.mint(
-                subject=str(uuid.uuid5(uuid.NAMESPACE_URL, username)),
-                roles=DEV_USERS[username],
-                client_id=client_id,
-                username=username,
+            self._check_user(username, form.get("password", ""))
+            return self._log_in(username, client_id)
+        if grant_type == "refresh_token":
+            session = self._sessions.find(form.get("refresh_token", ""), client_id)
+            if session is None:
+                raise oauth_error(400, "invalid_grant", "Invalid refresh token")
+            return self._log_in(session["username"], client_id, session["sid"])
+        if grant_type == DEVICE_CODE_GRANT:
+            return self._log_in(
+                self._devices.redeem(form.get("device_code", ""), client_id), client_id
             )
-        else:
-            raise HTTPException(
-                400,
-                {"error": "unsupported_grant_type", "error_description": "Unsupported grant_type"},
-            )
+        raise oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
+
+    def _log_in(self, username: str, client_id: str, sid: str | None = None) -> dict[str, Any]:
+        """An access token and a refresh token of a (new or continued) login session."""
+        sid = sid or str(uuid.uuid4())
+        token = self.mint(
+            subject=str(uuid.uuid5(uuid.NAMESPACE_URL, username)),
+            roles=DEV_USERS[username],
+            client_id=client_id,
+            username=username,
+            sid=sid,
+            session_state=sid,
+        )
+        refresh = self._sessions.issue(sid, username, client_id)
+        return _issued(token, refresh, self._sessions.idle_seconds)
+
+    # -- device authorization (RFC 8628) and logout --------------------------------------------
+    def authorize_device(self, form: dict[str, str]) -> dict[str, Any]:
+        """Start a device login: codes for the CLI and the page where its user approves it."""
+        client_id = self._client(form)
+        device_code, user_code = self._devices.start(client_id)
+        page = f"{self.issuer_url}/device"
         return {
-            "access_token": token,
-            "expires_in": 3600,
-            "refresh_expires_in": 0,
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "scope": "openid profile email",
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": page,
+            "verification_uri_complete": f"{page}?user_code={user_code}",
+            "expires_in": self._devices.lifetime_seconds,
+            "interval": self._devices.interval_seconds,
         }
+
+    def approve_device(self, user_code: str, username: str, password: str) -> None:
+        """The user signs in on the verification page, which lets the waiting device in."""
+        self._check_user(username, password)
+        self._devices.approve(user_code, username)
+
+    def logout(self, form: dict[str, str]) -> None:
+        """End the login session the refresh token belongs to (every token of it)."""
+        client_id = self._client(form)
+        if not self._sessions.end(form.get("refresh_token", ""), client_id):
+            raise oauth_error(400, "invalid_grant", "Invalid refresh token")
+
+
+def _issued(access: str, refresh: str | None = None, refresh_seconds: int = 0) -> dict[str, Any]:
+    issued: dict[str, Any] = {
+        "access_token": access,
+        "expires_in": ACCESS_TOKEN_SECONDS,
+        "refresh_expires_in": refresh_seconds if refresh else 0,
+        "token_type": "Bearer",
+        "not-before-policy": 0,
+        "scope": "openid profile email",
+    }
+    if refresh:
+        issued["refresh_token"] = refresh
+    return issued
 
 
 def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
     """The HTTP face of ``issuer`` with Keycloak's paths."""
     app = FastAPI(title="tenantflow dev issuer", docs_url=None, redoc_url=None, openapi_url=None)
     base = f"/realms/{realm}"
+    oidc_path = f"{base}/protocol/openid-connect"
 
     @app.exception_handler(HTTPException)
     async def _oauth_error(_request: Any, exc: HTTPException) -> JSONResponse:
@@ -235,21 +273,30 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
             "issuer": issuer.issuer_url,
             "jwks_uri": f"{oidc}/certs",
             "token_endpoint": f"{oidc}/token",
-            "grant_types_supported": ["client_credentials", "password"],
+            "device_authorization_endpoint": f"{oidc}/auth/device",
+            "end_session_endpoint": f"{oidc}/logout",
+            "grant_types_supported": [
+                "client_credentials",
+                "password",
+                "refresh_token",
+                DEVICE_CODE_GRANT,
+            ],
             "id_token_signing_alg_values_supported": ["RS256"],
         }
 
-    @app.get(f"{base}/protocol/openid-connect/certs")
+    @app.get(f"{oidc_path}/certs")
     async def certs() -> dict[str, Any]:
         return issuer.jwks()
 
-    @app.post(f"{base}/protocol/openid-connect/token")
+    @app.post(f"{oidc_path}/token")
     async def token(
         grant_type: Annotated[str, Form()],
         client_id: Annotated[str, Form()] = "",
         client_secret: Annotated[str, Form()] = "",
         username: Annotated[str, Form()] = "",
         password: Annotated[str, Form()] = "",
+        refresh_token: Annotated[str, Form()] = "",
+        device_code: Annotated[str, Form()] = "",
     ) -> dict[str, Any]:
         return issuer.grant(
             {
@@ -258,7 +305,56 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
                 "client_secret": client_secret,
                 "username": username,
                 "password": password,
+                "refresh_token": refresh_token,
+                "device_code": device_code,
             }
         )
 
+    @app.post(f"{oidc_path}/auth/device")
+    async def device_authorization(
+        client_id: Annotated[str, Form()] = "", client_secret: Annotated[str, Form()] = ""
+    ) -> dict[str, Any]:
+        return issuer.authorize_device({"client_id": client_id, "client_secret": client_secret})
+
+    @app.post(f"{oidc_path}/logout", status_code=204)
+    async def logout(
+        client_id: Annotated[str, Form()] = "",
+        client_secret: Annotated[str, Form()] = "",
+        refresh_token: Annotated[str, Form()] = "",
+    ) -> None:
+        issuer.logout(
+            {"client_id": client_id, "client_secret": client_secret, "refresh_token": refresh_token}
+        )
+
+    @app.get(f"{base}/device", response_class=HTMLResponse)
+    async def device_page(user_code: str = "") -> str:
+        return _DEVICE_PAGE.format(realm=html.escape(realm), user_code=html.escape(user_code[:20]))
+
+    @app.post(f"{base}/device", response_class=HTMLResponse)
+    async def device_approve(
+        user_code: Annotated[str, Form(max_length=20)],
+        username: Annotated[str, Form(max_length=255)],
+        password: Annotated[str, Form(max_length=1024)],
+    ) -> HTMLResponse:
+        try:
+            issuer.approve_device(user_code, username, password)
+        except HTTPException as exc:
+            detail: dict[str, str] = exc.detail  # type: ignore[assignment]
+            message = html.escape(detail["error_description"])
+            return HTMLResponse(f"<p>{message}</p>", status_code=exc.status_code)
+        return HTMLResponse("<p>Device approved: return to your terminal.</p>")
+
     return app
+
+
+_DEVICE_PAGE = """<!doctype html>
+<title>{realm}: device login</title>
+<h1>Sign in to let a device use your account</h1>
+<form method="post">
+  <label>Code <input name="user_code" value="{user_code}" required></label><br>
+  <label>Username <input name="username" autocomplete="username" required></label><br>
+  <label>Password <input name="password" type="password" autocomplete="current-password"
+    required></label><br>
+  <button>Approve</button>
+</form>
+"""

@@ -64,17 +64,64 @@ class Principal(BaseModel):
         return permission in self.permissions or Permission.ADMIN in self.permissions
 
 
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
 class TokenRequest(BaseModel):
     """``POST /api/v1/auth/token``: a grant proxied to Keycloak."""
 
-    grant_type: Literal["client_credentials", "password"]
+    grant_type: Literal[
+        "client_credentials",
+        "password",
+        "refresh_token",
+        "urn:ietf:params:oauth:grant-type:device_code",
+    ]
     client_id: str | None = Field(
         default=None, max_length=255, description="Defaults to the configured API client."
     )
     client_secret: SecretStr | None = Field(default=None, max_length=1024)
     username: str | None = Field(default=None, max_length=255)
     password: SecretStr | None = Field(default=None, max_length=1024)
+    refresh_token: SecretStr | None = Field(
+        default=None, max_length=16384, description="For the refresh_token grant."
+    )
+    device_code: SecretStr | None = Field(
+        default=None,
+        max_length=2048,
+        description="For the device-code grant: from POST /api/v1/auth/device.",
+    )
     scope: str = Field(default="openid", max_length=1024)
+
+
+class DeviceAuthorizationRequest(BaseModel):
+    """``POST /api/v1/auth/device``: start a device login (RFC 8628) at Keycloak."""
+
+    client_id: str | None = Field(
+        default=None, max_length=255, description="Defaults to the configured API client."
+    )
+    client_secret: SecretStr | None = Field(default=None, max_length=1024)
+    scope: str = Field(default="openid", max_length=1024)
+
+
+class DeviceAuthorization(BaseModel):
+    """Where the user approves the login, and the code the device polls the token route with."""
+
+    device_code: str
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str | None = None
+    expires_in: int
+    interval: int = 5
+
+
+class LogoutRequest(BaseModel):
+    """``POST /api/v1/auth/logout``: end the Keycloak session a refresh token belongs to."""
+
+    refresh_token: SecretStr = Field(max_length=16384)
+    client_id: str | None = Field(
+        default=None, max_length=255, description="Defaults to the configured API client."
+    )
+    client_secret: SecretStr | None = Field(default=None, max_length=1024)
 
 
 class TokenResponse(BaseModel):

@@ -25,8 +25,16 @@ BREAK_GLASS_HEADER = "X-Break-Glass-Token"
 PERMISSION_ATTRIBUTE = "__tenantflow_permission__"
 AUTHENTICATED = "authenticated"
 # Routes anyone may call; every other route must declare a permission (tests enforce it).
-# The token endpoint is how a caller gets a token; it has its own per-IP limit.
-PUBLIC_PATHS = frozenset({"/health", "/health/ready", "/api/v1/auth/token"})
+# The auth endpoints are how a caller gets (or ends) a login; they have their own per-IP limit.
+PUBLIC_PATHS = frozenset(
+    {
+        "/health",
+        "/health/ready",
+        "/api/v1/auth/token",
+        "/api/v1/auth/device",
+        "/api/v1/auth/logout",
+    }
+)
 
 bearer_scheme = HTTPBearer(
     auto_error=False,

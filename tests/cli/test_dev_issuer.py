@@ -121,7 +121,14 @@ async def test_discovery_document(http: httpx.AsyncClient, issuer: DevIssuer) ->
         "issuer": URL,
         "jwks_uri": f"{URL}/protocol/openid-connect/certs",
         "token_endpoint": f"{URL}/protocol/openid-connect/token",
-        "grant_types_supported": ["client_credentials", "password"],
+        "device_authorization_endpoint": f"{URL}/protocol/openid-connect/auth/device",
+        "end_session_endpoint": f"{URL}/protocol/openid-connect/logout",
+        "grant_types_supported": [
+            "client_credentials",
+            "password",
+            "refresh_token",
+            "urn:ietf:params:oauth:grant-type:device_code",
+        ],
         "id_token_signing_alg_values_supported": ["RS256"],
     }
     certs = await http.get(f"{OIDC}/certs")
@@ -232,6 +239,122 @@ async def test_grant_errors_look_like_keycloaks(
     assert body["error"] == error
 
 
+# -- refresh tokens, logout, device login -------------------------------------------------------
+async def _password_login(http: httpx.AsyncClient, issuer: DevIssuer) -> dict[str, Any]:
+    response = await http.post(
+        f"{OIDC}/token",
+        data={
+            "grant_type": "password",
+            "client_id": CLI_CLIENT,
+            "username": "viewer",
+            "password": issuer.user_password("viewer"),
+        },
+    )
+    assert response.status_code == 200, response.text
+    issued: dict[str, Any] = response.json()
+    return issued
+
+
+async def test_refresh_tokens_continue_the_session_until_logout(
+    http: httpx.AsyncClient, issuer: DevIssuer
+) -> None:
+    issued = await _password_login(http, issuer)
+    assert issued["refresh_expires_in"] == 1800
+    first = verify(issued["access_token"], issuer.jwks())
+    refresh = {"grant_type": "refresh_token", "client_id": CLI_CLIENT}
+    renewed = await http.post(
+        f"{OIDC}/token", data={**refresh, "refresh_token": issued["refresh_token"]}
+    )
+    assert renewed.status_code == 200, renewed.text
+    second = verify(renewed.json()["access_token"], issuer.jwks())
+    assert (second["sid"], second["preferred_username"]) == (first["sid"], "viewer")
+    # Another client cannot use it.
+    stolen = await http.post(
+        f"{OIDC}/token",
+        data={
+            **refresh,
+            "client_id": API_CLIENT,
+            "client_secret": issuer.client_secret(),
+            "refresh_token": issued["refresh_token"],
+        },
+    )
+    assert (stolen.status_code, stolen.json()["error"]) == (400, "invalid_grant")
+    # Logout ends every refresh token of the session.
+    ended = await http.post(
+        f"{OIDC}/logout", data={"client_id": CLI_CLIENT, "refresh_token": issued["refresh_token"]}
+    )
+    assert ended.status_code == 204
+    for token in (issued["refresh_token"], renewed.json()["refresh_token"]):
+        refused = await http.post(f"{OIDC}/token", data={**refresh, "refresh_token": token})
+        assert (refused.status_code, refused.json()["error"]) == (400, "invalid_grant")
+    again = await http.post(
+        f"{OIDC}/logout", data={"client_id": CLI_CLIENT, "refresh_token": issued["refresh_token"]}
+    )
+    assert (again.status_code, again.json()["error"]) == (400, "invalid_grant")
+
+
+async def test_sessions_survive_a_restart_and_keep_no_refresh_token(
+    http: httpx.AsyncClient, issuer: DevIssuer
+) -> None:
+    issued = await _password_login(http, issuer)
+    sessions = issuer.data_dir / "sessions.json"
+    assert stat.S_IMODE(sessions.stat().st_mode) == 0o600
+    assert issued["refresh_token"] not in sessions.read_text()
+    restarted = DevIssuer(issuer.data_dir, URL)
+    renewed = restarted.grant(
+        {
+            "grant_type": "refresh_token",
+            "client_id": CLI_CLIENT,
+            "refresh_token": issued["refresh_token"],
+        }
+    )
+    assert verify(renewed["access_token"], issuer.jwks())["preferred_username"] == "viewer"
+
+
+async def test_device_login_on_the_verification_page(
+    http: httpx.AsyncClient, issuer: DevIssuer
+) -> None:
+    started = await http.post(f"{OIDC}/auth/device", data={"client_id": CLI_CLIENT})
+    assert started.status_code == 200, started.text
+    device = started.json()
+    assert set(device) == {
+        "device_code",
+        "user_code",
+        "verification_uri",
+        "verification_uri_complete",
+        "expires_in",
+        "interval",
+    }
+    assert device["verification_uri"] == f"{URL}/device"
+    poll = {
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "client_id": CLI_CLIENT,
+        "device_code": device["device_code"],
+    }
+    pending = await http.post(f"{OIDC}/token", data=poll)
+    assert (pending.status_code, pending.json()["error"]) == (400, "authorization_pending")
+    page = await http.get(f"/realms/{DEV_REALM}/device", params={"user_code": device["user_code"]})
+    assert page.status_code == 200 and device["user_code"] in page.text
+    form = {"user_code": device["user_code"], "username": "operator"}
+    wrong = await http.post(f"/realms/{DEV_REALM}/device", data={**form, "password": "nope"})
+    assert wrong.status_code == 401
+    unknown = await http.post(
+        f"/realms/{DEV_REALM}/device",
+        data={**form, "user_code": "BBBB-BBBB", "password": issuer.user_password("operator")},
+    )
+    assert unknown.status_code == 400
+    right = await http.post(
+        f"/realms/{DEV_REALM}/device", data={**form, "password": issuer.user_password("operator")}
+    )
+    assert right.status_code == 200, right.text
+    issued = await http.post(f"{OIDC}/token", data=poll)
+    assert issued.status_code == 200, issued.text
+    claims = verify(issued.json()["access_token"], issuer.jwks())
+    assert claims["realm_access"]["roles"] == ["infra-operator"]
+    spent = await http.post(f"{OIDC}/token", data=poll)
+    assert (spent.status_code, spent.json()["error"]) == (400, "invalid_grant")
+
+
 # -- tenantflow token ---------------------------------------------------------------------------
 def _tenantflow(
     args: list[str], env: dict[str, str], cwd: Path
@@ -250,6 +373,7 @@ def _tenantflow(
 
 
 def test_token_command_prints_a_jwt_that_verifies(tmp_path: Path) -> None:
+    DevIssuer(tmp_path / "issuer", URL)  # the stack's data, as `tenantflow dev` leaves it
     result = _tenantflow(
         ["token", "--role", "infra-operator"], {"TENANTFLOW_DEV__DATA_DIR": str(tmp_path)}, tmp_path
     )

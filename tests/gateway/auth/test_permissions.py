@@ -30,6 +30,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/health"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
     ("POST", "/api/v1/auth/token"): PUBLIC,
+    ("POST", "/api/v1/auth/device"): PUBLIC,
+    ("POST", "/api/v1/auth/logout"): PUBLIC,
     ("GET", "/api/v1/auth/me"): AUTHENTICATED,
     ("POST", "/api/v1/system/check"): "monitoring:read",
     ("GET", "/api/v1/databases"): "databases:read",

@@ -229,3 +229,139 @@ async def test_me_without_a_token_is_401(gateway: httpx.AsyncClient) -> None:
     response = await gateway.get(ME)
     assert response.status_code == 401
     assert json.loads(response.text)["error"]["type"] == "unauthenticated"
+
+
+# -- refresh, device login, logout --------------------------------------------------------------
+DEVICE = "/api/v1/auth/device"
+LOGOUT = "/api/v1/auth/logout"
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+async def password_login(
+    client: httpx.AsyncClient, issuer: DevIssuer, user: str = "operator"
+) -> dict[str, Any]:
+    response = await client.post(
+        TOKEN,
+        json={"grant_type": "password", "username": user, "password": issuer.user_password(user)},
+    )
+    assert response.status_code == 200, response.text
+    issued: dict[str, Any] = response.json()
+    return issued
+
+
+async def test_refresh_grant_continues_the_login(
+    gateway: httpx.AsyncClient, dev_issuer: DevIssuer
+) -> None:
+    issued = await password_login(gateway, dev_issuer)
+    assert issued["refresh_token"] and issued["refresh_expires_in"] > 0
+    refreshed = await gateway.post(
+        TOKEN, json={"grant_type": "refresh_token", "refresh_token": issued["refresh_token"]}
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    renewed = refreshed.json()
+    assert renewed["access_token"] != issued["access_token"]
+    assert (await me(gateway, renewed["access_token"]))["username"] == "operator"
+
+
+async def test_logout_ends_the_session_and_is_idempotent(
+    gateway: httpx.AsyncClient, dev_issuer: DevIssuer
+) -> None:
+    issued = await password_login(gateway, dev_issuer)
+    refresh = issued["refresh_token"]
+    assert (await gateway.post(LOGOUT, json={"refresh_token": refresh})).status_code == 204
+    refused = await gateway.post(
+        TOKEN, json={"grant_type": "refresh_token", "refresh_token": refresh}
+    )
+    assert refused.status_code == 401
+    assert refused.json()["error"]["message"] == "the session has ended: log in again"
+    # Already ended (or never known): nothing left to end, still a success.
+    assert (await gateway.post(LOGOUT, json={"refresh_token": refresh})).status_code == 204
+    assert (await gateway.post(LOGOUT, json={})).status_code == 422
+
+
+async def test_refused_refresh_tokens_do_not_lock_the_address_out(
+    gateway: httpx.AsyncClient, dev_issuer: DevIssuer
+) -> None:
+    """Refresh tokens cannot be guessed, and a session that ended is no attack: past the
+    failed-login limit (10 a minute) a password login from the same address still works."""
+    for _ in range(11):
+        refused = await gateway.post(
+            TOKEN, json={"grant_type": "refresh_token", "refresh_token": "ended-" + "x" * 20}
+        )
+        assert refused.status_code == 401
+    await password_login(gateway, dev_issuer)
+
+
+@pytest.mark.parametrize(
+    ("body", "needs"),
+    [
+        ({"grant_type": "refresh_token"}, "refresh_token"),
+        ({"grant_type": DEVICE_GRANT}, "device_code"),
+    ],
+    ids=["refresh", "device"],
+)
+async def test_refresh_and_device_grants_need_their_field(
+    gateway: httpx.AsyncClient, body: dict[str, str], needs: str
+) -> None:
+    response = await gateway.post(TOKEN, json=body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"].endswith(f"grant needs {needs}")
+
+
+async def test_device_login_through_the_gateway(
+    gateway: httpx.AsyncClient, dev_issuer: DevIssuer
+) -> None:
+    started = await gateway.post(DEVICE, json={})
+    assert started.status_code == 200, started.text
+    device = started.json()
+    assert device["verification_uri"] == f"{dev_issuer.issuer_url}/device"
+    assert device["user_code"] in device["verification_uri_complete"]
+    assert device["expires_in"] > 0 and device["interval"] >= 1
+    poll = {"grant_type": DEVICE_GRANT, "device_code": device["device_code"]}
+    pending = await gateway.post(TOKEN, json=poll)
+    assert pending.status_code == 400, pending.text
+    assert pending.json()["error"]["type"] == "authorization_pending"
+    # The user approves the code in a browser, on the issuer's page.
+    async with httpx.AsyncClient() as browser:
+        approved = await browser.post(
+            device["verification_uri"],
+            data={
+                "user_code": device["user_code"].lower(),
+                "username": "viewer",
+                "password": dev_issuer.user_password("viewer"),
+            },
+        )
+    assert approved.status_code == 200, approved.text
+    issued = await gateway.post(TOKEN, json=poll)
+    assert issued.status_code == 200, issued.text
+    assert (await me(gateway, issued.json()["access_token"]))["username"] == "viewer"
+    assert issued.json()["refresh_token"]
+    # A device code is good for one login.
+    spent = await gateway.post(TOKEN, json=poll)
+    assert spent.status_code == 401
+    assert spent.json()["error"]["type"] == "unauthenticated"
+
+
+async def test_device_login_refused_for_an_unknown_client(gateway: httpx.AsyncClient) -> None:
+    response = await gateway.post(DEVICE, json={"client_id": "stranger"})
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["details"] == {
+        "client_id": "stranger",
+        "oauth_error": "invalid_client",
+    }
+
+
+async def test_device_and_logout_with_the_issuer_down_are_503(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer, dev_issuer: DevIssuer
+) -> None:
+    auth = AuthSettings(
+        issuer_url=f"http://127.0.0.1:{free_port()}/realms/tenantflow",
+        client_secret=dev_issuer.client_secret(),
+    )
+    async for client in serve(
+        create_app(make_settings(postgres, temporal_server.address, auth=auth))
+    ):
+        for path, body in [(DEVICE, {}), (LOGOUT, {"refresh_token": "r"})]:
+            response = await client.post(path, json=body)
+            assert response.status_code == 503, response.text
+            assert response.json()["error"]["details"]["dependency"] == "keycloak"

@@ -11,13 +11,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.api import Api, ApiError, resolve_token
+from cli.api import Api, call, open_api
 from cli.lint import print_fleet_risks, print_risks, sets_lint
 
 console = Console()
 
 TokenOption = Annotated[
-    str | None, typer.Option("--token", help="Bearer token (default: $TENANTFLOW_TOKEN).")
+    str | None,
+    typer.Option("--token", help="Bearer token (default: $TENANTFLOW_TOKEN, else your login)."),
 ]
 ApiOption = Annotated[
     str | None, typer.Option("--api", help="Gateway URL (default: $TENANTFLOW_API_URL).")
@@ -31,23 +32,11 @@ rollback_app = typer.Typer(help="Roll targets back.")
 
 
 def _api(api: str | None, token: str | None) -> Api:
-    import os
-
-    from cli.main import load_settings
-
-    settings = load_settings()
-    base = api or os.environ.get("TENANTFLOW_API_URL") or settings.gateway.base_url()
-    return Api(base, resolve_token(settings, token))
+    return open_api(api, token)
 
 
 def _call(client: Api, method: str, path: str, **kwargs: Any) -> Any:
-    try:
-        return client.request(method, path, **kwargs)
-    except ApiError as exc:
-        typer.secho(f"error ({exc.status} {exc.error_type}): {exc.message}", fg="red", err=True)
-        if exc.details:
-            typer.echo(json.dumps(exc.details, indent=2, default=str), err=True)
-        raise typer.Exit(1) from None
+    return call(client, method, path, **kwargs)
 
 
 def _print_json(value: Any) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -122,14 +124,34 @@ def token(
     subject: Annotated[str | None, typer.Option(help="The token's sub claim.")] = None,
     lifetime: Annotated[int, typer.Option(help="Seconds until it expires.", min=1)] = 3600,
 ) -> None:
-    """Mint a development token from the dev issuer's key (never trusted in production)."""
+    """Mint a development token with the dev stack's issuer key (never trusted in production).
+
+    The stack's data is found through TENANTFLOW_HOME, or as .tenantflow in the working directory
+    or one of its parents. Nothing is ever created: a key the running issuer does not publish
+    would only mint tokens the gateway refuses."""
+    from cli.auth import HOME_ENV, find_dev_data
     from cli.dev_issuer import DevIssuer, dev_issuer_url
 
     settings = load_settings()
     if settings.profile is Profile.PRODUCTION:
         typer.secho("error: the dev issuer does not exist in production", fg="red", err=True)
         raise typer.Exit(2)
-    issuer = DevIssuer(settings.dev.data_dir / "issuer", dev_issuer_url(settings.dev.issuer_port))
+    data = find_dev_data(settings.dev.data_dir)
+    if data is None:
+        where = os.environ.get(HOME_ENV) or (
+            str(settings.dev.data_dir)
+            if settings.dev.data_dir.is_absolute()
+            else f"{settings.dev.data_dir} in {Path.cwd()} or its parents"
+        )
+        typer.secho(
+            f"error: no dev stack found (looked for its issuer keys in {where}): start one "
+            f"with `make dev`, run this inside its directory, or set {HOME_ENV} to its data "
+            "directory; for a real identity provider use `tenantflow login`",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
+    issuer = DevIssuer(data / "issuer", dev_issuer_url(settings.dev.issuer_port))
     typer.echo(
         issuer.mint(subject=subject or f"dev-{role}", roles=[role], lifetime_seconds=lifetime)
     )
@@ -158,6 +180,7 @@ def _register_api_commands() -> None:
     import cli.adopt  # adds `migrate adopt` and `migrate baseline`
     import cli.assignments  # noqa: F401 - adds `sets assign` and `sets assignments`
     from cli import databases as _db_commands  # noqa: F401 - adds `db show|update|test|rm`
+    from cli.auth import register as register_login_commands
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
     from cli.health import health_app
     from cli.servers import server_app
@@ -170,6 +193,7 @@ def _register_api_commands() -> None:
     app.add_typer(migrate_app, name="migrate")
     app.add_typer(rollback_app, name="rollback")
     app.add_typer(health_app, name="health")
+    register_login_commands(app)
 
 
 _register_api_commands()

@@ -249,6 +249,37 @@ async def test_logout_removes_the_login_and_ends_its_session(
     assert "not logged in" in again.stdout
 
 
+async def test_logout_with_the_gateway_gone_still_forgets_the_login(
+    tmp_path: Path, gateway_url: str, dev_issuer: DevIssuer
+) -> None:
+    user = User(tmp_path)
+    result = await user.arun(
+        "login",
+        "--api",
+        gateway_url,
+        "-u",
+        "viewer",
+        "--password-env",
+        "TF_PASSWORD",
+        env={"TF_PASSWORD": dev_issuer.user_password("viewer")},
+    )
+    assert result.returncode == 0, result.stderr
+    gone = f"http://127.0.0.1:{free_port()}"
+    user.store(api=gone)
+    out = await user.arun("logout")
+    assert out.returncode == 0
+    assert out.stderr.startswith("warning: the session was not ended (0 unreachable): ")
+    assert len(out.stderr.splitlines()) == 1
+    assert f"logged out of {gone}" in out.stdout
+    assert not user.credentials.exists()
+
+
+async def test_password_env_that_is_not_set(user: User) -> None:
+    line = one_error_line(await user.arun("login", "-u", "viewer", "--password-env", "NOPE_PW"))
+    assert line == "error: the environment variable NOPE_PW is not set"
+    assert not user.credentials.exists()
+
+
 async def test_a_login_is_not_sent_to_another_gateway(user: User, dev_issuer: DevIssuer) -> None:
     await user.log_in(dev_issuer)
     elsewhere = f"http://127.0.0.1:{free_port()}"

@@ -90,7 +90,7 @@ def migrate_baseline(
     api: ApiOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Mark targets no tool ever migrated as at ``--version`` (every version up to it in the
+    """Mark targets no tool ever migrated as at --version (every version up to it in the
     ledger, nothing run) and watch the run; exit 1 if any target was refused."""
     body: dict[str, Any] = {
         "set": set_name,

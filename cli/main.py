@@ -151,10 +151,19 @@ def token(
             err=True,
         )
         raise typer.Exit(1)
-    issuer = DevIssuer(data / "issuer", dev_issuer_url(settings.dev.issuer_port))
-    typer.echo(
-        issuer.mint(subject=subject or f"dev-{role}", roles=[role], lifetime_seconds=lifetime)
-    )
+    try:
+        issuer = DevIssuer(data / "issuer", dev_issuer_url(settings.dev.issuer_port))
+        minted = issuer.mint(
+            subject=subject or f"dev-{role}", roles=[role], lifetime_seconds=lifetime
+        )
+    except OSError as exc:  # e.g. another user's stack found upwards: its key is theirs
+        typer.secho(
+            f"error: cannot read the dev issuer's key in {data}: {type(exc).__name__}",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1) from None
+    typer.echo(minted)
 
 
 @app.command(name="dev-issuer", hidden=True)

@@ -124,6 +124,14 @@ async def rollback_run(
         raise Conflict(
             f"run {run_id} was a dry run: it changed nothing", details={"run_id": run_id}
         )
+    if progress.kind in (TargetRunKind.ADOPT, TargetRunKind.BASELINE):
+        # It recorded versions another tool (or a person) applied: rolling it back would run
+        # down scripts of versions no tenantflow run applied. Roll back with a run of its own.
+        raise Conflict(
+            f"run {run_id} was a {progress.kind.value} run: it ran no migration to undo; "
+            "start a rollback run of the set over these targets instead",
+            details={"run_id": run_id, "kind": progress.kind.value},
+        )
     # Only what the run changed: an up-to-date target was left as it was, and a failed one may
     # have committed versions before its failure (each version commits with its ledger row).
     touched = [

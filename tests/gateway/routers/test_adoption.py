@@ -187,6 +187,12 @@ async def test_a_fleet_never_under_a_tool_is_baselined(
     )
     assert done["counts"]["succeeded"] == 3
     assert {done["targets"][i]["to_version"] for i in ids} == {"4"}
+    # Rolling a baseline back would run down scripts of versions no run of tenantflow applied.
+    refused = await api.post(
+        f"/api/v1/migrations/{done['run_id']}/rollback", json={"to_version": "0"}, headers=headers
+    )
+    assert refused.status_code == 409, refused.text
+    assert "baseline" in refused.json()["error"]["message"]
     applied = await _finished(api, headers, {"set": set_name, "selector": selector})
     assert applied["counts"]["succeeded"] == 3
     assert {applied["targets"][i]["from_version"] for i in ids} == {"4"}

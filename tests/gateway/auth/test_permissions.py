@@ -46,6 +46,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/migration-sets"): "migrations:read",
     ("GET", "/api/v1/migration-sets/{name}"): "migrations:read",
     ("GET", "/api/v1/migration-sets/{name}/versions/{version}"): "migrations:read",
+    ("GET", "/api/v1/migration-sets/{name}/lint"): "migrations:read",
     ("POST", "/api/v1/migration-sets"): "migrations:execute",
     ("POST", "/api/v1/migration-sets/archive"): "migrations:execute",
     ("POST", "/api/v1/migration-sets/{name}/versions/{version}/withdraw"): "migrations:execute",

@@ -29,6 +29,9 @@ from models.migrations import Migration
 
 VERSIONED = re.compile(r"^(?P<kind>[VU])(?P<version>\d+(?:[._]\d+)*)__(?P<desc>.+)\.sql$")
 REPEATABLE = re.compile(r"^R__(?P<desc>.*)\.sql$")
+BASELINE = re.compile(r"^B\d+(?:[._]\d+)*__.*\.sql$")
+# Flyway's default placeholder syntax (prefix ``${``, suffix ``}``), its own ``flyway:`` ones too.
+PLACEHOLDER = re.compile(r"\$\{[A-Za-z0-9_.:-]+\}")
 CONF_SUFFIX = ".conf"
 EXPECTED = "V<version>__<description>.sql, U<version>__<description>.sql or R__<description>.sql"
 _TRUE_FALSE = {"true": True, "false": False}
@@ -89,6 +92,14 @@ def _execute_in_transaction(name: str, settings: Mapping[str, str]) -> bool | No
 def parse(scripts: Mapping[str, str], confs: Mapping[str, str]) -> list[Migration]:
     """Flyway scripts (base name -> text) and their ``.sql.conf`` files, as migrations:
     versions in order, then repeatables in description order."""
+    baselines = sorted(n for n in scripts if BASELINE.match(n))
+    if baselines:
+        raise MigrationSetError(
+            f"{listing(baselines)}: Flyway baseline migrations (B<version>__) are not supported: "
+            "register the versioned scripts, and mark databases already at a version with a "
+            'baseline run ("kind": "baseline")',
+            details={"files": baselines, "format": "flyway"},
+        )
     unmatched = sorted(n for n in scripts if not matches(n))
     if unmatched:
         raise MigrationSetError(
@@ -106,6 +117,7 @@ def parse(scripts: Mapping[str, str], confs: Mapping[str, str]) -> list[Migratio
     repeatables: dict[str, Entry] = {}
     configured: set[str] = set()  # versions whose V script's .sql.conf says outside
     for name in sorted(scripts):
+        _refuse_placeholders(name, scripts[name])
         conf = f"{name}{CONF_SUFFIX}"
         in_transaction = (
             _execute_in_transaction(conf, parse_conf(conf, confs[conf])) if conf in confs else None
@@ -148,6 +160,21 @@ def parse(scripts: Mapping[str, str], confs: Mapping[str, str]) -> list[Migratio
             entry.down_no_transaction = False
     ordered = sorted(versions.values(), key=lambda e: tuple(int(p) for p in e.version.split(".")))
     return [build(e) for e in ordered] + [build(repeatables[d]) for d in sorted(repeatables)]
+
+
+def _refuse_placeholders(name: str, sql: str) -> None:
+    """Flyway replaces ``${name}`` placeholders in the text of every script (and fails on one
+    it has no value for); tenantflow runs SQL byte for byte, so a placeholder would reach the
+    database as it is written. Refused with its line, as Flyway refuses an unknown one."""
+    found = PLACEHOLDER.search(sql)
+    if found is None:
+        return
+    line = sql.count("\n", 0, found.start()) + 1
+    raise MigrationSetError(
+        f"{name}:{line}: Flyway placeholder {found.group(0)}: tenantflow runs SQL as written "
+        "and does not replace placeholders; put its value in the script before registering",
+        details={"file": name, "line": line, "placeholder": found.group(0)},
+    )
 
 
 def _up_flag(name: str, sql: str, outside: bool | None) -> bool:

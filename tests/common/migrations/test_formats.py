@@ -41,6 +41,35 @@ def comparable(migrations: list[Migration]) -> list[tuple[object, ...]]:
     ]
 
 
+# --- Flyway: placeholders and baseline migrations ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE TABLE a (id int);\nCREATE TABLE ${schema}.b (id int);",
+        "CREATE TABLE a (id int);\nGRANT SELECT ON a TO ${flyway:user};",
+    ],
+)
+def test_a_flyway_placeholder_is_refused_with_its_line(sql: str) -> None:
+    error = refused({"V1__a.sql": sql})
+    assert "V1__a.sql:2" in error.message
+    assert "placeholder ${" in error.message
+    assert error.details["line"] == 2
+
+
+def test_dollar_quotes_and_dollar_signs_are_not_placeholders() -> None:
+    sql = "CREATE FUNCTION f() RETURNS text AS $$ SELECT '$1 {x}' $$ LANGUAGE sql;"
+    (only,) = parse_files({"V1__f.sql": sql})
+    assert only.up_sql == sql
+
+
+def test_a_flyway_baseline_migration_names_the_file_and_the_baseline_run() -> None:
+    error = refused({"V1__a.sql": "SELECT 1;", "B2__base.sql": "SELECT 1;"})
+    assert "B2__base.sql" in error.message
+    assert '"kind": "baseline"' in error.message
+
+
 # --- Flyway: repeatable migrations ---------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ from models.fleet import FleetRunInput, FleetSelector, FleetStatus, TargetProgre
 from models.migrations import TargetRunKind
 from tests.activities.test_migrations import Engine
 from tests.conftest import TargetDatabase, TargetFactory, Tokens
+from tests.workflows.test_fleet import replay_and_record
 from workflows.fleet import MigrateFleetWorkflow
 
 FILES = {
@@ -251,6 +252,8 @@ async def test_a_fleet_run_reports_the_repeatables_each_target_got(
         result = await handle.result()
         assert result.status is FleetStatus.COMPLETED
         assert result.counts.failed == 0
+        if run == "second":  # the run that reports a re-applied repeatable
+            await replay_and_record(handle, "migrate_fleet_repeatables.json")
         return (await handle.query(MigrateFleetWorkflow.progress)).targets
 
     await sets.register(set_name, parse_files(FILES))

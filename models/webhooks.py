@@ -25,6 +25,12 @@ class WebhookEventType(StrEnum):
     DATABASE_UNHEALTHY = "database.unhealthy"
     DATABASE_RECOVERED = "database.recovered"
     DATABASE_DRIFTED = "database.drifted"
+    # Fleet-wide conditions, the same as deploy/prometheus/alerts.yml: sent once when one
+    # starts (data.status "firing") and once when it ends ("resolved"), by WatchAlertsWorkflow.
+    ALERT_FAILURE_RATE = "alert.failure_rate"
+    ALERT_NO_WORKER = "alert.no_worker"
+    ALERT_GATEWAY_ERRORS = "alert.gateway_errors"
+    ALERT_GATEWAY_LATENCY = "alert.gateway_latency"
 
 
 class DeliveryOutcome(StrEnum):

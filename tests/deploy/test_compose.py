@@ -26,9 +26,20 @@ ENV_EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
 DOCKERIGNORE = REPO_ROOT / ".dockerignore"
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 
-SERVICES = frozenset({"postgres", "temporal", "temporal-ui", "keycloak", "gateway", "worker"})
+SERVICES = frozenset(
+    {
+        "postgres",
+        "temporal",
+        "temporal-ui",
+        "keycloak",
+        "gateway",
+        "worker",
+        "prometheus",
+        "grafana",
+    }
+)
 APP_SERVICES = ("gateway", "worker")
-THIRD_PARTY_SERVICES = ("postgres", "temporal", "temporal-ui", "keycloak")
+THIRD_PARTY_SERVICES = ("postgres", "temporal", "temporal-ui", "keycloak", "prometheus", "grafana")
 
 # (service, dependency): every edge must wait for the dependency's health check.
 DEPENDENCIES = (
@@ -41,6 +52,7 @@ DEPENDENCIES = (
     ("temporal", "postgres"),
     ("temporal-ui", "temporal"),
     ("keycloak", "postgres"),
+    ("grafana", "prometheus"),
 )
 
 # (service, host port, container port)
@@ -49,6 +61,8 @@ PUBLISHED_PORTS = (
     ("temporal", "7233", "7233"),
     ("temporal-ui", "8080", "8080"),
     ("keycloak", "8081", "8080"),
+    ("prometheus", "9090", "9090"),
+    ("grafana", "3000", "3000"),
 )
 
 ROLES = ("infra-viewer", "infra-operator", "infra-admin")
@@ -204,7 +218,7 @@ def dockerfile() -> list[Instruction]:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_compose_defines_exactly_the_six_services(compose: dict[str, Any]) -> None:
+def test_compose_defines_exactly_the_stack_services(compose: dict[str, Any]) -> None:
     assert set(_mapping(compose["services"], "services")) == SERVICES
 
 
@@ -215,7 +229,8 @@ def test_third_party_images_are_pinned(compose: dict[str, Any], name: str) -> No
     repository, sep, tag = image.rpartition(":")
     assert "build" not in service
     assert sep and repository and "/" not in tag, f"{name}: image {image!r} has no tag"
-    assert tag != "latest" and re.match(r"^\d+(\.\d+)*", tag), f"{name}: tag {tag!r} not pinned"
+    # prom/prometheus tags carry a leading v (v2.53.3).
+    assert tag != "latest" and re.match(r"^v?\d+(\.\d+)*", tag), f"{name}: tag {tag!r} not pinned"
     assert "$" not in image, f"{name}: the image tag must not come from a variable"
 
 
@@ -353,6 +368,54 @@ def test_gateway_listens_on_all_interfaces_on_port_8000(compose: dict[str, Any])
     env = _environment(_service(compose, "gateway"))
     assert env["TENANTFLOW_GATEWAY__HOST"] == "0.0.0.0"  # noqa: S104 - inside its container
     assert env["TENANTFLOW_GATEWAY__PORT"] == "8000"
+
+
+def test_prometheus_reads_the_shipped_config_and_rules(compose: dict[str, Any]) -> None:
+    prometheus = _service(compose, "prometheus")
+    mounts = _volume_mounts(prometheus)
+    assert (REPO_ROOT / mounts["/etc/prometheus"]).resolve() == REPO_ROOT / "deploy" / "prometheus"
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+    assert mounts["/prometheus"] in _mapping(compose.get("volumes"), "volumes")
+    assert "/-/ready" in " ".join(_healthcheck_command(prometheus))
+
+
+def test_prometheus_scrapes_the_ports_gateway_and_worker_listen_on(
+    compose: dict[str, Any],
+) -> None:
+    config = yaml.safe_load(
+        (REPO_ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8")
+    )
+    targets = {
+        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        for job in config["scrape_configs"]
+    }
+    gateway = _environment(_service(compose, "gateway"))
+    worker = _environment(_service(compose, "worker"))
+    assert targets["tenantflow-gateway"] == [f"gateway:{gateway['TENANTFLOW_GATEWAY__PORT']}"]
+    assert targets["tenantflow-worker"] == [
+        f"worker:{worker['TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT']}"
+    ]
+    assert worker["TENANTFLOW_TELEMETRY__WORKER_METRICS_HOST"] == "0.0.0.0"  # noqa: S104
+    assert json.loads(worker["TENANTFLOW_ALERTS__GATEWAY_METRICS_URLS"]) == [
+        f"http://gateway:{gateway['TENANTFLOW_GATEWAY__PORT']}/metrics"
+    ]
+
+
+def test_grafana_is_provisioned_from_deploy_grafana(compose: dict[str, Any]) -> None:
+    grafana = _service(compose, "grafana")
+    mounts = _volume_mounts(grafana)
+    env = _environment(grafana)
+    assert (REPO_ROOT / mounts["/etc/grafana/provisioning"]).resolve() == (
+        REPO_ROOT / "deploy" / "grafana" / "provisioning"
+    )
+    dashboards = REPO_ROOT / mounts["/var/lib/grafana/dashboards"]
+    assert (dashboards / "tenantflow.json").is_file()
+    home = env["GF_SECURITY_ADMIN_PASSWORD"]
+    assert REQUIRED_VAR.fullmatch(home)
+    assert env["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == (
+        "/var/lib/grafana/dashboards/tenantflow.json"
+    )
+    assert "/api/health" in " ".join(_healthcheck_command(grafana))
 
 
 def test_temporal_ui_decodes_payloads_through_the_gateway(compose: dict[str, Any]) -> None:

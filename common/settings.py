@@ -153,6 +153,37 @@ class HealthSettings(BaseModel):
     batch_size: int = Field(default=10, ge=1, le=100, description="Targets per activity.")
 
 
+class MonitoringSettings(BaseModel):
+    """The monitoring API (``/api/v1/monitoring``): one snapshot shared by every viewer."""
+
+    snapshot_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="A summary or performance snapshot is computed at most once per this many "
+        "seconds per gateway process, whatever the number of viewers.",
+    )
+    window_hours: float = Field(
+        default=24.0, gt=0, le=24 * 90, description="Runs by outcome: those closed this recently."
+    )
+    max_active_runs: int = Field(
+        default=50, ge=0, le=1000, description="Active runs listed with their progress."
+    )
+    sampled_runs: int = Field(
+        default=20,
+        ge=0,
+        le=500,
+        description="Recently closed runs whose results give the failure rate and per-target "
+        "migration times (each run's history is read once per gateway process).",
+    )
+    latency_samples: int = Field(
+        default=1000, ge=10, le=100_000, description="Latencies kept per route (newest)."
+    )
+    latency_window_seconds: float = Field(
+        default=300.0, gt=0, le=86400, description="Latencies older than this are dropped."
+    )
+
+
 class ProvisioningSettings(BaseModel):
     """Tenant provisioning (``ProvisionTenantWorkflow``)."""
 
@@ -310,6 +341,7 @@ class Settings(BaseSettings):
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="after")
     def _refuse_unsafe_production(self) -> Settings:

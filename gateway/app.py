@@ -40,6 +40,7 @@ from gateway.routers import (
     health,
     migration_sets,
     migrations,
+    monitoring,
     run_control,
     servers,
     system,
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(webhooks.router)
     app.include_router(codec.router)
+    app.include_router(monitoring.router)
+    monitoring.install_monitoring(app, settings)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -69,6 +69,8 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/webhooks/{webhook_id}/deliveries/{event_id}"): "webhooks:manage",
     ("GET", "/api/v1/databases/{database_id}/health"): "monitoring:read",
     ("GET", "/api/v1/drift"): "monitoring:read",
+    ("GET", "/api/v1/monitoring/summary"): "monitoring:read",
+    ("GET", "/api/v1/monitoring/performance"): "monitoring:read",
     ("POST", "/api/v1/health/sweep"): "migrations:execute",
     ("GET", "/api/v1/servers"): "databases:read",
     ("GET", "/api/v1/servers/{name}"): "databases:read",

@@ -192,6 +192,7 @@ def _register_api_commands() -> None:
     from cli.auth import register as register_login_commands
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
     from cli.health import health_app
+    from cli.monitor import register as register_monitor
     from cli.servers import server_app
     from cli.tenants import tenant_app
 
@@ -202,6 +203,7 @@ def _register_api_commands() -> None:
     app.add_typer(migrate_app, name="migrate")
     app.add_typer(rollback_app, name="rollback")
     app.add_typer(health_app, name="health")
+    register_monitor(app)
     register_login_commands(app)
 
 

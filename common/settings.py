@@ -139,6 +139,57 @@ class WebhookSettings(BaseModel):
         return self
 
 
+class AlertSettings(BaseModel):
+    """The webhook side of the alert rules (``WatchAlertsWorkflow``): the same conditions and
+    thresholds as deploy/prometheus/alerts.yml, for teams without Prometheus."""
+
+    interval_seconds: int = Field(
+        default=60,
+        ge=0,
+        le=3600,
+        description="Seconds between evaluations; 0 stops the watcher (workers do not start it).",
+    )
+    failure_rate: float = Field(
+        default=0.2, gt=0, le=1, description="alert.failure_rate: share of ended runs that failed."
+    )
+    failure_rate_window_seconds: int = Field(
+        default=1800, ge=60, le=7 * 86400, description="Runs that ended this recently count."
+    )
+    failure_rate_min_runs: int = Field(
+        default=5, ge=1, description="Fewer ended runs than this never fire alert.failure_rate."
+    )
+    min_workers: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="alert.no_worker fires when fewer workers poll the task queue (set it to the "
+        "replica count; the watcher runs on a worker, so it cannot see the last one go).",
+    )
+    no_worker_seconds: int = Field(
+        default=120,
+        ge=10,
+        le=86400,
+        description="A poller unseen for this long is gone; a watcher that could not run for "
+        "this long reports the outage once a worker is back.",
+    )
+    gateway_metrics_urls: list[str] = Field(
+        default_factory=list,
+        description="Gateways' /metrics URLs read for alert.gateway_errors and "
+        "alert.gateway_latency (JSON list); empty: those two are not evaluated.",
+    )
+    gateway_error_ratio: float = Field(
+        default=0.05, gt=0, le=1, description="alert.gateway_errors: share of 5xx answers."
+    )
+    gateway_latency_seconds: float = Field(
+        default=1.0, gt=0, le=600, description="alert.gateway_latency: p95 request duration."
+    )
+    gateway_min_requests: int = Field(
+        default=20,
+        ge=1,
+        description="Fewer requests between two evaluations than this judge neither gateway alert.",
+    )
+
+
 class HealthSettings(BaseModel):
     """Fleet health sweeps (``FleetHealthWorkflow``) run by a Temporal Schedule."""
 
@@ -340,6 +391,7 @@ class Settings(BaseSettings):
     dev: DevSettings = Field(default_factory=DevSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 

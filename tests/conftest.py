@@ -164,6 +164,8 @@ def make_settings(
         "log": {"format": "console", "level": "INFO"},
         # No scheduled sweeps in tests: a test runs its own (tests/workflows/test_health.py).
         "health": {"interval_seconds": 0},
+        # No alert watcher either: tests/workflows/test_alerts.py runs its own.
+        "alerts": {"interval_seconds": 0},
     }
     if auth is not None:
         values["auth"] = auth

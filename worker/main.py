@@ -14,7 +14,7 @@ from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from common.temporal_client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
-from worker.schedules import ensure_health_schedule
+from worker.schedules import ensure_alert_watch, ensure_health_schedule
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ async def run_worker(
                 task_queue=settings.temporal.task_queue,
                 catalog_dsn=settings.catalog.dsn.get_secret_value(),
                 templates=settings.provisioning.templates,
+                alert_settings=settings.alerts,
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
         )
@@ -64,6 +65,7 @@ async def run_worker(
             },
         )
         await ensure_health_schedule(client, settings.health, settings.temporal.task_queue)
+        await ensure_alert_watch(client, settings.alerts, settings.temporal.task_queue)
         async with worker:
             await stop.wait()
             log.info("worker stopping: draining running activities")

@@ -8,6 +8,7 @@ from typing import Any
 import asyncpg
 from temporalio.client import Client
 
+from activities.alerts import AlertActivities
 from activities.events import EventActivities
 from activities.fleet import FleetActivities
 from activities.health import HealthActivities
@@ -26,7 +27,8 @@ from common.catalog.templates import TemplateRepository
 from common.catalog.tenants import TenantRepository
 from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher
-from common.settings import WebhookSettings
+from common.settings import AlertSettings, WebhookSettings
+from workflows.alerts import WatchAlertsWorkflow
 from workflows.events import RegisterDatabaseWorkflow
 from workflows.fleet import MigrateFleetWorkflow
 from workflows.health import FleetHealthWorkflow
@@ -59,6 +61,7 @@ WORKFLOWS: Sequence[type] = (
     DeprovisionTenantWorkflow,
     RotateTenantPasswordWorkflow,
     BuildTenantTemplateWorkflow,
+    WatchAlertsWorkflow,
 )
 
 
@@ -71,11 +74,12 @@ def build_activities(
     task_queue: str = "tenantflow",
     catalog_dsn: str | None = None,
     templates: bool = True,
+    alert_settings: AlertSettings | None = None,
 ) -> list[Callable[..., Any]]:
     """The bound activity methods, each holding the dependencies it needs (``temporal`` is
     for activities that start workflows, such as ``publish_event``; ``catalog_dsn`` lets the
     health activities build references in scratch databases on the catalog's server;
-    ``templates``: the provisioning fast path)."""
+    ``templates``: the provisioning fast path; ``alert_settings``: the alert watcher's)."""
     databases = DatabaseRepository(catalog, cipher)
     system = SystemActivities(catalog)
     targets = TargetActivities(databases)
@@ -115,6 +119,7 @@ def build_activities(
         HealthRepository(catalog),
         catalog_dsn,
     )
+    alerts = AlertActivities(temporal, alert_settings or AlertSettings(), task_queue)
     return [
         system.check_catalog,
         targets.test_connection,
@@ -141,4 +146,5 @@ def build_activities(
         template_activities.build,
         template_activities.retire,
         template_activities.discard,
+        alerts.evaluate_alerts,
     ]

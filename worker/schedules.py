@@ -1,4 +1,5 @@
-"""The Temporal Schedules a worker keeps in place: the fleet health sweep."""
+"""What a worker keeps in place at start-up: the fleet health sweep's Temporal Schedule and the
+alert watcher (one long-running workflow per task queue)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,13 @@ from temporalio.client import (
     ScheduleUpdate,
     ScheduleUpdateInput,
 )
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.service import RPCError, RPCStatusCode
 
-from common.settings import HealthSettings
+from common.settings import AlertSettings, HealthSettings
+from models.alerts import WatchAlertsInput, watch_alerts_workflow_id
 from models.health import FleetHealthInput
+from workflows.alerts import WatchAlertsWorkflow
 from workflows.health import FleetHealthWorkflow
 
 log = logging.getLogger(__name__)
@@ -76,3 +80,24 @@ async def ensure_health_schedule(client: Client, settings: HealthSettings, task_
 
         await handle.update(replace)
         log.info("health schedule updated", extra={"schedule_id": schedule_id})
+
+
+async def ensure_alert_watch(client: Client, settings: AlertSettings, task_queue: str) -> None:
+    """Start the task queue's alert watcher unless it runs already (every worker calls this; the
+    first start wins, the others join it). With ``interval_seconds`` 0 nothing is started, and
+    a running watcher ends at its next evaluation on a worker with that setting.
+
+    A long-running workflow rather than a Schedule: the watcher must remember which alerts fire
+    between evaluations (to announce changes only), and a wake-up far later than due is how it
+    learns that no worker ran in between."""
+    if settings.interval_seconds == 0:
+        return
+    workflow_id = watch_alerts_workflow_id(task_queue)
+    await client.start_workflow(
+        WatchAlertsWorkflow.run,
+        WatchAlertsInput(),
+        id=workflow_id,
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    log.info("alert watcher running", extra={"workflow_id": workflow_id})

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from common.settings import AlertSettings
 from models.webhooks import WebhookEventType
 from tests.deploy.metrics import unknown_metrics
 
@@ -145,3 +146,29 @@ def test_alerts_use_only_exported_metrics(rule: dict[str, Any]) -> None:
 def test_metric_scanner_reports_unknown_names() -> None:
     expr = 'sum by (kind) (rate(tenantflow_runs_total{kind="x"}[5m])) / up'
     assert unknown_metrics(expr) == {"tenantflow_runs_total"}
+
+
+def _rule(name: str) -> dict[str, Any]:
+    (rule,) = [rule for rule in _rules() if rule["alert"] == name]
+    return rule
+
+
+def _compact(expr: str) -> str:
+    return " ".join(expr.split())
+
+
+def test_thresholds_are_the_webhook_alert_defaults() -> None:
+    """The webhook side (TENANTFLOW_ALERTS__*) judges with the rules' numbers."""
+    defaults = AlertSettings()
+    rate = _compact(_rule("TenantflowRunFailureRate")["expr"])
+    window = f"[{defaults.failure_rate_window_seconds // 60}m]"
+    assert f") > {defaults.failure_rate}" in rate
+    assert rate.count(window) == 3
+    assert f">= {defaults.failure_rate_min_runs}" in rate
+    errors = _compact(_rule("TenantflowGatewayErrors")["expr"])
+    assert errors.endswith(f") > {defaults.gateway_error_ratio}")
+    latency = _compact(_rule("TenantflowGatewayLatency")["expr"])
+    assert latency.startswith("histogram_quantile(0.95,")
+    assert latency.endswith(f") > {defaults.gateway_latency_seconds:g}")
+    assert 'route!~".*/stream"' in latency  # as parse_gateway_metrics leaves streams out
+    assert _rule("TenantflowNoWorkerPolling")["for"] == f"{defaults.no_worker_seconds // 60}m"

@@ -1,6 +1,7 @@
 """Logging: one JSON object per line (production) or readable lines (development).
 
-Every record carries the request id of the HTTP request (or workflow) that produced it. Values of
+Every record carries the request id of the HTTP request (or workflow) that produced it and, when
+tracing is on, the trace and span ids of the span it was written in. Values of
 keys that look secret (password, token, secret, dsn, authorization, key) are replaced before a
 record is written, and libpq URLs inside messages lose their password.
 """
@@ -14,6 +15,8 @@ import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+from opentelemetry import trace
 
 from common.settings import LogSettings
 
@@ -65,8 +68,21 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     }
 
 
+def trace_ids() -> dict[str, str]:
+    """``trace_id`` and ``span_id`` (hex, as trace backends show them) of the current span, so a
+    log line leads to its trace; empty when no span is current (tracing off costs one lookup)."""
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {
+        "trace_id": trace.format_trace_id(context.trace_id),
+        "span_id": trace.format_span_id(context.span_id),
+    }
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, request_id, extras, exception."""
+    """One JSON object per line: time, level, logger, message, request_id, trace and span ids,
+    extras, exception."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -80,6 +96,7 @@ class JsonFormatter(logging.Formatter):
         request_id = request_id_var.get()
         if request_id:
             entry["request_id"] = request_id
+        entry.update(trace_ids())
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = redact_text(self.formatException(record.exc_info))

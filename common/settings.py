@@ -235,6 +235,47 @@ class MonitoringSettings(BaseModel):
     )
 
 
+class TelemetrySettings(BaseModel):
+    """Observability: traces exported over OTLP (and metrics); everything is off by default."""
+
+    # --- traces (common/telemetry/tracing.py) ---
+    traces_enabled: bool = Field(
+        default=False,
+        description="Trace HTTP requests, workflows, activities and their SQL (needs "
+        "otlp_endpoint).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP collector base URL, e.g. http://otel-collector:4318 "
+        "(traces go to {otlp_endpoint}/v1/traces).",
+    )
+    otlp_headers: SecretStr | None = Field(
+        default=None,
+        description="Headers for the collector as key=value pairs separated by commas "
+        "(e.g. an API key); never logged.",
+    )
+    otlp_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    service_name: str | None = Field(
+        default=None,
+        description="service.name of the spans; defaults to tenantflow-gateway or "
+        "tenantflow-worker.",
+    )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces recorded; workflows and activities follow the request.",
+    )
+
+    @model_validator(mode="after")
+    def _traces_need_an_endpoint(self) -> TelemetrySettings:
+        if self.traces_enabled and not self.otlp_endpoint:
+            raise ValueError("traces_enabled needs otlp_endpoint (an OTLP/HTTP collector URL)")
+        if self.otlp_endpoint and urlsplit(self.otlp_endpoint).scheme not in ("http", "https"):
+            raise ValueError("otlp_endpoint must be an http:// or https:// URL")
+        return self
+
+
 class ProvisioningSettings(BaseModel):
     """Tenant provisioning (``ProvisionTenantWorkflow``)."""
 
@@ -393,6 +434,7 @@ class Settings(BaseSettings):
     health: HealthSettings = Field(default_factory=HealthSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     provisioning: ProvisioningSettings = Field(default_factory=ProvisioningSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings)
 
     @model_validator(mode="after")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
-from temporalio.client import Client
+from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
@@ -15,13 +16,18 @@ from common.settings import CryptoSettings, TemporalSettings
 
 
 async def connect_temporal(
-    settings: TemporalSettings, *, crypto: CryptoSettings | None = None, lazy: bool = False
+    settings: TemporalSettings,
+    *,
+    crypto: CryptoSettings | None = None,
+    lazy: bool = False,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Client:
     """Connect to Temporal with tenantflow's data converter (encrypting payloads when
     ``crypto.encrypt_payloads`` is on).
 
     ``lazy`` defers the first RPC until the client is used, so a gateway can start (and report
-    itself not ready) while Temporal is still down.
+    itself not ready) while Temporal is still down. ``interceptors`` (tracing's, when on) apply to
+    the client's calls and to every worker built on the client.
     """
     try:
         return await Client.connect(
@@ -33,6 +39,7 @@ async def connect_temporal(
             tls=settings.tls,
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             lazy=lazy,
+            interceptors=interceptors,
         )
     except (RuntimeError, RPCError) as exc:
         raise DependencyUnavailable(

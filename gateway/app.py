@@ -20,6 +20,7 @@ from common.catalog.webhooks import WebhookRepository
 from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
+from common.telemetry.tracing import start_tracing
 from common.temporal_client import connect_temporal
 from common.version import __version__
 from gateway.audit import AuditMiddleware
@@ -74,12 +75,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Refuses bad keys before the server starts listening.
     key_ring = KeyRing.from_settings(settings.crypto)
     cipher = CredentialCipher(key_ring)
+    tracing = start_tracing(settings.telemetry, "gateway")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Lazy: the gateway starts (and reports not ready) while Temporal is still coming up.
         app.state.temporal = await connect_temporal(
-            settings.temporal, crypto=settings.crypto, lazy=True
+            settings.temporal,
+            crypto=settings.crypto,
+            lazy=True,
+            interceptors=tracing.interceptors if tracing else (),
         )
         app.state.catalog = await open_catalog(settings.catalog)
         app.state.databases = DatabaseRepository(app.state.catalog, cipher)
@@ -100,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await http.aclose()
             await app.state.catalog.close()
+            if tracing is not None:
+                await tracing.shutdown()
             log.info("gateway stopped")
 
     app = FastAPI(
@@ -152,4 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         https=settings.gateway.base_url().startswith("https://"),
         max_body_bytes=settings.gateway.max_body_bytes,
     )
+    if tracing is not None:
+        # Wraps the whole middleware stack, so even the access log line carries the trace id.
+        tracing.instrument_app(app)
     return app

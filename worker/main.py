@@ -12,6 +12,7 @@ from temporalio.worker import Worker
 from common.catalog import open_catalog
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
+from common.telemetry.tracing import start_tracing
 from common.temporal_client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
 from worker.schedules import ensure_alert_watch, ensure_health_schedule
@@ -38,8 +39,14 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
 
     catalog = await open_catalog(settings.catalog)
+    tracing = None
     try:
-        client = await connect_temporal(settings.temporal, crypto=settings.crypto)
+        tracing = start_tracing(settings.telemetry, "worker")
+        client = await connect_temporal(
+            settings.temporal,
+            crypto=settings.crypto,
+            interceptors=tracing.interceptors if tracing else (),
+        )
         worker = Worker(
             client,
             task_queue=settings.temporal.task_queue,
@@ -72,3 +79,5 @@ async def run_worker(
         log.info("worker stopped")
     finally:
         await catalog.close()
+        if tracing is not None:
+            await tracing.shutdown()

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from common.logging import (
     REDACTED,
@@ -145,6 +146,18 @@ def test_json_includes_request_id_from_context(json_log: Capture) -> None:
     inside, after = json_log.entries()
     assert inside["request_id"] == "req-abc123"
     assert "request_id" not in after
+
+
+def test_json_carries_trace_and_span_ids_of_the_current_span(json_log: Capture) -> None:
+    tracer = TracerProvider().get_tracer("test")
+    with tracer.start_as_current_span("outer") as span:
+        json_log.logger.info("inside a span")
+    json_log.logger.info("outside any span")
+    inside, outside = json_log.entries()
+    context = span.get_span_context()
+    assert inside["trace_id"] == f"{context.trace_id:032x}"
+    assert inside["span_id"] == f"{context.span_id:016x}"
+    assert "trace_id" not in outside and "span_id" not in outside
 
 
 def test_json_includes_extras(json_log: Capture) -> None:

@@ -1,0 +1,1 @@
+"""Observability: traces (tracing.py) and metrics (metrics.py), each off unless configured."""

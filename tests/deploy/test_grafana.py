@@ -5,6 +5,8 @@ provisioned Prometheus datasource, and the provisioning points where compose mou
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,32 @@ def test_dashboard_provider_reads_where_compose_mounts_the_dashboards() -> None:
     path = providers[0]["options"]["path"]
     assert (REPO_ROOT / mounts[path]).resolve() == DASHBOARD.parent
     assert (REPO_ROOT / mounts["/etc/grafana/provisioning"]).resolve() == GRAFANA / "provisioning"
+
+
+def test_every_expression_is_valid_promql(tmp_path: Path) -> None:
+    """promtool parses each panel's query as a recording rule (Grafana's ``$__`` interval
+    variables replaced by durations, as Grafana does before sending the query)."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.fail("promtool not found: install Debian's prometheus package (make test does)")
+    rules = [
+        {
+            "record": f"tenantflow_dashboard:query_{index}",
+            "expr": target["expr"]
+            .replace("$__rate_interval", "1m")
+            .replace("$__range", "6h")
+            .replace("$__interval", "15s"),
+        }
+        for index, (_, target) in enumerate(_targets())
+    ]
+    path = tmp_path / "dashboard_rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = subprocess.run(  # promtool on a file this test wrote
+        [promtool, "check", "rules", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in result.stdout

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -34,6 +35,7 @@ from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import NotFound, TenantflowError
 from common.migrations.lint import CACHE as LINT_CACHE
 from common.sql import quote_ident
+from common.telemetry import recording
 from models.fleet import TargetBatchInput
 from models.migrations import (
     Ledger,
@@ -99,7 +101,10 @@ class MigrationActivities:
         """Apply (or roll back, or plan) one target; see the module docstring."""
         async with heartbeating():
             found = await self._sets.content(params.set_name)
-            return await self.run_one(params, found.migrations, ledger_table=found.ledger_table)
+            began = time.perf_counter()
+            result = await self.run_one(params, found.migrations, ledger_table=found.ledger_table)
+            recording.target_finished(params.set_name, result, time.perf_counter() - began)
+            return result
 
     @activity.defn(name="run_target_batch")
     async def run_target_batch(self, batch: TargetBatchInput) -> list[TargetRunResult]:
@@ -109,6 +114,7 @@ class MigrationActivities:
         targets = await self._connection_params(batch.database_ids)
         # A server's connection budget holds across runs and workers (activities.server_slots).
         limits = await budgets(self._databases.pool, batch.database_ids)
+        seconds: dict[uuid.UUID, float] = {}
 
         async def one(database_id: uuid.UUID, slots: SlotSession | None) -> TargetRunResult:
             params = batch.for_target(database_id)
@@ -125,15 +131,18 @@ class MigrationActivities:
                         if slots is not None
                         else contextlib.nullcontext()
                     ):
-                        return await self.run_one(
-                            params,
-                            found.migrations,
-                            dict(target),
-                            ledger_table=found.ledger_table,
-                        )
+                        budget = limits.get(database_id)
+                        with recording.server_connection(budget.server_name if budget else None):
+                            return await self.run_one(
+                                params,
+                                found.migrations,
+                                dict(target),
+                                ledger_table=found.ledger_table,
+                            )
                 except LockTimeout as exc:
                     if attempt == BATCH_LOCK_ATTEMPTS - 1:
                         return _error_result(params, "lock_timeout", str(exc))
+                    recording.lock_timeout_retry()
                     await asyncio.sleep(delay)
                     delay *= 2
                 except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
@@ -145,11 +154,18 @@ class MigrationActivities:
                     return _error_result(params, "unreachable", _describe(exc))
             raise AssertionError("unreachable")  # pragma: no cover
 
+        async def timed(database_id: uuid.UUID, slots: SlotSession | None) -> TargetRunResult:
+            began = time.perf_counter()
+            try:
+                return await one(database_id, slots)
+            finally:
+                seconds[database_id] = time.perf_counter() - began
+
         async with heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
             # return_exceptions: one target's surprise never leaves the others running unseen
             # while Temporal retries the batch against them.
             outcomes = await asyncio.gather(
-                *(one(i, slots) for i in batch.database_ids), return_exceptions=True
+                *(timed(i, slots) for i in batch.database_ids), return_exceptions=True
             )
         results: list[TargetRunResult] = []
         for database_id, outcome in zip(batch.database_ids, outcomes, strict=True):
@@ -161,6 +177,7 @@ class MigrationActivities:
                     batch.for_target(database_id), "internal", _describe(outcome)
                 )
             results.append(outcome)
+            recording.target_finished(batch.set_name, outcome, seconds.get(database_id, 0.0))
         return results
 
     async def _connection_params(

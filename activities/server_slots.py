@@ -29,16 +29,17 @@ class Budget:
 
     server_id: uuid.UUID
     max_connections: int
+    server_name: str = ""  # the metrics' server label (bounded: registered servers)
 
 
 async def budgets(pool: asyncpg.Pool, database_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Budget]:
     """The budget of each target that lives on a registered server (others have none)."""
     rows = await pool.fetch(
-        "SELECT d.id, s.id AS server_id, s.max_connections FROM databases d "
+        "SELECT d.id, s.id AS server_id, s.max_connections, s.name FROM databases d "
         "JOIN servers s ON s.id = d.server_id WHERE d.id = ANY($1::uuid[])",
         list(database_ids),
     )
-    return {r["id"]: Budget(r["server_id"], r["max_connections"]) for r in rows}
+    return {r["id"]: Budget(r["server_id"], r["max_connections"], r["name"]) for r in rows}
 
 
 @dataclass

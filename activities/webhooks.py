@@ -27,6 +27,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from common.catalog.webhooks import WebhookRepository
 from common.settings import WebhookSettings
+from common.telemetry import recording
 from models.webhooks import (
     DeliverWebhookInput,
     DeliveryAttemptInput,
@@ -116,6 +117,11 @@ class WebhookActivities:
     async def deliver_webhook(self, params: DeliveryAttemptInput) -> DeliveryAttemptResult:
         """POST the event once. Any HTTP answer or connection error is a result; a 410 disables
         the endpoint. Nothing is sent to a disabled or deleted endpoint."""
+        result = await self._deliver(params)
+        recording.webhook_delivery(recording.delivery_outcome(result))
+        return result
+
+    async def _deliver(self, params: DeliveryAttemptInput) -> DeliveryAttemptResult:
         target = await self._webhooks.delivery_target(params.endpoint_id)
         if target is None:
             return DeliveryAttemptResult(endpoint_state="deleted", error="endpoint deleted")

@@ -267,6 +267,38 @@ class TelemetrySettings(BaseModel):
         description="Share of new traces recorded; workflows and activities follow the request.",
     )
 
+    # --- metrics (common/telemetry/metrics.py) ---
+    metrics_enabled: bool = Field(
+        default=True,
+        description="Record Prometheus metrics (gateway /metrics, worker metrics port); false "
+        "makes /metrics answer 404 and the worker record nothing.",
+    )
+    worker_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the worker's metrics endpoint binds (0.0.0.0 in a container).",
+    )
+    worker_metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="Port of the worker's Prometheus endpoint (/metrics); 0 serves none.",
+    )
+    otlp_metrics_enabled: bool = Field(
+        default=False,
+        description="Also push metrics to {otlp_endpoint}/v1/metrics (OTLP/HTTP).",
+    )
+    otlp_metrics_interval_seconds: float = Field(
+        default=60.0, ge=1, le=3600, description="How often metrics are pushed over OTLP."
+    )
+
+    @model_validator(mode="after")
+    def _otlp_metrics_need_an_endpoint(self) -> TelemetrySettings:
+        if self.otlp_metrics_enabled and not self.otlp_endpoint:
+            raise ValueError(
+                "otlp_metrics_enabled needs otlp_endpoint (an OTLP/HTTP collector URL)"
+            )
+        return self
+
     @model_validator(mode="after")
     def _traces_need_an_endpoint(self) -> TelemetrySettings:
         if self.traces_enabled and not self.otlp_endpoint:

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 from temporalio.client import Client, Interceptor
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.runtime import Runtime
 from temporalio.service import RPCError
 
 from common.codec import build_data_converter
@@ -21,13 +22,15 @@ async def connect_temporal(
     crypto: CryptoSettings | None = None,
     lazy: bool = False,
     interceptors: Sequence[Interceptor] = (),
+    runtime: Runtime | None = None,
 ) -> Client:
     """Connect to Temporal with tenantflow's data converter (encrypting payloads when
     ``crypto.encrypt_payloads`` is on).
 
     ``lazy`` defers the first RPC until the client is used, so a gateway can start (and report
     itself not ready) while Temporal is still down. ``interceptors`` (tracing's, when on) apply to
-    the client's calls and to every worker built on the client.
+    the client's calls and to every worker built on the client. ``runtime``: the worker's, whose
+    metrics go to its metrics endpoint (``common.telemetry.metrics``); Temporal's default if None.
     """
     try:
         return await Client.connect(
@@ -40,6 +43,7 @@ async def connect_temporal(
             api_key=settings.api_key.get_secret_value() if settings.api_key else None,
             lazy=lazy,
             interceptors=interceptors,
+            runtime=runtime,
         )
     except (RuntimeError, RPCError) as exc:
         raise DependencyUnavailable(

@@ -20,6 +20,7 @@ from common.catalog.webhooks import WebhookRepository
 from common.codec import EncryptionCodec
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Profile, Settings, get_settings
+from common.telemetry.metrics import GatewayMetrics, MetricsRegistry
 from common.telemetry.tracing import start_tracing
 from common.temporal_client import connect_temporal
 from common.version import __version__
@@ -29,6 +30,8 @@ from gateway.auth.jwks import JwksCache
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.tokens import TokenValidator
 from gateway.errors import install_error_handlers
+from gateway.metrics import MetricsMiddleware
+from gateway.metrics import router as metrics_router
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
 from gateway.progress import ProgressCache
@@ -118,6 +121,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.settings = settings
+    # Per app, not global: a gateway and a worker in one process keep their numbers apart.
+    app.state.metrics = (
+        GatewayMetrics(MetricsRegistry(settings.telemetry, "tenantflow-gateway"))
+        if settings.telemetry.metrics_enabled
+        else None
+    )
     app.state.progress_cache = ProgressCache()
     app.state.payload_codec = (
         EncryptionCodec(key_ring) if settings.crypto.encrypt_payloads else None
@@ -125,6 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     install_openapi(app)
     app.include_router(health.router)
+    app.include_router(metrics_router)
     app.include_router(auth.router)
     app.include_router(databases.router)
     app.include_router(servers.router)
@@ -152,6 +162,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(AuditMiddleware)
+    if app.state.metrics is not None:
+        # Inside the request-context guard: a crash it turns into a 500 is counted as one.
+        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     # Added last, so it is the outermost layer: every response, even a crash, gets an id.
     app.add_middleware(
         RequestContextMiddleware,

@@ -12,7 +12,9 @@ from temporalio.worker import Worker
 from common.catalog import open_catalog
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
+from common.telemetry.metrics import WorkerMetrics
 from common.telemetry.tracing import start_tracing
+from common.telemetry.workflow_metrics import WorkflowMetricsInterceptor
 from common.temporal_client import connect_temporal
 from worker.registry import WORKFLOWS, build_activities
 from worker.schedules import ensure_alert_watch, ensure_health_schedule
@@ -38,6 +40,8 @@ async def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
+    # Its own Temporal runtime, whose metrics (the SDK's and tenantflow's) this worker serves.
+    metrics = WorkerMetrics(settings.telemetry)
     catalog = await open_catalog(settings.catalog)
     tracing = None
     try:
@@ -46,6 +50,7 @@ async def run_worker(
             settings.temporal,
             crypto=settings.crypto,
             interceptors=tracing.interceptors if tracing else (),
+            runtime=metrics.runtime,
         )
         worker = Worker(
             client,
@@ -62,6 +67,7 @@ async def run_worker(
                 alert_settings=settings.alerts,
             ),
             graceful_shutdown_timeout=timedelta(seconds=30),
+            interceptors=[WorkflowMetricsInterceptor()] if metrics.runtime else [],
         )
         log.info(
             "worker started",
@@ -73,7 +79,7 @@ async def run_worker(
         )
         await ensure_health_schedule(client, settings.health, settings.temporal.task_queue)
         await ensure_alert_watch(client, settings.alerts, settings.temporal.task_queue)
-        async with worker:
+        async with metrics.serving(), worker:
             await stop.wait()
             log.info("worker stopping: draining running activities")
         log.info("worker stopped")

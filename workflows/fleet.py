@@ -74,6 +74,15 @@ def outcome(result: TargetRunResult, repeatables: bool = False) -> TargetProgres
     )
 
 
+def pause_reason(paused_reason: str | None) -> str:
+    """The bounded ``reason`` label of a pause: budget, canary or operator."""
+    if paused_reason and paused_reason.startswith(BUDGET_PAUSE):
+        return "budget"
+    if paused_reason and paused_reason.startswith("canary"):
+        return "canary"
+    return "operator"
+
+
 @workflow.defn(name="MigrateFleetWorkflow")
 class MigrateFleetWorkflow:
     """See the module docstring."""
@@ -217,6 +226,10 @@ class MigrateFleetWorkflow:
         if self._pause_announced:
             return
         self._pause_announced = True
+        # Replay-safe (nothing recorded while replaying) and no command: histories unchanged.
+        workflow.metric_meter().create_counter(
+            "tenantflow_runs_paused", "Fleet runs paused, by reason."
+        ).add(1, {"reason": pause_reason(state.paused_reason)})
         if workflow.patched(EMIT_EVENTS_PATCH):
             self._pauses += 1
             # The Temporal run id keeps ids distinct across continue-as-new; replays repeat it.

@@ -30,6 +30,7 @@ PUBLIC_PATHS = frozenset(
     {
         "/health",
         "/health/ready",
+        "/metrics",
         "/api/v1/auth/token",
         "/api/v1/auth/device",
         "/api/v1/auth/logout",

@@ -33,6 +33,7 @@ from gateway.event_types import (
     register_event_type,
     validate_event_data,
 )
+from gateway.metrics import count_event
 from gateway.visibility import visibility_page
 from models.databases import DatabaseCreate
 from models.errors import ErrorResponse
@@ -170,6 +171,7 @@ async def receive_event(
     event = _parse(request, await request.body())
     identity = EventIdentity(id=event.get_id(), source=event.get_source(), type=event.get_type())
     starter = EVENT_STARTERS.get(identity.type)
+    count_event(request, identity.type if starter is not None else "unsupported")
     if starter is None:
         raise UnsupportedEvent(
             f"unsupported event type {identity.type[:100]!r}",

@@ -23,6 +23,7 @@ from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.tenants import TenantRepository
 from common.errors import InvalidInput, NotFound
 from common.settings import Settings
+from common.telemetry.workflow_metrics import MODE_MEMO
 from gateway.auth.deps import DatabasesRead, TenantsCredentials, TenantsProvision
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.event_types import event_start_options, register_event_type, validate_event_data
@@ -92,11 +93,13 @@ async def start_provisioning(
     temporal: Client, settings: Settings, tenant: Tenant, options: dict[str, Any] | None = None
 ) -> None:
     """Start the tenant's provisioning run; a run already started under its id is kept."""
-    start: dict[str, Any] = options or {
+    start: dict[str, Any] = dict(options or {}) or {
         "id": tenant.run_id,
         "id_conflict_policy": WorkflowIDConflictPolicy.USE_EXISTING,
         "id_reuse_policy": WorkflowIDReusePolicy.REJECT_DUPLICATE,
     }
+    # The run's input carries ids only; its metrics' mode label comes from the memo.
+    start["memo"] = {**start.get("memo", {}), MODE_MEMO: tenant.mode.value}
     # A run that already ran (and ended) under this id is not started again.
     with contextlib.suppress(WorkflowAlreadyStartedError):
         await temporal.start_workflow(

@@ -29,6 +29,7 @@ PUBLIC = "public"
 EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/health"): PUBLIC,
     ("GET", "/health/ready"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
     ("POST", "/api/v1/auth/token"): PUBLIC,
     ("POST", "/api/v1/auth/device"): PUBLIC,
     ("POST", "/api/v1/auth/logout"): PUBLIC,

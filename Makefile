@@ -5,7 +5,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: dev test lint format bench clean reset help
+.PHONY: dev test lint format bench clean reset help system-packages
+
+# Debian packages the tests drive for real: Prometheus (a scrape test; promtool checks the alert
+# rules) and Chromium with its WebDriver (the dashboard's browser test). Never skipped: `make test`
+# installs them when it runs as root and otherwise names them and stops.
+SYSTEM_PACKAGES := prometheus chromium chromium-driver
+SYSTEM_COMMANDS := prometheus promtool chromium chromedriver
 
 help:
 	@echo "make dev    start the embedded stack (PostgreSQL, Temporal + UI, worker, gateway)"
@@ -14,6 +20,7 @@ help:
 	@echo "make format apply ruff's fixes and formatting"
 	@echo "make bench  fleet benchmark: tenantflow vs plain asyncpg vs a sequential loop"
 	@echo "make reset  delete the dev stack's data (.tenantflow/)"
+	@echo "make system-packages  the Debian packages the tests need (installed when root)"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "tenantflow needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -34,7 +41,21 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: lint
+system-packages:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+		echo "missing:$$missing (the tests run them; nothing is skipped)."; \
+		echo "install them as root, then run make test again:"; \
+		echo "  sudo apt-get update && sudo apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES)"; \
+		exit 1; \
+	fi; \
+	echo "installing $(SYSTEM_PACKAGES) (missing:$$missing)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
+
+test: lint system-packages
 	rm -f .coverage .coverage.*
 	$(BIN)/coverage run -m pytest -m "not slow"
 	$(BIN)/coverage combine --quiet || true

@@ -10,17 +10,22 @@ is off, as its workers would land on whichever contender happens to be running):
 
 1. plain asyncpg at the same concurrency (the physical limit: PostgreSQL itself),
 2. a sequential per-target loop (what most teams run today),
-3. tenantflow end to end: API -> MigrateFleetWorkflow -> worker -> done.
+3. tenantflow end to end: API -> MigrateFleetWorkflow -> worker -> done, with its metrics on and
+   scraped every second (the worker's endpoint and the gateway's ``/metrics``),
+4. the same with telemetry off: a second worker and gateway on a task queue of their own
+   (``TENANTFLOW_TELEMETRY__METRICS_ENABLED=false``),
 
 and prints each time, the CPU seconds each process used meanwhile, the medians and their
-ratios, the worker's peak memory, the run's history size and, with ``--watchers``, the latency
-of ``GET /api/v1/migrations/{id}`` polled by that many clients during the tenantflow runs.
+ratios (``telemetry on / off``: 3. over 4., the cost of telemetry), the worker's peak memory,
+the run's history size and, with ``--watchers``, the latency of ``GET /api/v1/migrations/{id}``
+polled by that many clients during the tenantflow runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shutil
 import statistics
@@ -47,7 +52,9 @@ from models.migrations import Migration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "core"
-CONTENDERS = ("plain", "seq", "tf")
+CONTENDERS = ("plain", "seq", "tf", "tfoff")
+SCRAPE_SECONDS = 1.0
+TELEMETRY_ON, TELEMETRY_OFF = "tenantflow (telemetry on)", "tenantflow (telemetry off)"
 PROGRESS = "GET /api/v1/migrations/{id}"
 
 
@@ -164,6 +171,10 @@ class Usage:
 
 
 USAGE: Usage | None = None
+# Per timing label: CPU seconds of the services (PostgreSQL, Temporal, workers, gateways). On a
+# shared machine wall time swings with the neighbours' load; the CPU a run costs does not.
+SERVICE_CPU: dict[str, list[float]] = {}
+SERVICES = ("postgres", "temporal", "worker", "gateway", "worker off", "gateway off")
 
 
 async def timed(label: str, work: Callable[[], Awaitable[None]]) -> float:
@@ -173,7 +184,10 @@ async def timed(label: str, work: Callable[[], Awaitable[None]]) -> float:
     elapsed = time.perf_counter() - started
     print(f"{label:<34} {elapsed:8.2f} s", flush=True)
     if USAGE and before:
-        print(f"    CPU s: {Usage.report(before, USAGE.snapshot())}", flush=True)
+        after = USAGE.snapshot()
+        print(f"    CPU s: {Usage.report(before, after)}", flush=True)
+        used = sum(after[name] - before[name] for name in SERVICES if name in before)
+        SERVICE_CPU.setdefault(label, []).append(used)
     return elapsed
 
 
@@ -229,10 +243,12 @@ async def start_tenantflow(
     processes: dict[str, subprocess.Popen[bytes]],
     threads: list[Server],
     env: dict[str, str] | None = None,
+    suffix: str = "",
 ) -> tuple[str, dict[str, str]]:
     """tenantflow as in production: the dev issuer in a thread, worker and gateway in processes
     of their own (added to ``threads`` and ``processes`` as they start, for the caller to stop
-    whatever happens); ``env``: settings of the benchmark's own. Returns the gateway's URL, once
+    whatever happens, as ``worker{suffix}`` and ``gateway{suffix}``); ``env``: settings of the
+    benchmark's own. Returns the gateway's URL, once
     ready, and an admin's headers."""
     issuer_port, gateway_port = free_port(), free_port()
     issuer = DevIssuer(work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}")
@@ -255,11 +271,13 @@ async def start_tenantflow(
         }
     )
     for role in ("worker", "gateway"):
-        processes[role] = subprocess.Popen(  # noqa: ASYNC220 - started once, outside timings
+        processes[role + suffix] = subprocess.Popen(  # noqa: ASYNC220 - started once, untimed
             [sys.executable, "-m", "cli.main", role], env=env
         )
     base_url = f"http://127.0.0.1:{gateway_port}"
-    await asyncio.to_thread(wait_for_http, f"{base_url}/health/ready", processes["gateway"])
+    await asyncio.to_thread(
+        wait_for_http, f"{base_url}/health/ready", processes["gateway" + suffix]
+    )
     token = issuer.mint(subject="bench", roles=["infra-admin"])
     return base_url, {"Authorization": f"Bearer {token}"}
 
@@ -281,6 +299,12 @@ async def main(options: argparse.Namespace) -> None:
                 "temporal": lambda: temporal.process.pid if temporal.process else None,
                 "worker": lambda: processes["worker"].pid if "worker" in processes else None,
                 "gateway": lambda: processes["gateway"].pid if "gateway" in processes else None,
+                "worker off": lambda: (
+                    processes["worker-off"].pid if "worker-off" in processes else None
+                ),
+                "gateway off": lambda: (
+                    processes["gateway-off"].pid if "gateway-off" in processes else None
+                ),
             }
         )
         n, schemas, c = options.targets, options.schemas, options.concurrency
@@ -314,7 +338,22 @@ async def main(options: argparse.Namespace) -> None:
             for name in targets["seq"]:
                 await apply_plain(connect_args(pg, "seq", name, schemas), migrations)
 
-        base_url, headers = await start_tenantflow(pg, temporal, work_dir, processes, threads)
+        metrics_port = free_port()
+        on = {
+            "TENANTFLOW_TEMPORAL__TASK_QUEUE": "bench-telemetry-on",
+            "TENANTFLOW_TELEMETRY__METRICS_ENABLED": "true",
+            "TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT": str(metrics_port),
+        }
+        base_url, headers = await start_tenantflow(pg, temporal, work_dir, processes, threads, on)
+        off_url, off_headers = "", headers
+        if "tfoff" in chosen:
+            off = {
+                "TENANTFLOW_TEMPORAL__TASK_QUEUE": "bench-telemetry-off",
+                "TENANTFLOW_TELEMETRY__METRICS_ENABLED": "false",
+            }
+            off_url, off_headers = await start_tenantflow(
+                pg, temporal, work_dir / "off", processes, threads, off, suffix="-off"
+            )
         label = uuid.uuid4().hex[:8]
         # Per polled path: latencies. /health and /api/v1/auth/me, one client each, are the
         # baselines in the same process: what any request costs on this machine meanwhile.
@@ -329,15 +368,18 @@ async def main(options: argparse.Namespace) -> None:
                 "/api/v1/migration-sets", json={"name": "core", "files": files}
             )
             response.raise_for_status()
-            for name in targets["tf"]:
+            registered = [(name, "tf") for name in targets.get("tf", [])] + [
+                (name, "tfoff") for name in targets.get("tfoff", [])
+            ]
+            for name, prefix in registered:
                 body = {
                     "name": name.replace("_", "-"),
                     "host": "127.0.0.1",
                     "port": pg.port,
-                    "database": "tf" if schemas else name,
+                    "database": prefix if schemas else name,
                     "user": "postgres",
                     "password": pg.password,
-                    "labels": {"bench": label},
+                    "labels": {"bench": f"{label}-{prefix}"},
                 }
                 if schemas:
                     body["schema"] = name
@@ -365,12 +407,31 @@ async def main(options: argparse.Namespace) -> None:
                         sizes[:] = [answer.num_bytes_downloaded, len(answer.content)]
                     await asyncio.sleep(options.watch_interval)
 
+            async def scrape(stop: asyncio.Event) -> None:
+                """Prometheus' part: both endpoints read every SCRAPE_SECONDS (15 s is usual)."""
+                urls = [f"http://127.0.0.1:{metrics_port}/metrics", f"{base_url}/metrics"]
+                async with httpx.AsyncClient(timeout=30) as scraper:
+                    while not stop.is_set():
+                        for url in urls:
+                            (await scraper.get(url)).raise_for_status()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(stop.wait(), SCRAPE_SECONDS)
+
             async def tenantflow() -> None:
+                await fleet_run(api, "tf", scraped=True)
+
+            async def tenantflow_off() -> None:
+                async with httpx.AsyncClient(
+                    base_url=off_url, headers=off_headers, timeout=120
+                ) as off:
+                    await fleet_run(off, "tfoff", scraped=False)
+
+            async def fleet_run(api: httpx.AsyncClient, prefix: str, *, scraped: bool) -> None:
                 started = await api.post(
                     "/api/v1/migrations",
                     json={
                         "set": "core",
-                        "selector": {"labels": {"bench": label}},
+                        "selector": {"labels": {"bench": f"{label}-{prefix}"}},
                         "concurrency": c,
                         "batch_size": options.batch_size,
                     },
@@ -381,15 +442,19 @@ async def main(options: argparse.Namespace) -> None:
                 run_started[0] = time.perf_counter()
                 stop = asyncio.Event()
                 polled = [(run["status_url"], PROGRESS)] * options.watchers
-                if options.watchers:
+                if not scraped:
+                    polled = []
+                elif options.watchers:
                     polled += [
                         ("/health", "GET /health"),
                         ("/api/v1/auth/me", "GET /api/v1/auth/me"),
                     ]
                 watchers = [
                     asyncio.create_task(watch(client, url, stop, key))
-                    for client, (url, key) in zip(viewers, polled, strict=True)
+                    for client, (url, key) in zip(viewers, polled, strict=False)
                 ]
+                if scraped:
+                    watchers.append(asyncio.create_task(scrape(stop)))
                 # Watch it as a user would: the stream ends the moment the run does.
                 async with api.stream("GET", run["stream_url"]) as stream:
                     stream.raise_for_status()
@@ -405,7 +470,8 @@ async def main(options: argparse.Namespace) -> None:
             contenders: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
                 ("plain", "plain asyncpg (physical limit)", plain),
                 ("seq", "sequential loop", sequential),
-                ("tf", "tenantflow", tenantflow),
+                ("tf", TELEMETRY_ON, tenantflow),
+                ("tfoff", TELEMETRY_OFF, tenantflow_off),
             ]
             contenders = [c for c in contenders if c[0] in chosen]
             times: dict[str, list[float]] = {prefix: [] for prefix in CONTENDERS}
@@ -424,12 +490,24 @@ async def main(options: argparse.Namespace) -> None:
                 await viewer.aclose()
 
         medians = {prefix: statistics.median(times[prefix]) for prefix in chosen}
-        names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow"}
+        names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow", "tfoff": "off"}
         print("\nmedians: " + ", ".join(f"{names[k]} {v:.2f} s" for k, v in medians.items()))
         for a, b in (("tf", "plain"), ("seq", "plain"), ("tf", "seq")):
             if a in medians and b in medians:
                 label = f"{names[a]} / {names[b]}"
                 print(f"{label:<28} = {medians[a] / medians[b]:.2f}")
+        if "tf" in medians and "tfoff" in medians:
+            ratio = medians["tf"] / medians["tfoff"]
+            verdict = "within" if ratio <= 1.05 else "OVER"
+            print(f"{'telemetry on / off':<28} = {ratio:.3f} ({verdict} the 1.05 goal)")
+            on_cpu = SERVICE_CPU.get(TELEMETRY_ON, [])
+            off_cpu = SERVICE_CPU.get(TELEMETRY_OFF, [])
+            if on_cpu and off_cpu:
+                cpu_ratio = statistics.median(on_cpu) / statistics.median(off_cpu)
+                print(
+                    f"{'telemetry on / off, CPU':<28} = {cpu_ratio:.3f} (services' CPU seconds: "
+                    f"{statistics.median(on_cpu):.1f} / {statistics.median(off_cpu):.1f})"
+                )
         print(f"worker peak memory           = {peak_rss_mb(processes['worker'].pid):.0f} MB")
         client = await Client.connect(temporal.address)
         for run_id in run_ids[-1:]:
@@ -491,7 +569,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         "--watchers", type=int, default=0, help="clients polling the run's progress meanwhile"
     )
     parser.add_argument(
-        "--contenders", default="plain,seq,tf", help="which to time, e.g. tf for a scale run"
+        "--contenders",
+        default="plain,seq,tf,tfoff",
+        help="which to time, e.g. tf for a scale run, tf,tfoff for the cost of telemetry",
     )
     parser.add_argument("--watch-interval", type=float, default=0.1, help="each watcher's pause")
     return parser.parse_args(argv)

@@ -232,7 +232,8 @@ def _attributes(raw: Mapping[str, Any]) -> dict[str, str | bool | int | float]:
 class WorkerMetrics:
     """The worker's Temporal runtime (metrics buffered in seconds), bridge, endpoint and drain.
 
-    With metrics off the worker keeps Temporal's default runtime and records nothing.
+    With metrics off, or with nothing to read them (no port and no OTLP push), the worker keeps
+    Temporal's default runtime and records nothing: no cost for numbers nobody reads.
     """
 
     def __init__(self, settings: TelemetrySettings) -> None:
@@ -241,7 +242,9 @@ class WorkerMetrics:
         self.registry: MetricsRegistry | None = None
         self.bridge: TemporalMetricsBridge | None = None
         self.port: int | None = None
-        if not settings.metrics_enabled:
+        if not settings.metrics_enabled or not (
+            settings.worker_metrics_port or settings.otlp_metrics_enabled
+        ):
             return
         buffer = MetricBuffer(BUFFER_SIZE, MetricBufferDurationFormat.SECONDS)
         self.bridge = TemporalMetricsBridge(buffer)

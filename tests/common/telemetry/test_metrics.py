@@ -84,9 +84,12 @@ def test_bridge_forwards_temporal_runtime_metrics_in_seconds() -> None:
     assert bridge.drain() == 0
 
 
-def test_metrics_off_keeps_temporals_default_runtime() -> None:
-    metrics = WorkerMetrics(TelemetrySettings(metrics_enabled=False))
-    assert metrics.runtime is None and metrics.registry is None
+def test_metrics_off_or_unread_keep_temporals_default_runtime() -> None:
+    off = WorkerMetrics(TelemetrySettings(metrics_enabled=False, worker_metrics_port=9464))
+    assert off.runtime is None and off.registry is None
+    # No port and no OTLP push: nobody would read them, so nothing is recorded.
+    unread = WorkerMetrics(TelemetrySettings(worker_metrics_port=0))
+    assert unread.runtime is None and unread.registry is None
 
 
 async def test_worker_endpoint_serves_the_runtime_metrics() -> None:

@@ -71,6 +71,11 @@ class TemporalSettings(BaseModel):
     tls: bool = False
     api_key: SecretStr | None = Field(default=None, description="Temporal Cloud API key.")
     rpc_timeout_seconds: float = Field(default=3.0, gt=0, le=60)
+    ui_url: str | None = Field(
+        default=None,
+        description="The Temporal Web UI's base URL, for the dashboard's links to run histories; "
+        "in development it defaults to the dev server's UI.",
+    )
 
 
 class GatewaySettings(BaseModel):
@@ -332,6 +337,10 @@ class AuthSettings(BaseModel):
     audience: str = Field(default="tenantflow-api", description="Expected in aud or azp.")
     client_id: str = Field(default="tenantflow-api", description="Client for the token proxy.")
     client_secret: SecretStr | None = Field(default=None, description="That client's secret.")
+    ui_client_id: str = Field(
+        default="tenantflow-ui",
+        description="Public client the dashboard signs in with (authorization code with PKCE).",
+    )
     jwks_url: str | None = Field(
         default=None, description="Defaults to {issuer_url}/protocol/openid-connect/certs."
     )

@@ -51,6 +51,7 @@ from gateway.routers import (
     target_health,
     target_runs,
     tenants,
+    ui,
     webhooks,
 )
 
@@ -151,6 +152,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(codec.router)
     app.include_router(monitoring.router)
     monitoring.install_monitoring(app, settings)
+    ui.mount(app, settings)
     if settings.gateway.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -145,7 +145,10 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers: list[Any] = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER.encode(), request_id.encode()))
-                headers.extend(_security_headers(path, self.https))
+                # A response that brings its own policy (the dashboard's CSP) keeps it.
+                present = {name.lower() for name, _ in headers}
+                added = _security_headers(path, self.https)
+                headers.extend(h for h in added if h[0] not in present)
                 message["headers"] = headers
             await send(message)
 

@@ -175,6 +175,16 @@ class FleetProgress(BaseModel):
     eta_seconds: float | None
 
 
+class FleetProgressPage(FleetProgress):
+    """``GET /api/v1/migrations/{id}?limit=``: the progress with one page of its targets, in id
+    order, and their names; pass ``next_cursor`` back as ``cursor`` for the next page."""
+
+    next_cursor: str | None = None
+    target_names: dict[str, str] = Field(
+        default_factory=dict, description="Names of this page's targets, by id."
+    )
+
+
 class FleetRunResult(BaseModel):
     """How a fleet run ended."""
 

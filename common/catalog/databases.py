@@ -154,6 +154,13 @@ class DatabaseRepository:
         next_cursor = encode_cursor(items[-1].name) if len(rows) > limit else None
         return DatabasePage(items=items, next_cursor=next_cursor)
 
+    async def names(self, database_ids: Sequence[uuid.UUID]) -> dict[str, str]:
+        """Names of the given targets by id (unknown ids are left out)."""
+        rows = await self.pool.fetch(
+            "SELECT id, name FROM databases WHERE id = ANY($1::uuid[])", list(database_ids)
+        )
+        return {str(row["id"]): row["name"] for row in rows}
+
     async def count(self, *, labels: dict[str, str] | None = None) -> int:
         """How many targets carry every label in ``labels`` (all of them without)."""
         found: int = await self.pool.fetchval(

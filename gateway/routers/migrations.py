@@ -30,7 +30,7 @@ from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from gateway.deps import SettingsDep, TemporalDep
-from gateway.progress import ProgressCache
+from gateway.progress import ProgressCache, Snapshot
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
 from gateway.visibility import visibility_page
@@ -39,6 +39,7 @@ from models.fleet import (
     DynamicMigrationRequest,
     FleetCounts,
     FleetProgress,
+    FleetProgressPage,
     FleetRunAccepted,
     FleetRunInput,
     FleetRunKind,
@@ -79,6 +80,8 @@ class TargetsView(StrEnum):
 
 
 QUERY_TIMEOUT_SECONDS = 10.0
+# The most targets one page of a run's progress carries (?limit=).
+MAX_TARGETS_PAGE = 1000
 # Every target's state rides in the run (about 100 bytes each) and in continue-as-new, whose
 # payload Temporal refuses above 2 MB (docs/architecture.md, "Scale limit").
 MAX_TARGETS_PER_RUN = 15_000
@@ -387,15 +390,27 @@ async def get_run(
         TargetsView,
         Query(description="Which per-target entries to include: all (default), none, or a state."),
     ] = TargetsView.ALL,
+    limit: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_TARGETS_PAGE, description="Page the targets (with their names)."),
+    ] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=64, description="next_cursor of the previous page.")
+    ] = None,
 ) -> Response:
     """Counts per state, every target's state with versions and error, rate and ETA.
 
     Served from a snapshot shared by every viewer of the run (at most about a second old while
     the run is watched), so the answer never waits for the worker; gzipped when the client
     accepts it. ``targets=none`` leaves the per-target map out (a light poll for big runs);
-    ``targets=failed`` (or any state) keeps only those targets."""
+    ``targets=failed`` (or any state) keeps only those targets. With ``limit``, one page of
+    the (filtered) targets in id order with their names and a ``next_cursor``: how a dashboard
+    shows a run of 100,000 targets."""
     del principal
     snapshot = await cache.get(run_id, _fetcher(_run_handle(temporal, run_id), run_id))
+    if limit is not None:
+        page = await _targets_page(request, snapshot.progress, targets, limit, cursor)
+        return Response(content=page.model_dump_json(), media_type="application/json")
     if targets is TargetsView.NONE:
         return Response(content=snapshot.summary, media_type="application/json")
     if targets is not TargetsView.ALL:
@@ -412,33 +427,71 @@ async def get_run(
     return Response(content=snapshot.body, media_type="application/json")
 
 
+async def _targets_page(
+    request: Request, progress: FleetProgress, view: TargetsView, limit: int, cursor: str | None
+) -> FleetProgressPage:
+    """One page of ``progress``'s targets (of one state, unless ``view`` is all or none)."""
+    base = {name: getattr(progress, name) for name in FleetProgress.model_fields}
+    if view is TargetsView.NONE:
+        return FleetProgressPage(**base | {"targets": {}})
+    wanted = None if view is TargetsView.ALL else TargetState(view.value)
+    ids = sorted(
+        key
+        for key, target in progress.targets.items()
+        if (wanted is None or target.state is wanted) and (cursor is None or key > cursor)
+    )
+    chosen = ids[:limit]
+    databases: DatabaseRepository = request.app.state.databases
+    names = await databases.names([uuid.UUID(key) for key in chosen])
+    return FleetProgressPage(
+        **base
+        | {
+            "targets": {key: progress.targets[key] for key in chosen},
+            "next_cursor": chosen[-1] if len(ids) > limit else None,
+            "target_names": names,
+        }
+    )
+
+
 @router.get("/{run_id}/stream", summary="Progress as Server-Sent Events until the run ends")
 async def stream_run(
-    run_id: str, principal: MigrationsRead, temporal: TemporalDep, cache: CacheDep
+    run_id: str,
+    principal: MigrationsRead,
+    temporal: TemporalDep,
+    cache: CacheDep,
+    targets: Annotated[
+        str,
+        Query(pattern="^(all|none)$", description="none: counts only, no per-target map."),
+    ] = "all",
 ) -> EventSourceResponse:
     """``event: progress`` with the progress JSON every second, and at once when the run ends;
-    then ``event: end``."""
+    then ``event: end``. ``targets=none`` streams the light summary (what a dashboard watching
+    a run of 100,000 targets wants)."""
     del principal
+    light = targets == "none"
     handle = _run_handle(temporal, run_id)
     fetch = _fetcher(handle, run_id)
     first = await cache.get(run_id, fetch)  # 404 before the stream starts
+
+    def data(snapshot: Snapshot) -> str:
+        return (snapshot.summary if light else snapshot.body).decode()
 
     async def events() -> AsyncIterator[dict[str, str]]:
         snapshot = first
         ended = asyncio.create_task(_ended(handle))
         try:
             while not snapshot.final:
-                yield {"event": "progress", "data": snapshot.body.decode()}
+                yield {"event": "progress", "data": data(snapshot)}
                 done, _ = await asyncio.wait({ended}, timeout=STREAM_INTERVAL_SECONDS)
                 # When the run has just closed: its final state, not a cached one from before.
                 snapshot = await cache.get(run_id, fetch, fresh=bool(done))
                 if done and not snapshot.final:
                     # Terminated (or failed) from outside: it never reached a final state.
-                    yield {"event": "progress", "data": snapshot.body.decode()}
+                    yield {"event": "progress", "data": data(snapshot)}
                     status = ended.result()
                     yield {"event": "end", "data": json.dumps({"status": status})}
                     return
-            yield {"event": "progress", "data": snapshot.body.decode()}
+            yield {"event": "progress", "data": data(snapshot)}
             yield {"event": "end", "data": json.dumps({"status": snapshot.progress.status})}
         finally:
             ended.cancel()

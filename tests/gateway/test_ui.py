@@ -111,3 +111,16 @@ def test_the_script_never_puts_the_token_in_a_url_or_renders_html() -> None:
     assert "new EventSource" not in script
     assert "sessionStorage" in script and "localStorage" not in script
     assert "access_token=" not in script and "token=" not in script
+
+
+def test_the_realm_has_a_public_pkce_client_for_the_dashboard() -> None:
+    realm = json.loads((ROOT / "deploy" / "keycloak" / "tenantflow-realm.json").read_text())
+    [client] = [c for c in realm["clients"] if c["clientId"] == SETTINGS.auth.ui_client_id]
+    assert client["publicClient"] is True and "secret" not in client
+    assert client["standardFlowEnabled"] is True
+    assert client["implicitFlowEnabled"] is False
+    assert client["directAccessGrantsEnabled"] is False
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert all(uri.endswith("/ui/") for uri in client["redirectUris"])
+    [audience] = client["protocolMappers"]
+    assert audience["config"]["included.client.audience"] == SETTINGS.auth.audience

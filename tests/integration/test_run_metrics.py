@@ -9,6 +9,7 @@ import re
 import uuid
 
 import httpx
+from temporalio.client import Client
 
 from cli.stack import EmbeddedPostgres
 from common.settings import Settings
@@ -145,3 +146,34 @@ async def test_provisioning_is_counted_by_mode_and_outcome(
     assert _value(text, "tenantflow_targets_migrated_total", {"set": set_name}) == 1
     assert _value(text, "tenantflow_versions_applied_total", {"set": set_name}) == 1
     assert tenant_id not in text
+
+
+async def test_a_sweep_sets_the_health_gauge(
+    stack: tuple[Settings, int],
+    gateway_port: int,
+    make_target: TargetFactory,
+    tokens: Tokens,
+    temporal_client: Client,
+) -> None:
+    operator = tokens.headers("infra-operator")
+    label = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway_port}", timeout=60) as http:
+        good = (await make_target()).create_body(
+            name=f"h-{uuid.uuid4().hex[:8]}", labels={"sweep": label}
+        )
+        created = await http.post("/api/v1/databases", json=good, headers=operator)
+        assert created.status_code == 201, created.text
+        wrong = (await make_target()).create_body(name=f"h-{uuid.uuid4().hex[:8]}")
+        wrong.update(password="not-the-password", labels={"sweep": label})
+        created = await http.post("/api/v1/databases", json=wrong, headers=operator)
+        assert created.status_code == 201, created.text
+        started = await http.post(
+            "/api/v1/health/sweep", params={"label": f"sweep={label}"}, headers=operator
+        )
+        assert started.status_code == 202, started.text
+        await temporal_client.get_workflow_handle(started.json()["workflow_id"]).result()
+        text = (await http.get(f"http://127.0.0.1:{stack[1]}/metrics")).text
+    assert _value(text, "tenantflow_health_targets", {"state": "reachable"}) == 1
+    assert _value(text, "tenantflow_health_targets", {"state": "unreachable"}) == 1
+    assert _value(text, "tenantflow_health_targets", {"state": "drifted"}) == 0
+    assert 'state="behind"' in text

@@ -7,6 +7,7 @@ URLs and runs until Ctrl-C or SIGTERM. Stopping stops every process it started.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -27,6 +28,16 @@ from cli.stack import (
 from common.errors import DependencyUnavailable
 from common.settings import Settings
 
+# The worker's Prometheus endpoint in the dev stack, unless
+# TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT names one (its default, 0, serves none; compose uses
+# the same port).
+DEV_WORKER_METRICS_PORT = 9464
+
+
+def worker_metrics_port(settings: Settings) -> int:
+    """The port the dev stack's worker serves ``/metrics`` on."""
+    return settings.telemetry.worker_metrics_port or DEV_WORKER_METRICS_PORT
+
 
 def _child_env(
     settings: Settings, catalog_dsn: str, temporal_address: str, issuer: DevIssuer
@@ -45,6 +56,12 @@ def _child_env(
             "TENANTFLOW_GATEWAY__PORT": str(settings.gateway.port),
         }
     )
+    env["TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT"] = str(worker_metrics_port(settings))
+    if not settings.alerts.gateway_metrics_urls:
+        # The alert watcher reads the gateway's request metrics (alert.gateway_*).
+        env["TENANTFLOW_ALERTS__GATEWAY_METRICS_URLS"] = json.dumps(
+            [f"{settings.gateway.base_url()}/metrics"]
+        )
     env.setdefault("TENANTFLOW_LOG__FORMAT", "console")
     return env
 
@@ -82,6 +99,10 @@ def run_dev_stack(settings: Settings) -> int:
             "Temporal Web UI": (dev.temporal_ui_port, "TENANTFLOW_DEV__TEMPORAL_UI_PORT"),
             "dev issuer": (dev.issuer_port, "TENANTFLOW_DEV__ISSUER_PORT"),
             "gateway": (settings.gateway.port, "TENANTFLOW_GATEWAY__PORT"),
+            "worker metrics": (
+                worker_metrics_port(settings),
+                "TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT",
+            ),
         }
     )
     stop = threading.Event()
@@ -125,6 +146,10 @@ def run_dev_stack(settings: Settings) -> int:
         typer.secho(f"\ntenantflow is up in {elapsed:.1f} s", fg="green", bold=True)
         typer.echo(f"  API docs     {base}/docs")
         typer.echo(f"  API          {base}/api/v1")
+        typer.echo(f"  dashboard    {base}/ui")
+        typer.echo(f"  metrics      {base}/metrics (gateway)")
+        worker_metrics = f"http://127.0.0.1:{worker_metrics_port(settings)}/metrics"
+        typer.echo(f"  metrics      {worker_metrics} (worker)")
         typer.echo(f"  Temporal UI  {temporal.ui_url}")
         typer.echo(f"  Temporal     {temporal.address} (namespace {settings.temporal.namespace})")
         typer.echo(f"  PostgreSQL   127.0.0.1:{dev.postgres_port}, catalog database 'tenantflow'")

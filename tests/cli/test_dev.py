@@ -35,6 +35,7 @@ class DevStack:
             "TENANTFLOW_DEV__TEMPORAL_UI_PORT": free_port(),
             "TENANTFLOW_DEV__ISSUER_PORT": free_port(),
             "TENANTFLOW_GATEWAY__PORT": free_port(),
+            "TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT": free_port(),
         }
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
@@ -120,6 +121,15 @@ def test_dev_stack_serves_stops_cleanly_and_reuses_its_data(service_dir: Path) -
         assert f"{stack.base}/docs" in output
         ui_port = stack.ports["TENANTFLOW_DEV__TEMPORAL_UI_PORT"]
         assert f"http://127.0.0.1:{ui_port}" in output
+        # Observability: the dashboard, and both Prometheus endpoints, which answer.
+        worker_metrics = (
+            f"http://127.0.0.1:{stack.ports['TENANTFLOW_TELEMETRY__WORKER_METRICS_PORT']}/metrics"
+        )
+        assert f"dashboard    {stack.base}/ui" in output
+        assert f"metrics      {stack.base}/metrics (gateway)" in output
+        assert f"metrics      {worker_metrics} (worker)" in output
+        assert httpx.get(f"{stack.base}/metrics").status_code == 200
+        assert httpx.get(worker_metrics, timeout=10).status_code == 200
 
         assert httpx.get(f"{stack.base}/health").status_code == 200
         assert httpx.get(f"{stack.base}/health/ready").status_code == 200

@@ -35,6 +35,15 @@ function main() {
   return document.getElementById("main");
 }
 
+// Each route change starts a new view; a page still loading for an older view must not draw
+// over the newer one (its requests finish later), nor start streams for it.
+let generation = 0;
+
+function current() {
+  const mine = generation;
+  return () => mine === generation;
+}
+
 function render(...nodes) {
   main().replaceChildren(...nodes);
 }
@@ -366,6 +375,7 @@ async function versionsBySet() {
 }
 
 async function overviewPage() {
+  const fresh = current();
   render(el("h1", {}, "Fleet"), el("p", { class: "muted" }, "Loading…"));
   const [running, paused, recent] = await Promise.all([
     api("/api/v1/migrations?status=running&page_size=10"),
@@ -378,6 +388,7 @@ async function overviewPage() {
     health("unreachable"), health("drifted"), health("behind"),
     versionsBySet().catch(() => []),
   ]);
+  if (!fresh()) return;
   const active = [...running.items, ...paused.items];
   render(
     el("h1", {}, "Fleet"),
@@ -403,7 +414,9 @@ async function control(runId, action) {
 
 async function runPage(runId) {
   const base = `/api/v1/migrations/${encodeURIComponent(runId)}`;
+  const fresh = current();
   const first = await api(`${base}?targets=none`);
+  if (!fresh()) return;
   const message = el("div");
   const status = el("span", { id: "run-status" });
   const stats = el("div", { class: "stats" });
@@ -472,11 +485,16 @@ async function runPage(runId) {
     body.replaceChildren(...shown.map((row) => row.node));
   }
 
+  let loads = 0;
+
   async function loadPage() {
     const cursor = cursors[cursors.length - 1];
     const query = new URLSearchParams({ targets: stateFilter.value, limit: String(PAGE_SIZE) });
     if (cursor) query.set("cursor", cursor);
+    // Only the newest request draws: an older page (another filter) may answer later.
+    const mine = ++loads;
     const page = await api(`${base}?${query}`);
+    if (mine !== loads || !fresh()) return;
     showProgress(page);
     nextCursor = page.next_cursor;
     rows = Object.entries(page.targets).map(([id, t]) => {
@@ -519,6 +537,7 @@ async function runPage(runId) {
         body)));
   showProgress(first);
   await loadPage();
+  if (!fresh()) return;
 
   // Live numbers over SSE (counts only); the table follows at most every few seconds.
   let tableAt = Date.now();
@@ -537,7 +556,9 @@ async function runPage(runId) {
 // ---- a tenant --------------------------------------------------------------------------------
 
 async function tenantsPage() {
+  const fresh = current();
   const page = await api("/api/v1/tenants?limit=100");
+  if (!fresh()) return;
   const input = el("input", { id: "tenant-id", placeholder: "tenant id" });
   render(
     el("h1", {}, "Tenants"),
@@ -558,11 +579,13 @@ async function tenantsPage() {
 }
 
 async function tenantPage(tenantId) {
+  const fresh = current();
   const tenant = await api(`/api/v1/tenants/${encodeURIComponent(tenantId)}`);
   let health = null;
   if (tenant.database_id) {
     health = await api(`/api/v1/databases/${tenant.database_id}/health`).catch(() => null);
   }
+  if (!fresh()) return;
   const fields = [["Status", stateBadge(tenant.status)], ["Mode", tenant.mode],
     ["Server", tenant.server || ""], ["Database", tenant.database],
     ["Schema", tenant.schema_name || ""], ["Role", tenant.role],
@@ -583,7 +606,9 @@ async function tenantPage(tenantId) {
 // ---- routing ---------------------------------------------------------------------------------
 
 async function route() {
+  generation += 1;
   stopLive();
+  const fresh = current();
   const hash = location.hash || "#/";
   if (!sessionStorage.getItem(TOKEN_KEY) || hash.startsWith("#/signin")) {
     signInPage();
@@ -600,7 +625,7 @@ async function route() {
     else if (parts[0] === "tenants") await tenantsPage();
     else await overviewPage();
   } catch (err) {
-    if (err.status !== 401) render(notice(err.message));
+    if (err.status !== 401 && fresh()) render(notice(err.message));
   }
 }
 

@@ -35,6 +35,7 @@ from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from gateway.app import create_app
+from gateway.routers.migrations import FleetHandle
 from models.databases import DatabaseCreate
 from models.fleet import FleetProgress, FleetStatus
 from tests.activities.test_migrations import migration
@@ -71,7 +72,7 @@ def browser_binaries() -> tuple[str, str]:
 
 
 @pytest.fixture
-def browser() -> Iterator[WebDriver]:
+def browser() -> Iterator[webdriver.Chrome]:
     """Headless Chromium through chromedriver: no downloads, no Selenium Manager."""
     chromium, chromedriver = browser_binaries()
     options = webdriver.ChromeOptions()
@@ -88,6 +89,8 @@ def browser() -> Iterator[WebDriver]:
         "--window-size=1400,1000",
     ):
         options.add_argument(flag)
+    # The console, to prove the page ran without errors (a CSP refusal would land there).
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=chromedriver), options=options)
     driver.set_page_load_timeout(30)
     yield driver
@@ -186,7 +189,9 @@ async def until_progress(
     client: Client, run_id: str, condition: Callable[[FleetProgress], bool]
 ) -> FleetProgress:
     """The run's own ``progress`` query, polled until ``condition`` holds."""
-    handle = client.get_workflow_handle_for(MigrateFleetWorkflow.run, f"migrate-fleet-{run_id}")
+    handle: FleetHandle = client.get_workflow_handle_for(
+        MigrateFleetWorkflow.run, f"migrate-fleet-{run_id}"
+    )
     state = None
     for _ in range(int(WAIT / 0.1)):
         state = await handle.query(MigrateFleetWorkflow.progress)
@@ -226,7 +231,7 @@ def open_run(driver: WebDriver, url: str, run_id: str) -> None:
 
 
 async def test_dashboard_in_a_real_browser(
-    browser: WebDriver,
+    browser: webdriver.Chrome,
     gateway_url: str,
     fleet: Fleet,
     catalog_pool: asyncpg.Pool,
@@ -408,5 +413,7 @@ async def test_dashboard_in_a_real_browser(
         wait_for, browser, lambda d: "Read-only" in d.find_element(By.ID, "main").text, "read-only"
     )
     assert await page(lambda: browser.find_elements(By.ID, "btn-pause")) == []
+    console = await page(browser.get_log, "browser")
+    assert [entry["message"] for entry in console if entry["level"] == "SEVERE"] == []
     for shot in (overview, run_paused, failed_shot):
         assert shot.stat().st_size > 0

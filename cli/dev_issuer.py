@@ -2,10 +2,12 @@
 
 It serves, under ``/realms/{realm}``: the discovery document, the JWKS
 (``/protocol/openid-connect/certs``), the token endpoint (``/protocol/openid-connect/token``:
-client-credentials, password, refresh-token and device-code grants), the device authorization
-endpoint (``/protocol/openid-connect/auth/device``) with its verification page (``/device``) and
-the logout endpoint (``/protocol/openid-connect/logout``), and signs RS256 tokens carrying
-``realm_access`` and ``resource_access`` like Keycloak's. The gateway validates them with exactly
+client-credentials, password, refresh-token, device-code and authorization-code grants), the
+authorization endpoint (``/protocol/openid-connect/auth``: a login page for the dashboard's
+code flow with PKCE), the device authorization endpoint (``/protocol/openid-connect/auth/device``)
+with its verification page (``/device``) and the logout endpoint
+(``/protocol/openid-connect/logout``), and signs RS256 tokens carrying ``realm_access`` and
+``resource_access`` like Keycloak's. The gateway validates them with exactly
 the production code. Keys, clients, users and login sessions live in ``.tenantflow/issuer/``
 (files mode 0600; a session keeps only a hash of its refresh tokens). Key ids start with
 ``tenantflow-dev-``, which the production profile refuses.
@@ -21,14 +23,16 @@ import time
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from fastapi import FastAPI, Form, HTTPException
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from cli.dev_logins import DeviceLogins, Sessions, oauth_error, write_private
+from cli.dev_logins import AuthorizationCodes, DeviceLogins, Sessions, oauth_error, write_private
 from common.settings import DEV_KEY_ID_PREFIX, DEV_REALM
 
 DEV_USERS = {
@@ -38,6 +42,9 @@ DEV_USERS = {
 }
 API_CLIENT = "tenantflow-api"
 CLI_CLIENT = "tenantflow-cli"
+# The dashboard's public client: authorization code with PKCE, like the realm's tenantflow-ui.
+UI_CLIENT = "tenantflow-ui"
+PUBLIC_CLIENTS = (CLI_CLIENT, UI_CLIENT)
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ACCESS_TOKEN_SECONDS = 3600
 
@@ -67,6 +74,7 @@ class DevIssuer:
             write_private(self._secrets_path, json.dumps(generated, indent=2).encode())
         self._sessions = Sessions(data_dir / "sessions.json")
         self._devices = DeviceLogins()
+        self._codes = AuthorizationCodes()
 
     # -- keys -------------------------------------------------------------------------------
     def rotate(self) -> str:
@@ -159,7 +167,7 @@ class DevIssuer:
         if client_id in clients:
             if not secrets.compare_digest(form.get("client_secret", ""), clients[client_id]):
                 raise oauth_error(401, "unauthorized_client", "Invalid client credentials")
-        elif client_id != CLI_CLIENT:
+        elif client_id not in PUBLIC_CLIENTS:
             raise oauth_error(401, "invalid_client", "Invalid client or client credentials")
         return client_id
 
@@ -195,6 +203,14 @@ class DevIssuer:
             return self._log_in(
                 self._devices.redeem(form.get("device_code", ""), client_id), client_id
             )
+        if grant_type == "authorization_code" and client_id == UI_CLIENT:
+            username = self._codes.redeem(
+                form.get("code", ""),
+                client_id,
+                form.get("redirect_uri", ""),
+                form.get("code_verifier", ""),
+            )
+            return self._log_in(username, client_id)
         raise oauth_error(400, "unsupported_grant_type", "Unsupported grant_type")
 
     def _log_in(self, username: str, client_id: str, sid: str | None = None) -> dict[str, Any]:
@@ -210,6 +226,31 @@ class DevIssuer:
         )
         refresh = self._sessions.issue(sid, username, client_id)
         return _issued(token, refresh, self._sessions.idle_seconds)
+
+    # -- authorization code with PKCE (the dashboard's sign-in) --------------------------------
+    def check_authorization_request(self, query: dict[str, str]) -> None:
+        """Refuse, before showing a login form, what Keycloak would refuse: another client, a
+        redirect URI off this machine, or no S256 challenge."""
+        if query.get("client_id") != UI_CLIENT:
+            raise oauth_error(400, "invalid_client", "Client not allowed the code flow")
+        if query.get("response_type") != "code":
+            raise oauth_error(400, "unsupported_response_type", "Only response_type=code")
+        redirect = urlsplit(query.get("redirect_uri", ""))
+        if redirect.scheme not in ("http", "https") or redirect.hostname not in LOOPBACK:
+            raise oauth_error(400, "invalid_request", "Invalid parameter: redirect_uri")
+        if query.get("code_challenge_method") != "S256" or not query.get("code_challenge"):
+            raise oauth_error(400, "invalid_request", "Missing parameter: code_challenge (S256)")
+
+    def authorize(self, query: dict[str, str], username: str, password: str) -> str:
+        """The user signed in on the login page: where to send the browser, with the code."""
+        self.check_authorization_request(query)
+        self._check_user(username, password)
+        code = self._codes.issue(
+            UI_CLIENT, query["redirect_uri"], query["code_challenge"], username
+        )
+        answer = urlencode({"code": code, "state": query.get("state", "")})
+        separator = "&" if "?" in query["redirect_uri"] else "?"
+        return f"{query['redirect_uri']}{separator}{answer}"
 
     # -- device authorization (RFC 8628) and logout --------------------------------------------
     def authorize_device(self, form: dict[str, str]) -> dict[str, Any]:
@@ -273,6 +314,7 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
             "issuer": issuer.issuer_url,
             "jwks_uri": f"{oidc}/certs",
             "token_endpoint": f"{oidc}/token",
+            "authorization_endpoint": f"{oidc}/auth",
             "device_authorization_endpoint": f"{oidc}/auth/device",
             "end_session_endpoint": f"{oidc}/logout",
             "grant_types_supported": [
@@ -280,7 +322,9 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
                 "password",
                 "refresh_token",
                 DEVICE_CODE_GRANT,
+                "authorization_code",
             ],
+            "code_challenge_methods_supported": ["S256"],
             "id_token_signing_alg_values_supported": ["RS256"],
         }
 
@@ -297,6 +341,9 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
         password: Annotated[str, Form()] = "",
         refresh_token: Annotated[str, Form()] = "",
         device_code: Annotated[str, Form()] = "",
+        code: Annotated[str, Form()] = "",
+        redirect_uri: Annotated[str, Form()] = "",
+        code_verifier: Annotated[str, Form()] = "",
     ) -> dict[str, Any]:
         return issuer.grant(
             {
@@ -307,8 +354,33 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
                 "password": password,
                 "refresh_token": refresh_token,
                 "device_code": device_code,
+                "code": code,
+                "redirect_uri": redirect_uri,
+                "code_verifier": code_verifier,
             }
         )
+
+    @app.get(f"{oidc_path}/auth", response_class=HTMLResponse)
+    async def login_page(request: Request) -> HTMLResponse:
+        query = {k: v[:512] for k, v in request.query_params.items() if k in _AUTH_PARAMS}
+        issuer.check_authorization_request(query)
+        return HTMLResponse(_login_page(realm, query))
+
+    @app.post(f"{oidc_path}/auth", response_model=None)
+    async def log_in(
+        request: Request,
+        username: Annotated[str, Form(max_length=255)],
+        password: Annotated[str, Form(max_length=1024)],
+    ) -> HTMLResponse | RedirectResponse:
+        form = await request.form()
+        query = {k: str(form.get(k, ""))[:512] for k in _AUTH_PARAMS}
+        try:
+            location = issuer.authorize(query, username, password)
+        except HTTPException as exc:
+            detail: dict[str, str] = exc.detail  # type: ignore[assignment]
+            message = detail["error_description"]
+            return HTMLResponse(_login_page(realm, query, message), status_code=exc.status_code)
+        return RedirectResponse(location, status_code=302)
 
     @app.post(f"{oidc_path}/auth/device")
     async def device_authorization(
@@ -344,7 +416,52 @@ def create_issuer_app(issuer: DevIssuer, realm: str) -> FastAPI:
             return HTMLResponse(f"<p>{message}</p>", status_code=exc.status_code)
         return HTMLResponse("<p>Device approved: return to your terminal.</p>")
 
+    # The dashboard exchanges its code from the browser: Keycloak answers such calls with the
+    # client's web origins; here, any page on this machine.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origin_regex=r"https?://(127\.0\.0\.1|localhost)(:\d+)?",
+        allow_methods=["POST"],
+        allow_headers=["Content-Type"],
+    )
     return app
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_AUTH_PARAMS = (
+    "client_id",
+    "response_type",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+)
+
+
+def _login_page(realm: str, query: dict[str, str], message: str | None = None) -> str:
+    hidden = "".join(
+        f'<input type="hidden" name="{name}" value="{html.escape(value)}">'
+        for name, value in query.items()
+    )
+    error = f"<p>{html.escape(message)}</p>" if message else ""
+    return _LOGIN_PAGE.format(realm=html.escape(realm), hidden=hidden, error=error)
+
+
+_LOGIN_PAGE = """<!doctype html>
+<title>{realm}: sign in</title>
+<link rel="icon" href="data:,">
+<h1>Sign in to {realm}</h1>
+{error}
+<form method="post">
+  {hidden}
+  <label>Username <input id="username" name="username" autocomplete="username" required></label>
+  <br>
+  <label>Password <input id="password" name="password" type="password"
+    autocomplete="current-password" required></label><br>
+  <button id="kc-login">Sign in</button>
+</form>
+"""
 
 
 _DEVICE_PAGE = """<!doctype html>

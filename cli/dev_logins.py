@@ -1,8 +1,10 @@
 """The dev issuer's login state: sessions behind refresh tokens (on disk, so a restarted stack
-keeps its users logged in) and pending device logins (RFC 8628, in memory)."""
+keeps its users logged in), pending device logins (RFC 8628, in memory) and authorization codes
+(RFC 7636 PKCE, in memory)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import secrets
@@ -122,5 +124,45 @@ class DeviceLogins:
         if pending["username"] is None:
             raise oauth_error(400, "authorization_pending", "The authorization request is pending")
         del self._pending[device_code]
+        username: str = pending["username"]
+        return username
+
+
+class AuthorizationCodes:
+    """Authorization codes of the code flow with PKCE, in memory: single use, one minute."""
+
+    lifetime_seconds = 60
+
+    def __init__(self) -> None:
+        self._pending: dict[str, dict[str, Any]] = {}
+
+    def issue(self, client_id: str, redirect_uri: str, challenge: str, username: str) -> str:
+        now = time.time()
+        self._pending = {c: d for c, d in self._pending.items() if d["expires_at"] > now}
+        code = secrets.token_urlsafe(32)
+        self._pending[code] = {
+            "client_id": client_id,
+            "redirect_uri": redirect_uri,
+            "challenge": challenge,
+            "username": username,
+            "expires_at": now + self.lifetime_seconds,
+        }
+        return code
+
+    def redeem(self, code: str, client_id: str, redirect_uri: str, verifier: str) -> str:
+        """The signed-in user's name, once, for the client, redirect URI and PKCE verifier the
+        code was issued to (RFC 7636, S256)."""
+        pending = self._pending.pop(code, None)
+        if (
+            pending is None
+            or pending["expires_at"] <= time.time()
+            or pending["client_id"] != client_id
+            or pending["redirect_uri"] != redirect_uri
+        ):
+            raise oauth_error(400, "invalid_grant", "Code not valid")
+        digest = hashlib.sha256(verifier.encode()).digest()
+        computed = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+        if not verifier or not secrets.compare_digest(computed, pending["challenge"]):
+            raise oauth_error(400, "invalid_grant", "PKCE verification failed")
         username: str = pending["username"]
         return username

@@ -4,6 +4,7 @@ errors, and ``tenantflow token``."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import stat
 import subprocess
@@ -17,7 +18,14 @@ import jwt
 import pytest
 from fastapi import HTTPException
 
-from cli.dev_issuer import API_CLIENT, CLI_CLIENT, DevIssuer, create_issuer_app, dev_issuer_url
+from cli.dev_issuer import (
+    API_CLIENT,
+    CLI_CLIENT,
+    UI_CLIENT,
+    DevIssuer,
+    create_issuer_app,
+    dev_issuer_url,
+)
 from common.settings import DEV_ISSUER_PORT, DEV_KEY_ID_PREFIX, DEV_REALM
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -121,6 +129,7 @@ async def test_discovery_document(http: httpx.AsyncClient, issuer: DevIssuer) ->
         "issuer": URL,
         "jwks_uri": f"{URL}/protocol/openid-connect/certs",
         "token_endpoint": f"{URL}/protocol/openid-connect/token",
+        "authorization_endpoint": f"{URL}/protocol/openid-connect/auth",
         "device_authorization_endpoint": f"{URL}/protocol/openid-connect/auth/device",
         "end_session_endpoint": f"{URL}/protocol/openid-connect/logout",
         "grant_types_supported": [
@@ -128,7 +137,9 @@ async def test_discovery_document(http: httpx.AsyncClient, issuer: DevIssuer) ->
             "password",
             "refresh_token",
             "urn:ietf:params:oauth:grant-type:device_code",
+            "authorization_code",
         ],
+        "code_challenge_methods_supported": ["S256"],
         "id_token_signing_alg_values_supported": ["RS256"],
     }
     certs = await http.get(f"{OIDC}/certs")
@@ -417,3 +428,84 @@ def test_token_command_is_refused_by_an_otherwise_valid_production_config(tmp_pa
     assert "dev issuer does not exist in production" in result.stderr
     assert "eyJ" not in result.stdout
     assert not (tmp_path / "issuer").exists()
+
+
+# -- authorization code with PKCE (the dashboard) ----------------------------------------------
+async def test_code_flow_with_pkce_signs_in_once_for_the_verifier(
+    http: httpx.AsyncClient, issuer: DevIssuer
+) -> None:
+    verifier = "v" * 50
+    challenge = (
+        base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).decode().rstrip("=")
+    )
+    redirect = "http://127.0.0.1:8000/ui/"
+    query = {
+        "client_id": UI_CLIENT,
+        "response_type": "code",
+        "redirect_uri": redirect,
+        "scope": "openid",
+        "state": "s-1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+    }
+    page = await http.get(f"{OIDC}/auth", params=query)
+    assert page.status_code == 200 and 'name="password"' in page.text
+    wrong = await http.post(f"{OIDC}/auth", data={**query, "username": "viewer", "password": "x"})
+    assert wrong.status_code == 401 and "Invalid user credentials" in wrong.text
+    password = issuer.user_password("viewer")
+    signed = await http.post(
+        f"{OIDC}/auth", data={**query, "username": "viewer", "password": password}
+    )
+    assert signed.status_code == 302
+    location = httpx.URL(signed.headers["location"])
+    assert str(location).startswith(redirect) and location.params["state"] == "s-1"
+    code = location.params["code"]
+    exchange = {
+        "grant_type": "authorization_code",
+        "client_id": UI_CLIENT,
+        "code": code,
+        "redirect_uri": redirect,
+        "code_verifier": verifier,
+    }
+    cross = {"Origin": "http://127.0.0.1:8000"}
+    refused = await http.post(
+        f"{OIDC}/token", data={**exchange, "code_verifier": "w" * 50}, headers=cross
+    )
+    assert refused.status_code == 400
+    assert refused.json()["error_description"] == "PKCE verification failed"
+    # The code died with the failed attempt, as in Keycloak: sign in again.
+    signed = await http.post(
+        f"{OIDC}/auth", data={**query, "username": "viewer", "password": password}
+    )
+    exchange["code"] = httpx.URL(signed.headers["location"]).params["code"]
+    issued = await http.post(f"{OIDC}/token", data=exchange, headers=cross)
+    assert issued.status_code == 200
+    assert issued.headers["access-control-allow-origin"] == "http://127.0.0.1:8000"
+    claims = verify(issued.json()["access_token"], issuer.jwks())
+    assert (claims["azp"], claims["preferred_username"]) == (UI_CLIENT, "viewer")
+    again = await http.post(f"{OIDC}/token", data=exchange)
+    assert again.json()["error"] == "invalid_grant"
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"client_id": CLI_CLIENT}, "invalid_client"),
+        ({"redirect_uri": "https://evil.example.com/ui/"}, "invalid_request"),
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ],
+)
+async def test_code_flow_refuses_before_showing_a_login_page(
+    http: httpx.AsyncClient, change: dict[str, str], error: str
+) -> None:
+    query = {
+        "client_id": UI_CLIENT,
+        "response_type": "code",
+        "redirect_uri": "http://localhost:8000/ui/",
+        "code_challenge": "c" * 43,
+        "code_challenge_method": "S256",
+    }
+    answer = await http.get(f"{OIDC}/auth", params={**query, **change})
+    assert answer.status_code == 400
+    assert answer.json()["error"] == error

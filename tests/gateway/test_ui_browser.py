@@ -3,7 +3,9 @@ driven by Selenium) against a real gateway, worker, Temporal and PostgreSQL.
 
 Signs in through the page, watches a slow rollout advance, pauses it with the button (the
 workflow's own query says paused), resumes it, then opens a 2,000-target run (schemas in one
-database) and filters it to its failed targets. Screenshots go to ``test-artifacts/ui/``.
+database) and filters it to its failed targets; a viewer sees no controls, and single sign-on
+(authorization code with PKCE against the dev realm) signs in too. Screenshots go to
+``test-artifacts/ui/``.
 A missing browser fails the test: it is never skipped."""
 
 from __future__ import annotations
@@ -413,6 +415,25 @@ async def test_dashboard_in_a_real_browser(
         wait_for, browser, lambda d: "Read-only" in d.find_element(By.ID, "main").text, "read-only"
     )
     assert await page(lambda: browser.find_elements(By.ID, "btn-pause")) == []
+
+    # Single sign-on: the authorization-code flow with PKCE against the (dev) realm.
+    await page(lambda: browser.find_element(By.ID, "signout").click())
+    await page(wait_for, browser, lambda d: d.find_element(By.ID, "pkce-signin"), "sign-in")
+    await page(lambda: browser.find_element(By.ID, "pkce-signin").click())
+    await page(wait_for, browser, lambda d: d.find_element(By.ID, "kc-login"), "the realm's login")
+    assert (await page(lambda: browser.current_url)).startswith(dev_issuer.issuer_url)
+    await page(lambda: browser.find_element(By.ID, "username").send_keys("admin"))
+    admin_password = dev_issuer.user_password("admin")
+    await page(lambda: browser.find_element(By.ID, "password").send_keys(admin_password))
+    await page(lambda: browser.find_element(By.ID, "kc-login").click())
+    await page(
+        wait_for,
+        browser,
+        lambda d: d.find_element(By.ID, "whoami").text == "admin (operator)",
+        "the realm's user signed in",
+    )
+    # The code and state are gone from the address bar (and history).
+    assert "code=" not in await page(lambda: browser.current_url)
     console = await page(browser.get_log, "browser")
     assert [entry["message"] for entry in console if entry["level"] == "SEVERE"] == []
     for shot in (overview, run_paused, failed_shot):

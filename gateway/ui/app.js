@@ -8,6 +8,7 @@ const PKCE_KEY = "tenantflow.pkce";
 const PAGE_SIZE = 100;
 const EXECUTE = "migrations:execute";
 const STATES = ["failed", "running", "pending", "succeeded", "up_to_date"];
+const LIVE_RUNS = 3;
 
 let config = null;
 let me = null;
@@ -303,7 +304,9 @@ function doneOf(progress) {
   return c.succeeded + c.failed + c.up_to_date;
 }
 
-function activeRunCard(run) {
+// A browser holds about six connections per server: a few live streams leave room for the
+// page's own calls; further runs show the summary's numbers (open the run to watch it).
+function activeRunCard(run, streamed, snapshot) {
   const numbers = el("span", { class: "run-done" }, "…");
   const status = el("span", {}, stateBadge(run.status));
   const bar = el("div");
@@ -312,13 +315,16 @@ function activeRunCard(run) {
       el("a", { href: `#/runs/${encodeURIComponent(run.run_id)}` }, run.run_id),
       el("span", { class: "muted" }, run.set_name || ""), status),
     bar, el("div", {}, numbers, " targets done"));
+  function show(progress) {
+    numbers.textContent = `${doneOf(progress)} / ${progress.total}`;
+    status.replaceChildren(stateBadge(progress.status));
+    bar.replaceChildren(progressBar(progress.counts, progress.total));
+  }
+  if (snapshot && snapshot.counts && snapshot.total != null) show(snapshot);
+  if (!streamed) return card;
   live.push(stream(`/api/v1/migrations/${encodeURIComponent(run.run_id)}/stream?targets=none`,
     (event, data) => {
-      if (event !== "progress") return;
-      const progress = JSON.parse(data);
-      numbers.textContent = `${doneOf(progress)} / ${progress.total}`;
-      status.replaceChildren(stateBadge(progress.status));
-      bar.replaceChildren(progressBar(progress.counts, progress.total));
+      if (event === "progress") show(JSON.parse(data));
     }));
   return card;
 }
@@ -353,15 +359,22 @@ function versionsTable(sets) {
 
 // Targets per version per set: the monitoring summary when the gateway has it, else the drift
 // report of each registered set (one request per set).
-async function versionsBySet() {
+// The monitoring summary, or null on a gateway without it.
+async function monitoringSummary() {
   try {
-    const summary = await api("/api/v1/monitoring/summary");
+    return await api("/api/v1/monitoring/summary");
+  } catch (err) {
+    if (err.status === 404) return null;
+    throw err;
+  }
+}
+
+async function versionsBySet(summary) {
+  if (summary) {
     return summary.health.sets.map((set) => ({
       set_name: set.set_name,
       versions: Object.entries(set.versions).map(([version, targets]) => ({ version, targets })),
     }));
-  } catch (err) {
-    if (err.status !== 404) throw err;
   }
   const sets = await api("/api/v1/migration-sets");
   const reports = await Promise.all(sets.items.slice(0, 20).map((set) =>
@@ -384,17 +397,21 @@ async function overviewPage() {
   ]);
   const health = (filter) => api(`/api/v1/databases?health=${filter}&limit=20`)
     .catch(() => ({ items: [] }));
+  const summary = await monitoringSummary().catch(() => null);
   const [unreachable, drifted, behind, versions] = await Promise.all([
     health("unreachable"), health("drifted"), health("behind"),
-    versionsBySet().catch(() => []),
+    versionsBySet(summary).catch(() => []),
   ]);
   if (!fresh()) return;
   const active = [...running.items, ...paused.items];
+  const known = new Map(((summary && summary.active_runs) || []).map((r) => [r.run_id, r]));
   render(
     el("h1", {}, "Fleet"),
     el("h2", {}, "Active runs"),
     el("div", { class: "grid", id: "active-runs" },
-      active.length ? active.map(activeRunCard) : el("p", { class: "muted" }, "No active run.")),
+      active.length
+        ? active.map((run, i) => activeRunCard(run, i < LIVE_RUNS, known.get(run.run_id)))
+        : el("p", { class: "muted" }, "No active run.")),
     el("section", { class: "card" }, el("h2", {}, "Recent runs"), runsTable(recent.items)),
     el("div", { class: "grid" },
       el("section", { class: "card" }, el("h2", {}, "Targets per version"),

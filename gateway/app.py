@@ -30,7 +30,7 @@ from gateway.auth.jwks import JwksCache
 from gateway.auth.ratelimit import RateLimiter
 from gateway.auth.tokens import TokenValidator
 from gateway.errors import install_error_handlers
-from gateway.metrics import MetricsMiddleware
+from gateway.metrics import RequestTimingMiddleware
 from gateway.metrics import router as metrics_router
 from gateway.middleware import RequestContextMiddleware
 from gateway.openapi import install_openapi
@@ -164,9 +164,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age=600,
         )
     app.add_middleware(AuditMiddleware)
-    if app.state.metrics is not None:
-        # Inside the request-context guard: a crash it turns into a 500 is counted as one.
-        app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    # Inside the request-context guard: a crash it turns into a 500 is counted as one.
+    app.add_middleware(
+        RequestTimingMiddleware, metrics=app.state.metrics, window=app.state.monitoring.latency
+    )
     # Added last, so it is the outermost layer: every response, even a crash, gets an id.
     app.add_middleware(
         RequestContextMiddleware,

@@ -1,5 +1,6 @@
 """``/metrics`` (Prometheus text format, unauthenticated like ``/health``) and the middleware that
-counts every HTTP request by route template, method and status.
+times every HTTP request: counted by route template, method and status for Prometheus, and
+kept in the monitoring API's latency window.
 
 The route label is the template (``/api/v1/databases/{database_id}``), never the path, so no
 tenant's or target's id reaches a label; a request that matches no route is ``unmatched``, and
@@ -16,6 +17,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common.errors import NotFound
 from common.telemetry.metrics import GatewayMetrics
+from gateway.monitoring import UNMATCHED as WINDOW_UNMATCHED
+from gateway.monitoring import LatencyWindow
 
 router = APIRouter(tags=["health"])
 
@@ -33,37 +36,46 @@ def route_template(scope: Scope) -> str:
     return UNMATCHED
 
 
-class MetricsMiddleware:
-    """Records ``tenantflow_http_requests_total`` and ``..._request_duration_seconds``."""
+class RequestTimingMiddleware:
+    """Times every HTTP request once, for two readers: the Prometheus series
+    (``tenantflow_http_requests_total`` and ``..._request_duration_seconds``: the whole
+    request, by route template, method and status; when metrics are on) and the monitoring
+    API's latency window (time to the response's first byte, which a stream reaches at once,
+    under ``METHOD /route/{template}``)."""
 
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics | None, window: LatencyWindow) -> None:
         self.app = app
         self.metrics = metrics
+        self.window = window
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        first_byte: float | None = None
         status = 500  # an exception that escapes every handler is answered 500 upstream
 
         async def send_with_status(message: Message) -> None:
-            nonlocal status
+            nonlocal status, first_byte
             if message["type"] == "http.response.start":
                 status = message["status"]
+                first_byte = time.perf_counter()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_status)
         finally:
+            ended = time.perf_counter()
+            route = route_template(scope)
             method = scope.get("method", "GET")
-            labels = {
-                "route": route_template(scope),
-                "method": method if method in _METHODS else "other",
-            }
-            self.metrics.http_duration.record(time.perf_counter() - started, labels)
-            labels["status"] = str(status)
-            self.metrics.http_requests.add(1, labels)
+            window_key = f"{method} {route}" if route != UNMATCHED else WINDOW_UNMATCHED
+            self.window.record(window_key, ((first_byte or ended) - started) * 1000)
+            if self.metrics is not None:
+                labels = {"route": route, "method": method if method in _METHODS else "other"}
+                self.metrics.http_duration.record(ended - started, labels)
+                labels["status"] = str(status)
+                self.metrics.http_requests.add(1, labels)
 
 
 @router.get(

@@ -1,5 +1,6 @@
 """The monitoring API's machinery: a single-flight snapshot cache shared by every viewer, and
-a bounded rolling window of request latencies per route template, fed by a small middleware.
+a bounded rolling window of request latencies per route template (fed by
+``gateway.metrics.RequestTimingMiddleware``).
 
 Both are per gateway process: each replica computes its own snapshot (at most once per
 ``snapshot_seconds``) and measures its own requests. Prometheus metrics (``/metrics``) are the
@@ -13,8 +14,6 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
-
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.monitoring import RouteLatency
 
@@ -117,38 +116,3 @@ class LatencyWindow:
                 )
             )
         return sorted(routes, key=lambda r: (-r.count, r.route))
-
-
-class LatencyMiddleware:
-    """Records each HTTP request's time to its response's start under ``METHOD /route/{template}``
-    (a stream counts until its first byte, not its whole life)."""
-
-    def __init__(self, app: ASGIApp, window: LatencyWindow) -> None:
-        self.app = app
-        self.window = window
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        recorded = False
-
-        def record() -> None:
-            nonlocal recorded
-            if recorded:
-                return
-            recorded = True
-            route = getattr(scope.get("route"), "path", None)
-            name = f"{scope.get('method', '')} {route}" if route else UNMATCHED
-            self.window.record(name, (time.perf_counter() - started) * 1000)
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                record()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            record()

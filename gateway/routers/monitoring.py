@@ -16,7 +16,7 @@ from temporalio.service import RPCError
 from common.settings import MonitoringSettings, Settings
 from gateway.auth.deps import MonitoringRead
 from gateway.deps import CatalogDep, SettingsDep, TemporalDep
-from gateway.monitoring import LatencyMiddleware, LatencyWindow, SnapshotCache
+from gateway.monitoring import LatencyWindow, SnapshotCache
 from gateway.monitoring_data import (
     ClosedRunReader,
     active_runs,
@@ -48,7 +48,8 @@ class Monitoring:
 
 
 def install_monitoring(app: FastAPI, settings: Settings) -> None:
-    """Keep the monitoring state on ``app.state`` and measure every request's latency."""
+    """Keep the monitoring state on ``app.state`` (its latency window is fed by the gateway's
+    request-timing middleware)."""
     config = settings.monitoring
     app.state.monitoring = Monitoring(
         settings=config,
@@ -57,7 +58,6 @@ def install_monitoring(app: FastAPI, settings: Settings) -> None:
             samples=config.latency_samples, max_age=config.latency_window_seconds
         ),
     )
-    app.add_middleware(LatencyMiddleware, window=app.state.monitoring.latency)
 
 
 def get_monitoring(request: Request) -> Monitoring:

@@ -42,13 +42,12 @@ from models.migrations import (
     MigrationFailure,
     PlannedVersion,
     TargetRunInput,
+    TargetRunKind,
     TargetRunResult,
     is_repeatable,
     normalise_version,
     version_key,
 )
-
-DOWN_PREFIX = f"{RESET_SESSION};\n"
 
 
 class TargetEngine:
@@ -61,8 +60,13 @@ class TargetEngine:
         params: TargetRunInput,
         migrations: Sequence[Migration],
         ledger_table: str = LEDGER_TABLE,
+        *,
+        session_reset: str = RESET_SESSION,
     ) -> None:
         self.conn = conn
+        # A connection that serves several schemas (activities.grouped) appends its own
+        # SET search_path: the reset returns to the startup defaults, which name no schema.
+        self.session_reset = session_reset
         self.schema = schema
         self.params = params
         self.by_version = {m.version: m for m in migrations}
@@ -85,6 +89,7 @@ class TargetEngine:
         self.no_transaction = NoTransactionRunner(
             conn, self.ledger_name, self.lock_key, params.run_id, self._ledger_ddl()
         )
+        self.no_transaction.reset_session = session_reset
 
     def _result(self, from_version: str | None, **fields: object) -> TargetRunResult:
         return TargetRunResult(
@@ -163,16 +168,7 @@ class TargetEngine:
         if isinstance(checked, TargetRunResult):
             return checked
         ledger, current, goal = checked
-        pending = [
-            m
-            for m in self.migrations
-            if m.version not in ledger
-            and not m.withdrawn
-            and (goal is None or version_key(m.version) <= goal)
-        ]
-        repeatables = [
-            m for m in self.repeatables if not m.withdrawn and ledger.get(m.version) != m.checksum
-        ]
+        pending, repeatables = self._todo(ledger, goal)
         if self.params.dry_run:
             planned = [
                 PlannedVersion(
@@ -226,6 +222,42 @@ class TargetEngine:
                 )
         return self._result(current, to_version=latest, applied=applied)
 
+    def _todo(
+        self, ledger: dict[str, str], goal: tuple[int, ...] | None
+    ) -> tuple[list[Migration], list[Migration]]:
+        """The pending versions up to the goal and the repeatables whose content changed."""
+        pending = [
+            m
+            for m in self.migrations
+            if m.version not in ledger
+            and not m.withdrawn
+            and (goal is None or version_key(m.version) <= goal)
+        ]
+        repeatables = [
+            m for m in self.repeatables if not m.withdrawn and ledger.get(m.version) != m.checksum
+        ]
+        return pending, repeatables
+
+    def settled(self, rows: Iterable[tuple[str, str, bool]]) -> TargetRunResult | None:
+        """The result of an apply that has nothing to do, judged from the ledger's rows
+        (version, checksum, success) read elsewhere: a grouped no-op reads every schema's
+        ledger in one query (activities.grouped). None when the engine has to run: something
+        pending, a part-way row, or a failure it should report itself."""
+        if self.params.kind is not TargetRunKind.APPLY or self.params.dry_run:
+            return None
+        ledger: dict[str, str] = {}
+        for version, checksum, success in rows:
+            if not success:
+                return None
+            ledger[version] = checksum
+        goal = self._goal()
+        if isinstance(goal, MigrationFailure) or self._verify(ledger) is not None:
+            return None
+        if any(self._todo(ledger, goal)):
+            return None
+        current = self._current(ledger)
+        return self._result(current, to_version=current, applied=[])
+
     def _goal(self) -> tuple[int, ...] | MigrationFailure | None:
         if self.params.target_version is None:
             return None
@@ -278,7 +310,7 @@ class TargetEngine:
         prefix = ";\n".join(
             [
                 "BEGIN",
-                RESET_SESSION,
+                self.session_reset,
                 "SELECT pg_advisory_xact_lock(hashtextextended("
                 f"{quote_literal(self.lock_key)}, 0))",
                 *([] if self.ledger_ready else self._ledger_ddl()),
@@ -289,7 +321,7 @@ class TargetEngine:
         prefix += ";\n"
         # The SQL may end in a line comment or without a semicolon: start on a new line.
         suffix = (
-            f"\n;\n{RESET_SESSION};\nINSERT INTO {self.ledger_name} "
+            f"\n;\n{self.session_reset};\nINSERT INTO {self.ledger_name} "
             "(version, description, checksum, execution_ms, run_id, success) VALUES ("
             f"{version}, {quote_literal(migration.description)}, "
             f"{quote_literal(migration.checksum)}, "
@@ -445,21 +477,22 @@ class TargetEngine:
     async def _rollback_in_transaction(self, migration: Migration) -> float | None:
         """The down script and the ledger row's removal in one transaction under the lock;
         None when the version is no longer in the ledger (another runner rolled it back)."""
+        down_prefix = f"{self.session_reset};\n"
         try:
             async with self.conn.transaction():
                 await self.conn.execute(self.lock_sql, self.lock_key)
                 if not await self._is_applied(migration.version):
                     return None
                 started = time.perf_counter()
-                await self.conn.execute(f"{DOWN_PREFIX}{migration.down_sql or ''}")
+                await self.conn.execute(f"{down_prefix}{migration.down_sql or ''}")
                 took = round((time.perf_counter() - started) * 1000, 3)
-                await self.conn.execute(RESET_SESSION)
+                await self.conn.execute(self.session_reset)
                 await self.conn.execute(
                     f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
                     migration.version,
                 )
         except asyncpg.PostgresError as exc:
-            raise VersionFailed(exc, len(DOWN_PREFIX)) from None
+            raise VersionFailed(exc, len(down_prefix)) from None
         return took
 
     async def _stopped(

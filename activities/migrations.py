@@ -20,6 +20,15 @@ from temporalio import activity
 
 from activities.adoption import TargetAdopter
 from activities.engine import TargetEngine
+from activities.grouped import (
+    GROUPED_KINDS,
+    NEUTRAL_SEARCH_PATH,
+    GroupRunner,
+    SchemaGroup,
+    describe,
+    error_result,
+    group_schemas,
+)
 from activities.ledger import (
     GUARD_MARKER,
     LEDGER_TABLE,
@@ -42,7 +51,6 @@ from models.migrations import (
     LedgerEntry,
     LedgerRequest,
     Migration,
-    MigrationFailure,
     TargetRunInput,
     TargetRunKind,
     TargetRunResult,
@@ -161,12 +169,52 @@ class MigrationActivities:
             finally:
                 seconds[database_id] = time.perf_counter() - began
 
+        groups: list[SchemaGroup] = []
+        singles = list(batch.database_ids)
+        if batch.kind in GROUPED_KINDS:
+            groups, singles = group_schemas(batch.database_ids, targets)
+
+        async def grouped(group: SchemaGroup, slots: SlotSession | None) -> None:
+            """One connection (one budget slot) for the group's schemas."""
+            budget = limits.get(group.members[0][0])
+            params = batch.for_target(group.members[0][0])
+            began = time.perf_counter()
+            try:
+                async with slots.slot(budget) if slots is not None else contextlib.nullcontext():
+                    with recording.server_connection(budget.server_name if budget else None):
+                        found_results = await GroupRunner(
+                            group,
+                            batch.for_target,
+                            found.migrations,
+                            found.ledger_table,
+                            lambda: _connect(group.params, params, NEUTRAL_SEARCH_PATH),
+                        ).run()
+            except Exception as exc:  # each member gets it, below
+                for database_id, _ in group.members:
+                    by_target[database_id] = exc
+                return
+            share = (time.perf_counter() - began) / len(group.members)
+            for database_id, _ in group.members:
+                by_target[database_id] = found_results.get(database_id) or _error_result(
+                    batch.for_target(database_id), "internal", "no result"
+                )
+                seconds[database_id] = share
+
+        by_target: dict[uuid.UUID, TargetRunResult | BaseException] = {}
+
+        async def single(database_id: uuid.UUID, slots: SlotSession | None) -> None:
+            try:
+                by_target[database_id] = await timed(database_id, slots)
+            except Exception as exc:  # its result, below
+                by_target[database_id] = exc
+
         async with heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
-            # return_exceptions: one target's surprise never leaves the others running unseen
-            # while Temporal retries the batch against them.
-            outcomes = await asyncio.gather(
-                *(timed(i, slots) for i in batch.database_ids), return_exceptions=True
+            # Each target's surprise is caught as its own: it never leaves the others running
+            # unseen while Temporal retries the batch against them.
+            await asyncio.gather(
+                *(single(i, slots) for i in singles), *(grouped(g, slots) for g in groups)
             )
+        outcomes = [by_target[i] for i in batch.database_ids]
         results: list[TargetRunResult] = []
         for database_id, outcome in zip(batch.database_ids, outcomes, strict=True):
             if isinstance(outcome, asyncio.CancelledError):
@@ -254,22 +302,7 @@ class MigrationActivities:
         if target is None:
             target = await self._databases.connection_params(params.database_id)
         schema = target.pop("schema") or "public"
-        conn = await asyncpg.connect(
-            **target,
-            timeout=30,
-            # Sent in the startup packet: no round trip of their own.
-            server_settings={
-                "application_name": f"tenantflow:{params.run_id}"[:63],
-                # Abort the statement when the worker that sent it is gone.
-                "client_connection_check_interval": "5000",
-                "lock_timeout": str(int(params.lock_timeout_ms)),
-                "statement_timeout": str(int(params.statement_timeout_ms)),
-                "search_path": quote_ident(schema),
-                # quote_literal relies on it.
-                "standard_conforming_strings": "on",
-                **({"role": role} if role is not None else {}),
-            },
-        )
+        conn = await _connect(target, params, quote_ident(schema), role)
         try:
             if params.kind in (TargetRunKind.ADOPT, TargetRunKind.BASELINE):
                 # Ledger rows only, no migration SQL (activities.adoption).
@@ -289,6 +322,28 @@ class MigrationActivities:
         """The set's ledger table; the default for a set the catalog does not know (migrations
         given by the caller, as a scratch replay may be)."""
         return (await self._sets.ledger_tables([set_name])).get(set_name, LEDGER_TABLE)
+
+
+async def _connect(
+    target: dict[str, Any], params: TargetRunInput, search_path: str, role: str | None = None
+) -> asyncpg.Connection:
+    """A migration connection to ``target`` (its parameters without the schema)."""
+    return await asyncpg.connect(
+        **target,
+        timeout=30,
+        # Sent in the startup packet: no round trip of their own.
+        server_settings={
+            "application_name": f"tenantflow:{params.run_id}"[:63],
+            # Abort the statement when the worker that sent it is gone.
+            "client_connection_check_interval": "5000",
+            "lock_timeout": str(int(params.lock_timeout_ms)),
+            "statement_timeout": str(int(params.statement_timeout_ms)),
+            "search_path": search_path,
+            # quote_literal relies on it.
+            "standard_conforming_strings": "on",
+            **({"role": role} if role is not None else {}),
+        },
+    )
 
 
 def with_lock_risks(
@@ -312,18 +367,5 @@ def with_lock_risks(
     return result
 
 
-def _describe(exc: BaseException) -> str:
-    # PostgreSQL's and the OS's messages name hosts and users, never passwords.
-    return f"{type(exc).__name__}: {exc}"[:500]
-
-
-def _error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
-    return TargetRunResult(
-        run_id=params.run_id,
-        database_id=params.database_id,
-        kind=params.kind,
-        dry_run=params.dry_run,
-        from_version=None,
-        to_version=None,
-        failure=MigrationFailure(version=None, reason=reason, message=message),
-    )
+_describe = describe
+_error_result = error_result

@@ -47,6 +47,8 @@ class NoTransactionRunner:
     ledger_statements: list[str]
     ledger_ready: bool = False
     progress_ready: bool = False
+    # The engine's session reset (a grouped connection's names its schema's search_path).
+    reset_session: str = RESET_SESSION
 
     async def apply(self, migration: Migration, predecessor: str | None) -> float | None:
         """Apply ``migration``; None when it was already in (another runner). Raises
@@ -104,7 +106,7 @@ class NoTransactionRunner:
                 )
             took = round((time.perf_counter() - started) * 1000, 3)
             await self.conn.execute(
-                f"{RESET_SESSION};\nUPDATE {self.ledger_name} SET success = true, "
+                f"{self.reset_session};\nUPDATE {self.ledger_name} SET success = true, "
                 "statements_done = NULL, applied_at = now(), "
                 f"execution_ms = {took}, run_id = {quote_literal(self.run_id)} "
                 f"WHERE version = {quote_literal(migration.version)}"
@@ -133,7 +135,7 @@ class NoTransactionRunner:
                 await self._run(statement, down, converge=True)
             took = round((time.perf_counter() - started) * 1000, 3)
             await self.conn.execute(
-                f"{RESET_SESSION};\nDELETE FROM {self.ledger_name} "
+                f"{self.reset_session};\nDELETE FROM {self.ledger_name} "
                 f"WHERE version = {quote_literal(migration.version)}"
             )
             return took
@@ -159,7 +161,7 @@ class NoTransactionRunner:
         # blocks cannot share a multi-statement message).
         await self.conn.execute(
             "SELECT pg_advisory_lock(hashtextextended("
-            f"{quote_literal(self.lock_key)}, 0));\n{RESET_SESSION}"
+            f"{quote_literal(self.lock_key)}, 0));\n{self.reset_session}"
         )
 
     async def _unlock(self) -> None:

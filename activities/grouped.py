@@ -1,0 +1,245 @@
+"""Grouped schema targets: the schemas of a batch that share a database and credentials go
+through one connection, one schema after another, instead of one connection each.
+
+Each schema keeps what a connection of its own gave it: its own transactions and advisory lock
+(the engine's, keyed by the schema), and its own ``search_path``. The connection's startup
+``search_path`` is ``pg_catalog`` (no schema of any tenant), and the engine's session reset,
+sent inside each version's own message, is followed by ``SET search_path`` to the schema, so an
+unqualified name in a version lands in its own schema and never in the previous one's.
+
+Before any schema runs, an apply reads every schema's ledger in one query; a schema with
+nothing to do is settled from it (``TargetEngine.settled``) without a round trip of its own:
+a no-op rollout costs one connection and one query per database and batch.
+
+A failing schema fails only itself; a connection lost on the way is opened again for the
+schemas after it. A busy schema (lock timeout) is tried again after the others, with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from activities.engine import TargetEngine
+from activities.ledger import RESET_SESSION, RETRYABLE_SQLSTATES, LockTimeout, ledger_name
+from common.errors import TenantflowError
+from common.sql import quote_ident
+from models.migrations import (
+    Migration,
+    MigrationFailure,
+    TargetRunInput,
+    TargetRunKind,
+    TargetRunResult,
+)
+
+# The kinds that run through the engine; adoption and baselines keep a connection each.
+GROUPED_KINDS = frozenset({TargetRunKind.APPLY, TargetRunKind.ROLLBACK})
+LOCK_ATTEMPTS = 4
+# A group's connection names no tenant schema until the engine sets one.
+NEUTRAL_SEARCH_PATH = "pg_catalog"
+
+
+@dataclass
+class SchemaGroup:
+    """Targets in one database with the same credentials, each in its own schema."""
+
+    params: dict[str, Any]  # connection parameters without the schema
+    members: list[tuple[uuid.UUID, str]]  # (database id, schema)
+
+
+def group_schemas(
+    database_ids: Sequence[uuid.UUID], targets: dict[uuid.UUID, dict[str, Any] | BaseException]
+) -> tuple[list[SchemaGroup], list[uuid.UUID]]:
+    """The groups of two or more schemas that can share a connection, and the targets that
+    keep their own (alone in their database, unreadable, or a schema named twice)."""
+    by_key: dict[str, SchemaGroup] = {}
+    for database_id in database_ids:
+        target = targets.get(database_id)
+        if target is None or isinstance(target, BaseException):
+            continue
+        params = {k: v for k, v in target.items() if k != "schema"}
+        key = repr(sorted(params.items()))
+        group = by_key.setdefault(key, SchemaGroup(params, []))
+        schema = target.get("schema") or "public"
+        if all(schema != s for _, s in group.members):
+            group.members.append((database_id, schema))
+    groups = [g for g in by_key.values() if len(g.members) > 1]
+    grouped = {i for g in groups for i, _ in g.members}
+    return groups, [i for i in database_ids if i not in grouped]
+
+
+def describe(exc: BaseException) -> str:
+    """An error for a result: PostgreSQL's and the OS's messages name hosts and users, never
+    passwords."""
+    return f"{type(exc).__name__}: {exc}"[:500]
+
+
+def error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
+    """A target's result when it failed before or outside the engine."""
+    return TargetRunResult(
+        run_id=params.run_id,
+        database_id=params.database_id,
+        kind=params.kind,
+        dry_run=params.dry_run,
+        from_version=None,
+        to_version=None,
+        failure=MigrationFailure(version=None, reason=reason, message=message),
+    )
+
+
+def schema_reset(schema: str) -> str:
+    """The engine's session reset on a grouped connection: back to the startup defaults, then
+    the schema's own search path (the reset alone would leave ``pg_catalog``)."""
+    return f"{RESET_SESSION};\nSET search_path = {quote_ident(schema)}"
+
+
+def ledgers_query(schemas: Sequence[str], ledger_table: str) -> str:
+    """Every schema's ledger rows in one statement, each row tagged with its schema's index."""
+    return "\nUNION ALL\n".join(
+        f"SELECT {i} AS i, version, checksum, success FROM {ledger_name(s, ledger_table)}"  # noqa: S608 - quoted identifiers
+        for i, s in enumerate(schemas)
+    )
+
+
+Connect = Callable[[], Awaitable[asyncpg.Connection]]
+
+
+class GroupRunner:
+    """Runs one group's schemas on one connection (see the module docstring)."""
+
+    def __init__(
+        self,
+        group: SchemaGroup,
+        for_target: Callable[[uuid.UUID], TargetRunInput],
+        migrations: Sequence[Migration],
+        ledger_table: str,
+        connect: Connect,
+    ) -> None:
+        self.group = group
+        self.for_target = for_target
+        self.migrations = migrations
+        self.ledger_table = ledger_table
+        self.connect = connect
+        self.conn: asyncpg.Connection | None = None
+        # How many ledger reads the no-op check sent (one per group; tests count it).
+        self.ledger_queries = 0
+
+    def engine(self, conn: asyncpg.Connection, database_id: uuid.UUID, schema: str) -> TargetEngine:
+        return TargetEngine(
+            conn,
+            schema,
+            self.for_target(database_id),
+            self.migrations,
+            self.ledger_table,
+            session_reset=schema_reset(schema),
+        )
+
+    async def run(self) -> dict[uuid.UUID, TargetRunResult]:
+        """Every member's result; never raises for one member's failure."""
+        results: dict[uuid.UUID, TargetRunResult] = {}
+        try:
+            remaining = await self._settle(results)
+            delay = 1.0
+            for attempt in range(LOCK_ATTEMPTS):
+                busy: list[tuple[uuid.UUID, str, LockTimeout]] = []
+                for index, (database_id, schema) in enumerate(remaining):
+                    try:
+                        conn = await self._connection()
+                    except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                        # The database cannot be reached: nor can the schemas after this one.
+                        for other, _ in remaining[index:]:
+                            results[other] = error_result(
+                                self.for_target(other), "unreachable", describe(exc)
+                            )
+                        break
+                    try:
+                        results[database_id] = await self._one(conn, database_id, schema)
+                    except LockTimeout as busy_error:
+                        busy.append((database_id, schema, busy_error))
+                    await self._clean_up()
+                if not busy:
+                    break
+                if attempt == LOCK_ATTEMPTS - 1:
+                    for database_id, _, timed_out in busy:
+                        results[database_id] = error_result(
+                            self.for_target(database_id), "lock_timeout", str(timed_out)
+                        )
+                    break
+                await asyncio.sleep(delay)
+                delay *= 2
+                remaining = [(i, s) for i, s, _ in busy]
+        finally:
+            if self.conn is not None and not self.conn.is_closed():
+                await self.conn.close()
+        return results
+
+    async def _connection(self) -> asyncpg.Connection:
+        if self.conn is None or self.conn.is_closed():
+            self.conn = await self.connect()
+        return self.conn
+
+    async def _clean_up(self) -> None:
+        """Leaves no transaction open for the next schema; a connection that cannot even
+        roll back is closed (the next schema opens another)."""
+        conn = self.conn
+        if conn is None or conn.is_closed() or not conn.is_in_transaction():
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            conn.terminate()
+
+    async def _settle(
+        self, results: dict[uuid.UUID, TargetRunResult]
+    ) -> list[tuple[uuid.UUID, str]]:
+        """The members an apply finds up to date, settled from one read of every ledger; the
+        others are returned, to run. Any error (a schema's first contact: its ledger is not
+        there yet) leaves them all to the engine, which reads its own ledger."""
+        members = self.group.members
+        first = self.for_target(members[0][0])
+        if first.kind is not TargetRunKind.APPLY or first.dry_run:
+            return list(members)
+        try:
+            conn = await self._connection()
+            self.ledger_queries += 1
+            rows = await conn.fetch(ledgers_query([s for _, s in members], self.ledger_table))
+        except (asyncpg.PostgresError, OSError, TimeoutError):
+            return list(members)
+        by_member: dict[int, list[tuple[str, str, bool]]] = {i: [] for i in range(len(members))}
+        for row in rows:
+            by_member[row["i"]].append((row["version"], row["checksum"], row["success"]))
+        remaining: list[tuple[uuid.UUID, str]] = []
+        for index, (database_id, schema) in enumerate(members):
+            # An engine without a round trip: settled() only reads what it is given.
+            settled = self.engine(conn, database_id, schema).settled(by_member[index])
+            if settled is None:
+                remaining.append((database_id, schema))
+            else:
+                results[database_id] = settled
+        return remaining
+
+    async def _one(
+        self, conn: asyncpg.Connection, database_id: uuid.UUID, schema: str
+    ) -> TargetRunResult:
+        params = self.for_target(database_id)
+        try:
+            engine = self.engine(conn, database_id, schema)
+            if params.kind is TargetRunKind.ROLLBACK:
+                return await engine.rollback()
+            return await engine.apply()
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate in RETRYABLE_SQLSTATES:
+                raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
+            return error_result(params, "unreachable", describe(exc))
+        except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+            # The connection dropped mid-version; the next schema opens another.
+            if not conn.is_closed():
+                conn.terminate()
+            return error_result(params, "unreachable", describe(exc))
+        except TenantflowError as exc:
+            return error_result(params, exc.error_type, exc.message)

@@ -1,0 +1,223 @@
+"""Grouped schema targets on real PostgreSQL (issue 13): the schemas of a batch that share a
+database and credentials go through one connection, each in its own transactions under its own
+lock and search path; an up-to-date group is settled from one ledger query."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.grouped import NEUTRAL_SEARCH_PATH, GroupRunner, group_schemas
+from activities.migrations import MigrationActivities, _connect
+from common.catalog.databases import DatabaseRepository
+from common.catalog.migration_sets import MigrationSetRepository
+from common.crypto import CredentialCipher, KeyRing
+from common.migrations.loader import parse_files
+from common.settings import Settings
+from models.databases import DatabaseCreate
+from models.fleet import TargetBatchInput
+from models.migrations import Migration, TargetRunKind, TargetRunResult
+from tests.conftest import TargetDatabase
+
+FILES = {
+    # Unqualified names throughout: each must land in the schema it runs for.
+    "V1__who.sql": "CREATE TABLE who (pid int, schema_name text);\n"
+    "INSERT INTO who SELECT pg_backend_pid(), current_schema();",
+    # Fails in the schemas whose name ends in _bad only, after version 1 is in.
+    "V2__items.sql": "CREATE TABLE items (id int);\n"
+    "SELECT CASE WHEN current_schema() LIKE '%\\_bad' THEN current_schema()::int END;",
+    "V3__index.sql": (
+        "-- tenantflow:no-transaction\nCREATE INDEX CONCURRENTLY items_id ON items (id);"
+    ),
+    "R__item_view.sql": "CREATE OR REPLACE VIEW item_ids AS SELECT id FROM items;",
+}
+
+
+class Group:
+    """Schema targets in one database, registered in the catalog, run as one batch."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, target: TargetDatabase) -> None:
+        cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
+        self.databases = DatabaseRepository(pool, cipher)
+        self.sets = MigrationSetRepository(pool)
+        self.activities = MigrationActivities(self.databases, self.sets)
+        self.target = target
+        self.set_name = f"g-{uuid.uuid4().hex[:8]}"
+        self.ids: dict[str, uuid.UUID] = {}
+
+    async def add(self, *schemas: str) -> None:
+        for schema in schemas:
+            body = self.target.create_body(name=f"t-{uuid.uuid4().hex[:8]}", schema=schema)
+            created = await self.databases.create(DatabaseCreate.model_validate(body))
+            self.ids[schema] = created.id
+
+    def batch(self, kind: TargetRunKind = TargetRunKind.APPLY, **options: Any) -> TargetBatchInput:
+        return TargetBatchInput(
+            run_id=uuid.uuid4().hex[:8],
+            set_name=self.set_name,
+            kind=kind,
+            target_version=options.pop("target_version", None),
+            database_ids=list(self.ids.values()),
+            dry_run=False,
+            lock_timeout_ms=5000,
+            statement_timeout_ms=60000,
+        )
+
+    async def run(
+        self, kind: TargetRunKind = TargetRunKind.APPLY, **options: Any
+    ) -> dict[str, TargetRunResult]:
+        results = await ActivityEnvironment().run(
+            self.activities.run_target_batch, self.batch(kind, **options)
+        )
+        by_id = {r.database_id: r for r in results}
+        return {schema: by_id[i] for schema, i in self.ids.items()}
+
+    async def records(self, sql: str) -> list[asyncpg.Record]:
+        conn = await self.target.connect()
+        try:
+            return list(await conn.fetch(sql))
+        finally:
+            await conn.close()
+
+    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        return [tuple(r) for r in await self.records(sql)]
+
+    async def ledger(self, schema: str) -> list[str]:
+        rows = await self.records(
+            f'SELECT version FROM "{schema}".tenantflow_schema_history ORDER BY version'
+        )
+        return [r["version"] for r in rows]
+
+
+@pytest.fixture
+async def group(
+    catalog_pool: asyncpg.Pool, settings: Settings, target_database: TargetDatabase
+) -> AsyncIterator[Group]:
+    yield Group(catalog_pool, settings, target_database)
+
+
+def _versions(result: TargetRunResult) -> list[str]:
+    return [a.version for a in result.applied]
+
+
+async def test_grouped_schemas_apply_through_one_connection_each_in_its_own_schema(
+    group: Group,
+) -> None:
+    await group.sets.register(group.set_name, parse_files(FILES))
+    await group.add("g_a", "g_b_bad", "g_c")
+    results = await group.run()
+
+    for schema in ("g_a", "g_c"):
+        assert results[schema].failure is None
+        assert _versions(results[schema]) == ["1", "2", "3", "R:item view"]
+        assert await group.ledger(schema) == ["1", "2", "3", "R:item view"]
+    # The failing schema fails alone: its version 2 rolled back, version 1 stays.
+    bad = results["g_b_bad"]
+    assert bad.failure is not None and bad.failure.version == "2"
+    assert bad.failure.sqlstate == "22P02"
+    assert _versions(bad) == ["1"]
+    assert await group.ledger("g_b_bad") == ["1"]
+    assert await group.fetch("SELECT to_regclass('g_b_bad.items')") == [(None,)]
+
+    # One backend served all three; search_path never leaked between them.
+    rows = await group.records(
+        "SELECT 'g_a' AS s, * FROM g_a.who UNION ALL SELECT 'g_b_bad', * FROM g_b_bad.who "
+        "UNION ALL SELECT 'g_c', * FROM g_c.who"
+    )
+    assert {r["s"]: r["schema_name"] for r in rows} == {s: s for s in ("g_a", "g_b_bad", "g_c")}
+    assert len({r["pid"] for r in rows}) == 1
+    assert await group.fetch("SELECT to_regclass('public.who'), to_regclass('public.items')") == [
+        (None, None)
+    ]
+    for schema in ("g_a", "g_c"):
+        valid = await group.fetch(
+            f"SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('{schema}.items_id')"
+        )
+        assert valid == [(True,)]
+        assert await group.fetch(f"SELECT to_regclass('{schema}.item_ids') IS NOT NULL") == [
+            (True,)
+        ]
+
+
+async def test_an_up_to_date_group_is_settled_from_one_ledger_query(group: Group) -> None:
+    migrations = parse_files(FILES)
+    await group.sets.register(group.set_name, migrations)
+    await group.add("n_a", "n_b", "n_c")
+    first = await group.run()
+    assert all(r.failure is None for r in first.values())
+
+    second = await group.run()
+    for schema, result in second.items():
+        assert result.failure is None and result.applied == []
+        assert result.from_version == result.to_version == "3", schema
+
+    # The same group through the runner, every statement on its connection logged.
+    statements: list[str] = []
+    runner = _runner(group, migrations, statements)
+    results = await runner.run()
+    assert [r.applied for r in results.values()] == [[], [], []]
+    assert runner.ledger_queries == 1
+    assert len(statements) == 1 and "UNION ALL" in statements[0]
+
+
+async def test_a_group_rolls_back_each_schema_in_its_own_schema(group: Group) -> None:
+    files = {
+        "V1__a.sql": "CREATE TABLE a (id int);",
+        "U1__a.sql": "DROP TABLE a;",
+        "V2__b.sql": "CREATE TABLE b (id int);",
+        "U2__b.sql": "DROP TABLE b;",
+    }
+    await group.sets.register(group.set_name, parse_files(files))
+    await group.add("r_a", "r_b")
+    await group.run()
+    results = await group.run(TargetRunKind.ROLLBACK, target_version="1")
+    for schema in ("r_a", "r_b"):
+        assert results[schema].failure is None
+        assert _versions(results[schema]) == ["2"]
+        assert await group.ledger(schema) == ["1"]
+        assert await group.fetch(
+            f"SELECT to_regclass('{schema}.a') IS NOT NULL, to_regclass('{schema}.b')"
+        ) == [(True, None)]
+
+
+async def test_first_contact_reads_ledgers_that_are_not_there_yet_without_failing(
+    group: Group,
+) -> None:
+    """The group's ledger query meets missing tables on a first rollout: the engine reads
+    each ledger itself then."""
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("f_a", "f_b")
+    statements: list[str] = []
+    runner = _runner(group, parse_files({"V1__a.sql": "CREATE TABLE a ();"}), statements)
+    results = await runner.run()
+    assert sorted(_versions(r) for r in results.values()) == [["1"], ["1"]]
+
+
+def _runner(group: Group, migrations: list[Migration], statements: list[str]) -> GroupRunner:
+    batch = group.batch()
+    target: dict[str, Any] = {
+        "host": group.target.host,
+        "port": group.target.port,
+        "database": group.target.database,
+        "user": group.target.user,
+        "password": group.target.password,
+    }
+    groups, singles = group_schemas(
+        batch.database_ids,
+        {i: {**target, "schema": schema} for schema, i in group.ids.items()},
+    )
+    assert singles == [] and len(groups) == 1
+
+    async def connect() -> asyncpg.Connection:
+        conn = await _connect(target, batch.for_target(batch.database_ids[0]), NEUTRAL_SEARCH_PATH)
+        conn.add_query_logger(lambda record: statements.append(record.query))
+        return conn
+
+    return GroupRunner(
+        groups[0], batch.for_target, migrations, "tenantflow_schema_history", connect
+    )

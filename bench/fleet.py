@@ -2,6 +2,7 @@
 
     python -m bench.fleet                    # 200 databases
     python -m bench.fleet --schemas --targets 2000
+    python -m bench.fleet --noop             # 10,000 up-to-date schema targets, run again
 
 Creates its own embedded PostgreSQL and Temporal server in a temporary directory and one set of
 targets per contender, and applies ``examples/core`` in rounds (targets emptied and a checkpoint
@@ -19,6 +20,10 @@ and prints each time, the CPU seconds each process used meanwhile, the medians a
 ratios (``telemetry on / off``: 3. over 4., the cost of telemetry), the worker's peak memory,
 the run's history size and, with ``--watchers``, the latency of ``GET /api/v1/migrations/{id}``
 polled by that many clients during the tenantflow runs.
+
+After the rounds, the fast no-op: tenantflow runs again over its up-to-date targets, against
+plain asyncpg connecting to each and reading its ledger at the same concurrency (printed as a
+ratio, goal <= 2); ``--noop`` times that run alone over 10,000 schema targets (goal <= 10 s).
 """
 
 from __future__ import annotations
@@ -127,6 +132,18 @@ async def apply_plain(args: dict[str, Any], migrations: list[Migration]) -> None
         for migration in migrations:
             async with conn.transaction():
                 await conn.execute(migration.up_sql)
+    finally:
+        await conn.close()
+
+
+async def read_ledger_plain(args: dict[str, Any]) -> None:
+    """The no-op baseline for one target: connect and read its ledger, nothing else."""
+    conn = await asyncpg.connect(**args)
+    try:
+        schema = args["server_settings"].get("search_path", "public")
+        await conn.fetch(
+            f'SELECT version, checksum, success FROM "{schema}".tenantflow_schema_history'  # noqa: S608
+        )
     finally:
         await conn.close()
 
@@ -426,7 +443,9 @@ async def main(options: argparse.Namespace) -> None:
                 ) as off:
                     await fleet_run(off, "tfoff", scraped=False)
 
-            async def fleet_run(api: httpx.AsyncClient, prefix: str, *, scraped: bool) -> None:
+            async def fleet_run(
+                api: httpx.AsyncClient, prefix: str, *, scraped: bool, outcome: str = "succeeded"
+            ) -> None:
                 started = await api.post(
                     "/api/v1/migrations",
                     json={
@@ -464,7 +483,7 @@ async def main(options: argparse.Namespace) -> None:
                 await asyncio.gather(*watchers)
                 state = (await api.get(run["status_url"])).json()
                 counts = state["counts"]
-                if state["status"] != "completed" or counts["succeeded"] != n:
+                if state["status"] != "completed" or counts[outcome] != n:
                     raise SystemExit(f"tenantflow run did not migrate every target: {counts}")
 
             contenders: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
@@ -489,6 +508,28 @@ async def main(options: argparse.Namespace) -> None:
             for viewer in viewers:
                 await viewer.aclose()
 
+            noop: dict[str, list[float]] = {"tf": [], "plain": []}
+            if "tf" in chosen and (options.noop or "plain" in chosen):
+                # The fast no-op: the same run again over its up-to-date targets, against
+                # what plain asyncpg needs to connect to each and read its ledger.
+                async def tenantflow_noop() -> None:
+                    await fleet_run(api, "tf", scraped=False, outcome="up_to_date")
+
+                async def bounded_read(name: str) -> None:
+                    async with semaphore:
+                        await read_ledger_plain(connect_args(pg, "tf", name, schemas))
+
+                async def plain_noop() -> None:
+                    await asyncio.gather(*(bounded_read(name) for name in targets["tf"]))
+
+                noop_rounds = 1 if options.noop else 3
+                for _ in range(noop_rounds):
+                    noop["tf"].append(await timed("tenantflow no-op (up to date)", tenantflow_noop))
+                    if not options.noop:
+                        noop["plain"].append(
+                            await timed("plain asyncpg: connect + ledger read", plain_noop)
+                        )
+
         medians = {prefix: statistics.median(times[prefix]) for prefix in chosen}
         names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow", "tfoff": "off"}
         print("\nmedians: " + ", ".join(f"{names[k]} {v:.2f} s" for k, v in medians.items()))
@@ -508,6 +549,17 @@ async def main(options: argparse.Namespace) -> None:
                     f"{'telemetry on / off, CPU':<28} = {cpu_ratio:.3f} (services' CPU seconds: "
                     f"{statistics.median(on_cpu):.1f} / {statistics.median(off_cpu):.1f})"
                 )
+        if noop["tf"] and noop["plain"]:
+            ratio = statistics.median(noop["tf"]) / statistics.median(noop["plain"])
+            verdict = "within" if ratio <= 2 else "OVER"
+            print(
+                f"{'no-op / connect + read':<28} = {ratio:.2f} ({verdict} the 2x goal; "
+                f"{n} up-to-date {kind})"
+            )
+        if noop["tf"] and options.noop:
+            took = noop["tf"][0]
+            verdict = "within" if took <= 10 else "OVER"
+            print(f"{'no-op run':<28} = {took:.2f} s over {n} up-to-date {kind} ({verdict} 10 s)")
         print(f"worker peak memory           = {peak_rss_mb(processes['worker'].pid):.0f} MB")
         client = await Client.connect(temporal.address)
         for run_id in run_ids[-1:]:
@@ -574,7 +626,20 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         help="which to time, e.g. tf for a scale run, tf,tfoff for the cost of telemetry",
     )
     parser.add_argument("--watch-interval", type=float, default=0.1, help="each watcher's pause")
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--noop",
+        action="store_true",
+        help="the no-op at scale: 10,000 schema targets (unless --targets), tenantflow only, "
+        "applied once (not timed closely) and run again up to date, printing the total",
+    )
+    options = parser.parse_args(argv)
+    if options.noop:
+        options.schemas = True
+        options.contenders = "tf"
+        options.rounds = 1
+        if "--targets" not in (argv if argv is not None else sys.argv):
+            options.targets = 10_000
+    return options
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ lock and search path; an up-to-date group is settled from one ledger query."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -64,7 +65,7 @@ class Group:
             target_version=options.pop("target_version", None),
             database_ids=list(self.ids.values()),
             dry_run=False,
-            lock_timeout_ms=5000,
+            lock_timeout_ms=options.pop("lock_timeout_ms", 5000),
             statement_timeout_ms=60000,
         )
 
@@ -196,6 +197,27 @@ async def test_first_contact_reads_ledgers_that_are_not_there_yet_without_failin
     runner = _runner(group, parse_files({"V1__a.sql": "CREATE TABLE a ();"}), statements)
     results = await runner.run()
     assert sorted(_versions(r) for r in results.values()) == [["1"], ["1"]]
+
+
+async def test_a_busy_schema_is_tried_again_after_the_others(group: Group) -> None:
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("l_a", "l_busy", "l_c")
+    conn = await group.target.connect()
+    locked = conn.transaction()
+    await locked.start()
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('tenantflow:l_busy', 0))")
+
+    async def release() -> None:
+        # Held until the schema after it is done: its first attempt timed out by then.
+        while await group.fetch("SELECT to_regclass('l_c.a') IS NOT NULL") != [(True,)]:  # noqa: ASYNC110 - polls the database
+            await asyncio.sleep(0.05)
+        await locked.rollback()
+
+    try:
+        results, _ = await asyncio.gather(group.run(lock_timeout_ms=100), release())
+    finally:
+        await conn.close()
+    assert {s: _versions(r) for s, r in results.items()} == {s: ["1"] for s in group.ids}
 
 
 def _runner(group: Group, migrations: list[Migration], statements: list[str]) -> GroupRunner:

@@ -169,10 +169,12 @@ class MigrationActivities:
             finally:
                 seconds[database_id] = time.perf_counter() - began
 
+        # Schemas sharing a database and credentials share a connection (activities.grouped).
         groups: list[SchemaGroup] = []
         singles = list(batch.database_ids)
         if batch.kind in GROUPED_KINDS:
             groups, singles = group_schemas(batch.database_ids, targets)
+        by_target: dict[uuid.UUID, TargetRunResult | BaseException] = {}
 
         async def grouped(group: SchemaGroup, slots: SlotSession | None) -> None:
             """One connection (one budget slot) for the group's schemas."""
@@ -195,12 +197,14 @@ class MigrationActivities:
                 return
             share = (time.perf_counter() - began) / len(group.members)
             for database_id, _ in group.members:
-                by_target[database_id] = found_results.get(database_id) or _error_result(
-                    batch.for_target(database_id), "internal", "no result"
+                member = batch.for_target(database_id)
+                result = found_results.get(database_id)
+                by_target[database_id] = (
+                    with_lock_risks(result, member, found.migrations)
+                    if result is not None
+                    else _error_result(member, "internal", "the group ran without it")
                 )
                 seconds[database_id] = share
-
-        by_target: dict[uuid.UUID, TargetRunResult | BaseException] = {}
 
         async def single(database_id: uuid.UUID, slots: SlotSession | None) -> None:
             try:

@@ -64,7 +64,7 @@ class Group:
             kind=kind,
             target_version=options.pop("target_version", None),
             database_ids=list(self.ids.values()),
-            dry_run=False,
+            dry_run=options.pop("dry_run", False),
             lock_timeout_ms=options.pop("lock_timeout_ms", 5000),
             statement_timeout_ms=60000,
         )
@@ -197,6 +197,21 @@ async def test_first_contact_reads_ledgers_that_are_not_there_yet_without_failin
     runner = _runner(group, parse_files({"V1__a.sql": "CREATE TABLE a ();"}), statements)
     results = await runner.run()
     assert sorted(_versions(r) for r in results.values()) == [["1"], ["1"]]
+
+
+async def test_a_grouped_dry_run_plans_each_schema_with_its_lock_risks(group: Group) -> None:
+    files = {"V1__a.sql": "CREATE TABLE a (id int);", "V2__i.sql": "CREATE INDEX i ON a (id);"}
+    await group.sets.register(group.set_name, parse_files(files))
+    await group.add("d_a", "d_b")
+    results = await group.run(dry_run=True)
+    for result in results.values():
+        assert [(p.version, [w.rule for w in p.warnings]) for p in result.planned] == [
+            ("1", []),
+            ("2", ["require-concurrent-index-creation"]),
+        ]
+    assert await group.fetch("SELECT to_regclass('d_a.a'), to_regnamespace('d_b')") == [
+        (None, None)
+    ]
 
 
 async def test_a_busy_schema_is_tried_again_after_the_others(group: Group) -> None:

@@ -78,6 +78,51 @@ class TemporalSettings(BaseModel):
     )
 
 
+class WorkerSettings(BaseModel):
+    """How much one ``tenantflow worker`` process takes on at a time (see docs/deployment.md)."""
+
+    max_concurrent_activities: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Activity slots: activities (a fleet run's target batches among them) this "
+        "worker runs at once; a task beyond it waits on the queue for any worker's free slot.",
+    )
+    max_concurrent_workflow_tasks: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Workflow task slots: workflow code steps this worker runs at once.",
+    )
+    activity_pollers: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="Long polls this worker keeps open for activity tasks.",
+    )
+    workflow_pollers: int = Field(
+        default=5,
+        ge=2,
+        le=100,
+        description="Long polls this worker keeps open for workflow tasks (at least two: one for "
+        "the task queue, one for the worker's sticky queue).",
+    )
+    eager_activities: bool = Field(
+        default=False,
+        description="Let the worker that runs a workflow task start the activities it schedules "
+        "itself, skipping the task queue: one round trip less, but a fleet run's batches then "
+        "all land on the worker holding the run until its slots are full (off, they spread over "
+        "every worker polling the queue).",
+    )
+    graceful_shutdown_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        le=3600,
+        description="On SIGTERM, how long running activities may finish before they are "
+        "cancelled (and retried on another worker).",
+    )
+
+
 class GatewaySettings(BaseModel):
     """The HTTP API process."""
 
@@ -465,6 +510,7 @@ class Settings(BaseSettings):
     profile: Profile = Profile.DEV
     catalog: CatalogSettings = Field(default_factory=CatalogSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     log: LogSettings = Field(default_factory=LogSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)

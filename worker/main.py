@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 from datetime import timedelta
 
-from temporalio.worker import Worker
+import asyncpg
+from temporalio.client import Client
+from temporalio.worker import Interceptor, PollerBehaviorSimpleMaximum, Worker
 
 from common.catalog import open_catalog
 from common.crypto import CredentialCipher, KeyRing
@@ -52,21 +55,10 @@ async def run_worker(
             interceptors=tracing.interceptors if tracing else (),
             runtime=metrics.runtime,
         )
-        worker = Worker(
+        worker = build_worker(
+            settings,
             client,
-            task_queue=settings.temporal.task_queue,
-            workflows=list(WORKFLOWS),
-            activities=build_activities(
-                catalog,
-                CredentialCipher(KeyRing.from_settings(settings.crypto)),
-                temporal=client,
-                webhook_settings=settings.webhooks,
-                task_queue=settings.temporal.task_queue,
-                catalog_dsn=settings.catalog.dsn.get_secret_value(),
-                templates=settings.provisioning.templates,
-                alert_settings=settings.alerts,
-            ),
-            graceful_shutdown_timeout=timedelta(seconds=30),
+            catalog,
             interceptors=[WorkflowMetricsInterceptor()] if metrics.runtime else [],
         )
         log.info(
@@ -74,6 +66,7 @@ async def run_worker(
             extra={
                 "task_queue": settings.temporal.task_queue,
                 "namespace": settings.temporal.namespace,
+                "activity_slots": settings.worker.max_concurrent_activities,
                 "temporal": settings.temporal.address,
             },
         )
@@ -87,3 +80,36 @@ async def run_worker(
         await catalog.close()
         if tracing is not None:
             await tracing.shutdown()
+
+
+def build_worker(
+    settings: Settings,
+    client: Client,
+    catalog: asyncpg.Pool,
+    *,
+    interceptors: Sequence[Interceptor] = (),
+) -> Worker:
+    """Every workflow and activity on the task queue, sized by ``settings.worker``."""
+    sizing = settings.worker
+    return Worker(
+        client,
+        task_queue=settings.temporal.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(
+            catalog,
+            CredentialCipher(KeyRing.from_settings(settings.crypto)),
+            temporal=client,
+            webhook_settings=settings.webhooks,
+            task_queue=settings.temporal.task_queue,
+            catalog_dsn=settings.catalog.dsn.get_secret_value(),
+            templates=settings.provisioning.templates,
+            alert_settings=settings.alerts,
+        ),
+        max_concurrent_activities=sizing.max_concurrent_activities,
+        max_concurrent_workflow_tasks=sizing.max_concurrent_workflow_tasks,
+        activity_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=sizing.activity_pollers),
+        workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(maximum=sizing.workflow_pollers),
+        disable_eager_activity_execution=not sizing.eager_activities,
+        graceful_shutdown_timeout=timedelta(seconds=sizing.graceful_shutdown_seconds),
+        interceptors=list(interceptors),
+    )

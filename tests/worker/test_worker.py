@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import timedelta
 
 import pytest
+from temporalio.worker import PollerBehaviorSimpleMaximum
 
 from cli.stack import EmbeddedPostgres, free_port
+from common.catalog import open_catalog
 from common.errors import DependencyUnavailable
-from common.settings import Settings
+from common.settings import Settings, WorkerSettings
 from common.temporal_client import connect_temporal
 from models.system import SystemCheckInput
 from tests.conftest import make_settings
-from worker.main import run_worker
+from worker.main import build_worker, run_worker
 from worker.registry import WORKFLOWS, build_activities
 from workflows.system import SystemCheckWorkflow
 
@@ -54,3 +57,40 @@ async def test_worker_fails_clearly_when_temporal_is_unreachable(
     unreachable = make_settings(postgres, f"127.0.0.1:{free_port()}")
     with pytest.raises(DependencyUnavailable, match="Temporal is unreachable"):
         await asyncio.wait_for(run_worker(unreachable, install_signal_handlers=False), timeout=60)
+
+
+async def test_worker_settings_size_the_worker(settings: Settings) -> None:
+    sized = settings.model_copy(
+        update={
+            "worker": WorkerSettings(
+                max_concurrent_activities=7,
+                max_concurrent_workflow_tasks=9,
+                activity_pollers=3,
+                workflow_pollers=4,
+                eager_activities=True,
+                graceful_shutdown_seconds=12,
+            )
+        }
+    )
+    client = await connect_temporal(sized.temporal, crypto=sized.crypto)
+    catalog = await open_catalog(sized.catalog)
+    try:
+        config = build_worker(sized, client, catalog).config()
+    finally:
+        await catalog.close()
+    assert config.get("max_concurrent_activities") == 7
+    assert config.get("max_concurrent_workflow_tasks") == 9
+    assert config.get("activity_task_poller_behavior") == PollerBehaviorSimpleMaximum(maximum=3)
+    assert config.get("workflow_task_poller_behavior") == PollerBehaviorSimpleMaximum(maximum=4)
+    assert config.get("disable_eager_activity_execution") is False
+    assert config.get("graceful_shutdown_timeout") == timedelta(seconds=12)
+
+
+def test_worker_defaults_keep_the_sdk_sizes_and_spread_activities() -> None:
+    defaults = WorkerSettings()
+    assert defaults.max_concurrent_activities == defaults.max_concurrent_workflow_tasks == 100
+    assert (defaults.activity_pollers, defaults.workflow_pollers) == (5, 5)
+    # Off, so a fleet run's batches reach every worker on the queue (test_two_workers.py).
+    assert defaults.eager_activities is False
+    with pytest.raises(ValueError, match="workflow_pollers"):
+        WorkerSettings(workflow_pollers=1)

@@ -1,0 +1,121 @@
+"""Two worker processes share one fleet run; one is SIGKILLed mid-run and nothing applies twice."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from temporalio.api.enums.v1 import EventType, PendingActivityState
+from temporalio.client import Client, WorkflowHandle
+
+from cli.stack import free_port
+from common.settings import Settings
+from gateway.app import create_app
+from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
+from tests.gateway.routers.test_fleet import _fleet, _ledger, _start_run, _until
+from tests.workflows.test_migrations import _start_worker
+
+TARGETS = 12
+
+# V2 sleeps inside its transaction so that batches are in flight when a worker dies; its insert
+# counts how often it committed on each target.
+FILES = {
+    "V1__applied.sql": "CREATE TABLE applied (version text NOT NULL);",
+    "V2__slow.sql": "INSERT INTO applied VALUES ('2');\nSELECT pg_sleep(1.2);",
+    "V3__after.sql": "INSERT INTO applied VALUES ('3');",
+}
+
+
+async def _batch_holders(handle: WorkflowHandle[object, object]) -> tuple[set[str], set[str]]:
+    """Which worker identities ran a target batch so far, and which hold one right now."""
+    ran: set[str] = set()
+    async for event in handle.fetch_history_events():
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
+            ran.add(event.activity_task_started_event_attributes.identity)
+    holding = {
+        pending.last_worker_identity
+        for pending in (await handle.describe()).raw_description.pending_activities
+        if pending.activity_type.name == "run_target_batch"
+        and pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+    }
+    return ran | holding, holding
+
+
+async def _applied(target: TargetDatabase) -> list[str]:
+    conn = await target.connect()
+    try:
+        return [r["version"] for r in await conn.fetch("SELECT version FROM applied ORDER BY 1")]
+    finally:
+        await conn.close()
+
+
+async def test_two_workers_share_a_run_and_one_killed_mid_run_applies_nothing_twice(
+    settings: Settings,
+    tokens: Tokens,
+    make_target: TargetFactory,
+    temporal_client: Client,
+    tmp_path: Path,
+) -> None:
+    # A gateway and two worker processes of its own, on a task queue no other worker serves.
+    queue = f"two-workers-{uuid.uuid4().hex[:8]}"
+    own = settings.model_copy(
+        update={"temporal": settings.temporal.model_copy(update={"task_queue": queue})}
+    )
+    port = free_port()
+    server = ThreadedServer(create_app(own), port, lifespan="on")
+    server.start()
+    workers = {name: _start_worker(own, queue, tmp_path / f"{name}.log") for name in ("w1", "w2")}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+            label, set_name, targets = await _fleet(http, tokens, make_target, TARGETS, files=FILES)
+            operator = tokens.headers("infra-operator")
+            run = await _start_run(
+                http,
+                operator,
+                set_name,
+                label,
+                concurrency=6,
+                batch_size=1,
+                heartbeat_timeout_seconds=3,
+            )
+            handle: WorkflowHandle[object, object] = temporal_client.get_workflow_handle(
+                run["workflow_id"]
+            )
+            # Client identities are "pid@host": each worker process is known by its pid.
+            by_pid = {str(process.pid): name for name, process in workers.items()}
+
+            def names(identities: set[str]) -> set[str]:
+                return {by_pid[i.split("@")[0]] for i in identities if i.split("@")[0] in by_pid}
+
+            victim = None
+            ran: set[str] = set()
+            holding: set[str] = set()
+            deadline = time.monotonic() + 60
+            while victim is None and time.monotonic() < deadline:
+                ran, holding = await _batch_holders(handle)
+                if names(ran) == set(workers) and names(holding):
+                    victim = sorted(names(holding))[0]
+                else:
+                    await asyncio.sleep(0.1)
+            assert victim is not None, f"not both workers ran batches: {ran=} {holding=}"
+            workers[victim].kill()  # SIGKILL: no goodbye, its batch is abandoned mid-migration
+            await asyncio.to_thread(workers[victim].wait, 10)
+
+            await asyncio.wait_for(handle.result(), timeout=120)
+            final = await _until(
+                http, run["status_url"], operator, lambda p: p["status"] == "completed", 100
+            )
+            assert final["status"] == "completed"
+            assert final["counts"]["succeeded"] == TARGETS
+            for target in targets:
+                assert sorted(await _ledger(target)) == ["1", "2", "3"]  # each version once
+                assert await _applied(target) == ["2", "3"]  # and its effect committed once
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.terminate()
+                await asyncio.to_thread(process.wait, 45)
+        server.stop()

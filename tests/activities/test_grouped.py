@@ -14,15 +14,13 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.grouped import NEUTRAL_SEARCH_PATH, GroupRunner, group_schemas
-from activities.migrations import MigrationActivities, _connect
-from common.catalog.databases import DatabaseRepository
-from common.catalog.migration_sets import MigrationSetRepository
-from common.crypto import CredentialCipher, KeyRing
+from activities.migrations import _connect
 from common.migrations.loader import parse_files
 from common.settings import Settings
 from models.databases import DatabaseCreate
 from models.fleet import TargetBatchInput
 from models.migrations import Migration, TargetRunKind, TargetRunResult
+from tests.activities.test_migrations import Harness
 from tests.conftest import TargetDatabase
 
 FILES = {
@@ -39,15 +37,12 @@ FILES = {
 }
 
 
-class Group:
-    """Schema targets in one database, registered in the catalog, run as one batch."""
+class Group(Harness):
+    """Schema targets in one database, registered in the catalog, run as one batch (the
+    single-target tests' harness with several targets)."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, target: TargetDatabase) -> None:
-        cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
-        self.databases = DatabaseRepository(pool, cipher)
-        self.sets = MigrationSetRepository(pool)
-        self.activities = MigrationActivities(self.databases, self.sets)
-        self.target = target
+        super().__init__(pool, settings, target)
         self.set_name = f"g-{uuid.uuid4().hex[:8]}"
         self.ids: dict[str, uuid.UUID] = {}
 

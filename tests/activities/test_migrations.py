@@ -52,8 +52,9 @@ BASE = [
 ]
 
 
-class Engine:
-    """Registers sets and targets in the catalog and runs the activity directly."""
+class Harness:
+    """The catalog repositories and the migration activities, bound to a test's target
+    server, with a set name of its own."""
 
     def __init__(self, pool: asyncpg.Pool, settings: Settings, target: TargetDatabase) -> None:
         cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
@@ -62,6 +63,13 @@ class Engine:
         self.activities = MigrationActivities(self.databases, self.sets)
         self.target = target
         self.set_name = f"s-{uuid.uuid4().hex[:8]}"
+
+
+class Engine(Harness):
+    """Registers sets and targets in the catalog and runs the activity directly."""
+
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, target: TargetDatabase) -> None:
+        super().__init__(pool, settings, target)
         self.database_id: uuid.UUID | None = None
 
     async def register_target(self, schema: str | None = None) -> uuid.UUID:

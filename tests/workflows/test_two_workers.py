@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,11 +18,9 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowHandle
 
-from cli.stack import free_port
 from common.settings import Settings
-from gateway.app import create_app
-from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
-from tests.gateway.routers.test_fleet import _fleet, _ledger, _start_run, _until
+from tests.conftest import TargetDatabase, TargetFactory, Tokens
+from tests.gateway.routers.test_fleet import _fleet, _ledger, _start_run, _until, own_gateway
 from tests.workflows.test_migrations import _start_worker
 
 TARGETS = 12
@@ -98,13 +95,7 @@ async def test_two_workers_share_a_run_and_one_killed_mid_run_applies_nothing_tw
     tmp_path: Path,
 ) -> None:
     # A gateway and two worker processes of its own, on a task queue no other worker serves.
-    queue = f"two-workers-{uuid.uuid4().hex[:8]}"
-    own = settings.model_copy(
-        update={"temporal": settings.temporal.model_copy(update={"task_queue": queue})}
-    )
-    port = free_port()
-    server = ThreadedServer(create_app(own), port, lifespan="on")
-    server.start()
+    own, queue, server, port = own_gateway(settings, "two-workers")
     workers = {name: _start_worker(own, queue, tmp_path / f"{name}.log") for name in ("w1", "w2")}
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:

@@ -399,17 +399,24 @@ async def test_over_the_budget_pauses_and_says_why_then_cancel_stops_cleanly(
         assert sorted(await _ledger(target)) in ([], ["1", "2"])
 
 
-async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applied_twice(
-    settings: Settings, tokens: Tokens, make_target: TargetFactory, tmp_path: Path
-) -> None:
-    # A gateway and worker processes of its own, on a task queue no other worker serves.
-    queue = f"fleet-kill-{uuid.uuid4().hex[:8]}"
+def own_gateway(settings: Settings, prefix: str) -> tuple[Settings, str, ThreadedServer, int]:
+    """Settings on a task queue of the test's own (no other worker serves it) and a started
+    gateway on them: the settings, the queue, the server (stop it) and its port."""
+    queue = f"{prefix}-{uuid.uuid4().hex[:8]}"
     own = settings.model_copy(
         update={"temporal": settings.temporal.model_copy(update={"task_queue": queue})}
     )
     port = free_port()
     server = ThreadedServer(create_app(own), port, lifespan="on")
     server.start()
+    return own, queue, server, port
+
+
+async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applied_twice(
+    settings: Settings, tokens: Tokens, make_target: TargetFactory, tmp_path: Path
+) -> None:
+    # A gateway and worker processes of its own, on a task queue no other worker serves.
+    own, queue, server, port = own_gateway(settings, "fleet-kill")
     first = _start_worker(own, queue, tmp_path / "w1.log")
     second = None
     try:

@@ -30,7 +30,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.fleet import EXAMPLE, Server, run_sql, start_tenantflow
+from bench.fleet import EXAMPLE, Server, run_sql, start_tenantflow, stop_stack
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory, to_format
 from models.migrations import MigrationFormat
@@ -228,15 +228,7 @@ async def main(options: argparse.Namespace) -> None:
             f"{ADOPTED_UP_TO}"
         )
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(60)
-        for thread in threads:
-            thread.end()
-        temporal.stop()
-        pg.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
+        stop_stack(processes, threads, temporal, pg, work_dir)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

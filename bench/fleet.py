@@ -299,6 +299,30 @@ async def start_tenantflow(
     return base_url, {"Authorization": f"Bearer {token}"}
 
 
+def stop_stack(
+    processes: dict[str, subprocess.Popen[bytes]],
+    threads: list[Server],
+    temporal: TemporalDevServer,
+    pg: EmbeddedPostgres,
+    work_dir: Path,
+) -> None:
+    """Stop what ``start_tenantflow`` and a benchmark started, whatever happened: the worker
+    and gateway processes (killed if they do not stop within a minute), the issuer thread,
+    Temporal and PostgreSQL, then the temporary directory."""
+    for process in processes.values():
+        process.terminate()
+    for process in processes.values():
+        try:
+            process.wait(60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    for thread in threads:
+        thread.end()
+    temporal.stop()
+    pg.stop()
+    shutil.rmtree(work_dir, ignore_errors=True)
+
+
 async def main(options: argparse.Namespace) -> None:
     migrations = load_directory(EXAMPLE)
     work_dir = Path(tempfile.mkdtemp(prefix="tenantflow-bench-"))
@@ -597,15 +621,7 @@ async def main(options: argparse.Namespace) -> None:
                 f"{sizes[1] / 1000:.0f} KB of JSON"
             )
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            process.wait(60)
-        for thread in threads:
-            thread.end()
-        temporal.stop()
-        pg.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
+        stop_stack(processes, threads, temporal, pg, work_dir)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

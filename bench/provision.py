@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import secrets
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.fleet import EXAMPLE, Server, percentile, run_sql, start_tenantflow
+from bench.fleet import EXAMPLE, Server, percentile, run_sql, start_tenantflow, stop_stack
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
 from models.migrations import Migration
@@ -222,18 +221,7 @@ async def main(options: argparse.Namespace) -> None:
         goal = "met" if statistics.median(tenantflow) < 2.0 else "NOT met"
         print(f"goal p50 < 2 s             = {goal}")
     finally:
-        for process in processes.values():
-            process.terminate()
-        for process in processes.values():
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        for thread in threads:
-            thread.end()
-        temporal.stop()
-        pg.stop()
-        shutil.rmtree(work_dir, ignore_errors=True)
+        stop_stack(processes, threads, temporal, pg, work_dir)
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:

@@ -12,6 +12,15 @@ from pydantic import BaseModel, Field, model_validator
 from models.adoption import AdoptSource
 from models.migrations import SetName, TargetRunInput, TargetRunKind
 
+# The run's state lives in models.run_state; these names are also imported from here.
+from models.run_state import KEPT_ERROR_CHARS as KEPT_ERROR_CHARS
+from models.run_state import MAX_FAILED_KEPT as MAX_FAILED_KEPT
+from models.run_state import RECENT_KEPT as RECENT_KEPT
+from models.run_state import FleetCounts as FleetCounts
+from models.run_state import FleetState as FleetState
+from models.run_state import TargetProgress as TargetProgress
+from models.run_state import TargetState as TargetState
+
 
 class FleetSelector(BaseModel):
     """Which targets a run covers: all, those matching every label, or explicit ids."""
@@ -25,6 +34,8 @@ class FleetSelector(BaseModel):
         chosen = sum([self.all, bool(self.labels), bool(self.database_ids)])
         if chosen != 1:
             raise ValueError("choose exactly one of all, labels or database_ids")
+        # A target named twice is one target (a compact run counts, it keeps no set of ids).
+        self.database_ids = list(dict.fromkeys(self.database_ids))
         return self
 
 
@@ -86,30 +97,6 @@ class FleetRunInput(FleetRunOptions):
     state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
 
 
-class TargetState(StrEnum):
-    """Where one target of a fleet run is."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    UP_TO_DATE = "up_to_date"
-
-
-class TargetProgress(BaseModel):
-    """One target's outcome in a fleet run."""
-
-    state: TargetState
-    from_version: str | None = None
-    to_version: str | None = None
-    error: str | None = None
-    repeatables: list[str] = Field(
-        default_factory=list,
-        description="Repeatable migrations (R:<description>) the run applied again, or would "
-        "(dry run), on this target: they change no version number.",
-    )
-
-
 class FleetStatus(StrEnum):
     """The run as a whole."""
 
@@ -118,36 +105,6 @@ class FleetStatus(StrEnum):
     CANCELLING = "cancelling"
     COMPLETED = "completed"
     CANCELLED = "cancelled"
-
-
-class FleetState(BaseModel):
-    """Everything a fleet run knows; survives continue-as-new."""
-
-    started_at: datetime
-    resolved: int = 0
-    selector_exhausted: bool = False
-    after: str | None = Field(default=None, description="Cursor of the selector's next page.")
-    queue: list[uuid.UUID] = Field(default_factory=list)
-    targets: dict[str, TargetProgress] = Field(default_factory=dict)
-    paused: bool = False
-    paused_reason: str | None = None
-    cancel_requested: bool = False
-    budget_failed_before: int = Field(
-        default=0, description="Failures before the last resume from a budget pause."
-    )
-    canary_done: bool = False
-    concurrency: int = 16
-    continued: int = 0
-
-
-class FleetCounts(BaseModel):
-    """Targets per state."""
-
-    pending: int = 0
-    running: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    up_to_date: int = 0
 
 
 class FleetProgress(BaseModel):
@@ -168,7 +125,25 @@ class FleetProgress(BaseModel):
     adopt_from: AdoptSource | None = Field(default=None, description="adopt: the other tool.")
     counts: FleetCounts
     concurrency: int
-    targets: dict[str, TargetProgress]
+    targets: dict[str, TargetProgress] = Field(
+        description="Every target when ``targets_complete``; otherwise (every run of the "
+        "compact kind) only those in flight, the failed ones kept and the most recent results: "
+        "page them all with GET /api/v1/migrations/{id}/targets."
+    )
+    targets_complete: bool = Field(
+        default=True, description="False when ``targets`` holds only a bounded part of the run."
+    )
+    failed_not_listed: int = Field(
+        default=0, description="Failed targets beyond those the run keeps (counted only)."
+    )
+    position: str | None = Field(
+        default=None,
+        description="The selector's cursor: while ``total_known`` is false, the targets after "
+        "it (all of them when it is null) are not resolved yet, so pending.",
+    )
+    queued: list[str] = Field(
+        default_factory=list, description="Resolved targets not started yet (one page at most)."
+    )
     started_at: datetime
     updated_at: datetime
     throughput_per_minute: float
@@ -192,6 +167,7 @@ class FleetRunResult(BaseModel):
     status: FleetStatus
     counts: FleetCounts
     failed: dict[str, TargetProgress]
+    failed_not_listed: int = Field(default=0, description="Failed targets beyond ``failed``.")
     started_at: datetime
     finished_at: datetime
 

@@ -33,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
         TargetProgress,
         TargetState,
     )
-    from models.migrations import TargetRunResult
+    from models.run_state import BUDGET_PAUSE, outcome, pause_reason
     from models.webhooks import EventOut, WebhookEventType
     from workflows.migrations import TARGET_RETRY
     from workflows.webhooks import emit
@@ -41,46 +41,13 @@ with workflow.unsafe.imports_passed_through():
 STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
 # Continue-as-new long before the 51,200-event limit; a batch costs about 6 events.
 HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
-BUDGET_PAUSE = "failure budget exceeded"
 RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 # Histories recorded before runs published webhook events replay without them.
 EMIT_EVENTS_PATCH = "emit-webhook-events"
 # Runs before repeatable migrations existed recorded targets without them.
 REPORT_REPEATABLES_PATCH = "report-repeatables"
-
-
-def outcome(result: TargetRunResult, repeatables: bool = False) -> TargetProgress:
-    """A target's progress entry from the engine's result (``repeatables``: with the
-    repeatable migrations it applied or planned, which no version number shows)."""
-    if result.failure is not None:
-        where = f" at version {result.failure.version}" if result.failure.version else ""
-        return TargetProgress(
-            state=TargetState.FAILED,
-            from_version=result.from_version,
-            to_version=result.to_version,
-            error=f"{result.failure.reason}{where}: {result.failure.message}"[:1000],
-        )
-    changed = bool(result.applied or result.planned)
-    return TargetProgress(
-        state=TargetState.SUCCEEDED if changed else TargetState.UP_TO_DATE,
-        from_version=result.from_version,
-        to_version=result.to_version,
-        repeatables=(
-            [a.version for a in result.applied if a.repeatable]
-            + [p.version for p in result.planned if p.repeatable]
-            if repeatables
-            else []
-        ),
-    )
-
-
-def pause_reason(paused_reason: str | None) -> str:
-    """The bounded ``reason`` label of a pause: budget, canary or operator."""
-    if paused_reason and paused_reason.startswith(BUDGET_PAUSE):
-        return "budget"
-    if paused_reason and paused_reason.startswith("canary"):
-        return "canary"
-    return "operator"
+# Runs before compact state kept every target in the state (and were capped at 15,000).
+COMPACT_STATE_PATCH = "compact-run-state"
 
 
 @workflow.defn(name="MigrateFleetWorkflow")
@@ -95,8 +62,10 @@ class MigrateFleetWorkflow:
             started_at=workflow.now(), concurrency=params.concurrency
         )
         self._running = 0
-        self._started = sum(
-            1 for t in self._state.targets.values() if t.state is not TargetState.PENDING
+        self._started = (
+            self._state.started
+            if self._state.compact
+            else sum(1 for t in self._state.targets.values() if t.state is not TargetState.PENDING)
         )
         self._wake = False
         self._status = FleetStatus.RUNNING
@@ -149,6 +118,7 @@ class MigrateFleetWorkflow:
         elapsed = max((now - state.started_at).total_seconds(), 0.001)
         rate = done / elapsed
         remaining = counts.pending + counts.running
+        targets = state.known_targets() if state.compact else state.targets
         return FleetProgress(
             run_id=params.run_id,
             set_name=params.set_name,
@@ -162,7 +132,11 @@ class MigrateFleetWorkflow:
             adopt_from=params.adopt_from,
             counts=counts,
             concurrency=state.concurrency,
-            targets=state.targets,
+            targets=targets,
+            targets_complete=not state.compact,
+            failed_not_listed=state.failed_not_listed,
+            position=state.after,
+            queued=[str(i) for i in state.queue] if state.compact else [],
             started_at=state.started_at,
             updated_at=now,
             throughput_per_minute=round(rate * 60, 2),
@@ -176,6 +150,8 @@ class MigrateFleetWorkflow:
     async def run(self, params: FleetRunInput) -> FleetRunResult:
         """Drive the window until every target is done, or the run is cancelled."""
         state = self._require_state()
+        if params.state is None and workflow.patched(COMPACT_STATE_PATCH):
+            state.compact, state.counts = True, FleetCounts()
         tasks: set[asyncio.Task[None]] = set()
         while True:
             continue_soon = (
@@ -212,7 +188,10 @@ class MigrateFleetWorkflow:
             run_id=params.run_id,
             status=self._status,
             counts=self._counts(),
-            failed={k: v for k, v in state.targets.items() if v.state is TargetState.FAILED},
+            failed=state.failed
+            if state.compact
+            else {k: v for k, v in state.targets.items() if v.state is TargetState.FAILED},
+            failed_not_listed=state.failed_not_listed,
             started_at=state.started_at,
             finished_at=workflow.now(),
         )
@@ -277,8 +256,11 @@ class MigrateFleetWorkflow:
                 continue
             size = min(params.batch_size, allowed, len(state.queue))
             batch, state.queue = state.queue[:size], state.queue[size:]
-            for database_id in batch:
-                state.targets[str(database_id)] = TargetProgress(state=TargetState.RUNNING)
+            if state.compact:
+                state.start(batch)
+            else:
+                for database_id in batch:
+                    state.targets[str(database_id)] = TargetProgress(state=TargetState.RUNNING)
             self._running += size
             self._started += size
             task = asyncio.create_task(self._run_batch(batch))
@@ -293,11 +275,14 @@ class MigrateFleetWorkflow:
             start_to_close_timeout=timedelta(minutes=1),
             retry_policy=RESOLVE_RETRY,
         )
-        for database_id in page.database_ids:
-            if str(database_id) not in state.targets:
-                state.targets[str(database_id)] = TargetProgress(state=TargetState.PENDING)
-                state.queue.append(database_id)
-                state.resolved += 1
+        if state.compact:
+            state.queue_page(page.database_ids)
+        else:
+            for database_id in page.database_ids:
+                if str(database_id) not in state.targets:
+                    state.targets[str(database_id)] = TargetProgress(state=TargetState.PENDING)
+                    state.queue.append(database_id)
+                    state.resolved += 1
         state.after = page.after
         state.selector_exhausted = page.after is None
 
@@ -323,13 +308,28 @@ class MigrateFleetWorkflow:
                 retry_policy=TARGET_RETRY,
             )
             with_repeatables = workflow.patched(REPORT_REPEATABLES_PATCH)
-            for result in results:
-                state.targets[str(result.database_id)] = outcome(result, with_repeatables)
+            if state.compact:
+                reported = {result.database_id: outcome(result, True) for result in results}
+                for database_id in batch:
+                    state.finish(
+                        database_id,
+                        reported.get(database_id)
+                        or TargetProgress(
+                            state=TargetState.FAILED, error="the batch reported no result"
+                        ),
+                    )
+            else:
+                for result in results:
+                    state.targets[str(result.database_id)] = outcome(result, with_repeatables)
         except ActivityError as exc:
             for database_id in batch:
-                state.targets[str(database_id)] = TargetProgress(
+                failed = TargetProgress(
                     state=TargetState.FAILED, error=f"activity failed: {exc.cause or exc}"[:1000]
                 )
+                if state.compact:
+                    state.finish(database_id, failed)
+                else:
+                    state.targets[str(database_id)] = failed
         finally:
             self._running -= len(batch)
             self._check_budget()
@@ -371,6 +371,9 @@ class MigrateFleetWorkflow:
 
     # -- helpers ------------------------------------------------------------------------------
     def _counts(self) -> FleetCounts:
+        state = self._require_state()
+        if state.counts is not None:
+            return state.counts.model_copy()
         counts = FleetCounts()
         for target in self._require_state().targets.values():
             setattr(counts, target.state.value, getattr(counts, target.state.value) + 1)

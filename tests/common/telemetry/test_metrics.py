@@ -25,8 +25,8 @@ from common.telemetry.metrics import (
 )
 from common.telemetry.workflow_metrics import run_kind
 from models.migrations import TargetRunKind
+from models.run_state import BUDGET_PAUSE, pause_reason
 from models.webhooks import DeliveryAttemptResult
-from workflows.fleet import BUDGET_PAUSE, pause_reason
 
 
 def exposition(registry: MetricsRegistry) -> str:

@@ -145,6 +145,11 @@ class MigrateFleetWorkflow:
             else None,
         )
 
+    @workflow.query
+    def spec(self) -> FleetRunInput:
+        """The run's input without its state: the selector and options it was started with."""
+        return self._require_params().model_copy(update={"state": None})
+
     # -- the run ------------------------------------------------------------------------------
     @workflow.run
     async def run(self, params: FleetRunInput) -> FleetRunResult:

@@ -177,20 +177,26 @@ class MigrationActivities:
         by_target: dict[uuid.UUID, TargetRunResult | BaseException] = {}
 
         async def grouped(group: SchemaGroup, slots: SlotSession | None) -> None:
-            """One connection (one budget slot) for the group's schemas."""
+            """A connection (one budget slot) per chunk of the group's schemas."""
             budget = limits.get(group.members[0][0])
             params = batch.for_target(group.members[0][0])
-            began = time.perf_counter()
-            try:
+
+            @contextlib.asynccontextmanager
+            async def hold() -> AsyncIterator[None]:
                 async with slots.slot(budget) if slots is not None else contextlib.nullcontext():
                     with recording.server_connection(budget.server_name if budget else None):
-                        found_results = await GroupRunner(
-                            group,
-                            batch.for_target,
-                            found.migrations,
-                            found.ledger_table,
-                            lambda: _connect(group.params, params, NEUTRAL_SEARCH_PATH),
-                        ).run()
+                        yield
+
+            began = time.perf_counter()
+            try:
+                found_results = await GroupRunner(
+                    group,
+                    batch.for_target,
+                    found.migrations,
+                    found.ledger_table,
+                    lambda: _connect(group.params, params, NEUTRAL_SEARCH_PATH),
+                    hold=hold,
+                ).run()
             except Exception as exc:  # each member gets it, below
                 for database_id, _ in group.members:
                     by_target[database_id] = exc

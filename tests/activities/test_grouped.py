@@ -1,10 +1,12 @@
 """Grouped schema targets on real PostgreSQL (issue 13): the schemas of a batch that share a
 database and credentials go through one connection, each in its own transactions under its own
-lock and search path; an up-to-date group is settled from one ledger query."""
+lock and search path; an up-to-date group is settled from one ledger query; a big group runs
+in chunks, each on a connection of its own, at once."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,7 +15,15 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.grouped import NEUTRAL_SEARCH_PATH, GroupRunner, group_schemas
+from activities.grouped import (
+    NEUTRAL_SEARCH_PATH,
+    GroupRunner,
+    Hold,
+    SchemaGroup,
+    chunked,
+    group_schemas,
+    no_hold,
+)
 from activities.migrations import _connect
 from common.migrations.loader import parse_files
 from common.settings import Settings
@@ -61,7 +71,7 @@ class Group(Harness):
             database_ids=list(self.ids.values()),
             dry_run=options.pop("dry_run", False),
             lock_timeout_ms=options.pop("lock_timeout_ms", 5000),
-            statement_timeout_ms=60000,
+            statement_timeout_ms=options.pop("statement_timeout_ms", 60000),
         )
 
     async def run(
@@ -230,7 +240,144 @@ async def test_a_busy_schema_is_tried_again_after_the_others(group: Group) -> No
     assert {s: _versions(r) for s, r in results.items()} == {s: ["1"] for s in group.ids}
 
 
-def _runner(group: Group, migrations: list[Migration], statements: list[str]) -> GroupRunner:
+# The first schema of each chunk (c00, c10, c20) waits until three of the run's connections are
+# open at once: it passes only when the chunks run concurrently (else the statement times out).
+CHUNK_FILES = {
+    "V1__who.sql": "CREATE TABLE who (pid int, schema_name text);\n"
+    "INSERT INTO who SELECT pg_backend_pid(), current_schema();\n"
+    "DO $$ BEGIN\n"
+    "  IF current_schema() LIKE '%0' THEN\n"
+    "    WHILE (SELECT count(*) FROM pg_stat_activity\n"
+    "           WHERE application_name = current_setting('application_name')) < 3 LOOP\n"
+    "      PERFORM pg_sleep(0.01);\n"
+    "      PERFORM pg_stat_clear_snapshot();\n"
+    "    END LOOP;\n"
+    "  END IF;\n"
+    "END $$;",
+}
+CHUNKED = [f"c{i:02d}" for i in range(30)]
+
+
+def test_chunks_are_as_even_as_they_can_be() -> None:
+    def sizes(n: int) -> list[int]:
+        return [len(c) for c in chunked([(uuid.uuid4(), str(i)) for i in range(n)], 12)]
+
+    assert sizes(0) == []
+    assert sizes(2) == [2]
+    assert sizes(12) == [12]
+    assert sizes(13) == [7, 6]
+    assert sizes(30) == [10, 10, 10]
+    assert sizes(100) == [12] + [11] * 8
+    members = [(uuid.uuid4(), str(i)) for i in range(30)]
+    assert [m for chunk in chunked(members, 12) for m in chunk] == members
+
+
+async def test_a_big_group_runs_in_chunks_on_distinct_backends_at_once(group: Group) -> None:
+    await group.sets.register(group.set_name, parse_files(CHUNK_FILES))
+    await group.add(*CHUNKED)
+    results = await group.run(statement_timeout_ms=20000)
+
+    assert {s: (r.failure, _versions(r)) for s, r in results.items()} == {
+        s: (None, ["1"]) for s in CHUNKED
+    }
+    rows = await group.records(
+        " UNION ALL ".join(f"SELECT '{s}' AS s, * FROM {s}.who" for s in CHUNKED)
+    )
+    # Every schema migrated exactly once, in its own schema.
+    assert sorted((r["s"], r["schema_name"]) for r in rows) == [(s, s) for s in CHUNKED]
+    for schema in CHUNKED:
+        assert await group.ledger(schema) == ["1"]
+    # Three chunks of ten schemas in order, each on a backend of its own.
+    pid = {r["s"]: r["pid"] for r in rows}
+    by_chunk = [{pid[s] for s in CHUNKED[i : i + 10]} for i in (0, 10, 20)]
+    assert [len(pids) for pids in by_chunk] == [1, 1, 1]
+    assert len(set.union(*by_chunk)) == 3
+
+
+async def test_an_up_to_date_big_group_sends_one_ledger_query_in_total(group: Group) -> None:
+    migrations = parse_files(FILES)
+    await group.sets.register(group.set_name, migrations)
+    await group.add(*(f"u{i:02d}" for i in range(30)))
+    first = await group.run()
+    assert all(r.failure is None for r in first.values())
+
+    statements: list[str] = []
+    opened: list[int] = []
+    runner = _runner(group, migrations, statements, opened=opened)
+    results = await runner.run()
+    assert len(results) == 30 and all(r.applied == [] for r in results.values())
+    assert runner.ledger_queries == 1 and runner.chunks == []
+    assert len(opened) == 1
+    assert len(statements) == 1 and "UNION ALL" in statements[0]
+
+
+async def test_only_schemas_with_work_left_are_chunked(group: Group) -> None:
+    """The group's ledgers are read once; the up-to-date schemas are settled from it and the
+    others run on the connection that read them (ten schemas: one chunk)."""
+    both = parse_files({"V1__a.sql": "CREATE TABLE a ();", "V2__b.sql": "CREATE TABLE b ();"})
+    await group.sets.register(group.set_name, both)
+    schemas = [f"w{i:02d}" for i in range(30)]
+    await group.add(*schemas)
+    first = await group.run(target_version="1")
+    assert all(_versions(r) == ["1"] for r in first.values())
+    # Twenty of them are up to date, ten have version 2 left.
+    await _runner(group, both, [], schemas=schemas[10:]).run()
+
+    opened: list[int] = []
+    statements: list[str] = []
+    runner = _runner(group, both, statements, opened=opened)
+    results = await runner.run()
+    assert runner.ledger_queries == 1 and len(opened) == 1
+    assert [[s for _, s in chunk] for chunk in runner.chunks] == [schemas[:10]]
+    by_schema = {s: results[group.ids[s]] for s in schemas}
+    assert {s: _versions(r) for s, r in by_schema.items()} == {
+        s: ["2"] if s in schemas[:10] else [] for s in schemas
+    }
+    for schema in schemas:
+        assert await group.ledger(schema) == ["1", "2"]
+
+
+async def test_chunks_wait_for_the_budget_and_never_for_themselves(group: Group) -> None:
+    """With a budget of one connection the chunks run one after another: the first
+    connection's hold ends with its own chunk, so the others are not kept waiting on it."""
+    migrations = parse_files({"V1__a.sql": "CREATE TABLE a ();"})
+    await group.sets.register(group.set_name, migrations)
+    schemas = [f"b{i:02d}" for i in range(25)]
+    await group.add(*schemas)
+    budget = asyncio.Semaphore(1)
+    holding = [0, 0]  # now, most at once
+
+    @contextlib.asynccontextmanager
+    async def hold() -> AsyncIterator[None]:
+        async with budget:
+            holding[0] += 1
+            holding[1] = max(holding)
+            try:
+                yield
+            finally:
+                holding[0] -= 1
+
+    opened: list[int] = []
+    runner = _runner(group, migrations, [], hold=hold, opened=opened)
+    results = await asyncio.wait_for(runner.run(), 60)
+    assert {s: _versions(results[group.ids[s]]) for s in schemas} == {s: ["1"] for s in schemas}
+    assert [len(c) for c in runner.chunks] == [9, 8, 8]
+    assert holding[1] == 1
+    # One connection per chunk (the first also read the ledgers), opened one after another.
+    assert len(opened) == 3
+
+
+def _runner(
+    group: Group,
+    migrations: list[Migration],
+    statements: list[str],
+    *,
+    schemas: list[str] | None = None,
+    hold: Hold = no_hold,
+    opened: list[int] | None = None,
+) -> GroupRunner:
+    """A runner over the group (or ``schemas`` of it) logging every statement on its
+    connections into ``statements`` and each connection's backend pid into ``opened``."""
     batch = group.batch()
     target: dict[str, Any] = {
         "host": group.target.host,
@@ -244,12 +391,17 @@ def _runner(group: Group, migrations: list[Migration], statements: list[str]) ->
         {i: {**target, "schema": schema} for schema, i in group.ids.items()},
     )
     assert singles == [] and len(groups) == 1
+    chosen = groups[0]
+    if schemas is not None:
+        chosen = SchemaGroup(chosen.params, [(group.ids[s], s) for s in schemas])
 
     async def connect() -> asyncpg.Connection:
         conn = await _connect(target, batch.for_target(batch.database_ids[0]), NEUTRAL_SEARCH_PATH)
         conn.add_query_logger(lambda record: statements.append(record.query))
+        if opened is not None:
+            opened.append(conn.get_server_pid())
         return conn
 
     return GroupRunner(
-        groups[0], batch.for_target, migrations, "tenantflow_schema_history", connect
+        chosen, batch.for_target, migrations, "tenantflow_schema_history", connect, hold=hold
     )

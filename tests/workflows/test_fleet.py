@@ -66,12 +66,14 @@ class Fleet:
         self.targets.append(target)
 
     async def start(
-        self, **options: object
+        self, run_id: str | None = None, **options: object
     ) -> WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]:
-        await MigrationSetRepository(self.pool).register(self.set_name, STEPS)
+        run_id = run_id or self.label
+        if run_id == self.label:
+            await MigrationSetRepository(self.pool).register(self.set_name, STEPS)
         params = FleetRunInput.model_validate(
             {
-                "run_id": self.label,
+                "run_id": run_id,
                 "set_name": self.set_name,
                 "selector": FleetSelector(labels={"fleet": self.label}),
                 **options,
@@ -80,7 +82,7 @@ class Fleet:
         return await self.client.start_workflow(
             MigrateFleetWorkflow.run,
             params,
-            id=f"migrate-fleet-{self.label}",
+            id=f"migrate-fleet-{run_id}",
             task_queue=self.settings.temporal.task_queue,
         )
 

@@ -13,6 +13,7 @@ from activities.events import EventActivities
 from activities.fleet import FleetActivities
 from activities.health import HealthActivities
 from activities.migrations import MigrationActivities
+from activities.outcomes import OutcomeActivities
 from activities.system import SystemActivities
 from activities.targets import TargetActivities
 from activities.templates import TemplateActivities
@@ -37,6 +38,7 @@ from workflows.migrations import (
     ReadLedgerWorkflow,
     RollbackTargetWorkflow,
 )
+from workflows.outcomes import ReadRunOutcomesWorkflow
 from workflows.system import SystemCheckWorkflow
 from workflows.targets import TestConnectionWorkflow
 from workflows.templates import BuildTenantTemplateWorkflow
@@ -55,6 +57,7 @@ WORKFLOWS: Sequence[type] = (
     MigrateFleetWorkflow,
     FleetHealthWorkflow,
     ReadLedgerWorkflow,
+    ReadRunOutcomesWorkflow,
     DeliverWebhookWorkflow,
     RegisterDatabaseWorkflow,
     ProvisionTenantWorkflow,
@@ -126,6 +129,7 @@ def build_activities(
         migrations.run_target,
         migrations.run_target_batch,
         migrations.read_ledger,
+        OutcomeActivities(databases, MigrationSetRepository(catalog)).read_run_outcomes,
         fleet.resolve_targets,
         health.check_health_batch,
         health.mark_health_reported,

@@ -45,7 +45,10 @@ class Snapshot:
     @classmethod
     def of(cls, progress: FleetProgress, at: float) -> Snapshot:
         body = progress.model_dump_json().encode()
-        summary = progress.model_copy(update={"targets": {}}).model_dump_json().encode()
+        # The light body: counts and status, no per-target map, no queued page of ids.
+        summary = (
+            progress.model_copy(update={"targets": {}, "queued": []}).model_dump_json().encode()
+        )
         return cls(progress, body, at, gzip.compress(body, compresslevel=5), summary)
 
     @classmethod

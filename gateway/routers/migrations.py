@@ -31,7 +31,6 @@ from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.progress import ProgressCache, Snapshot
-from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
 from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
@@ -47,7 +46,6 @@ from models.fleet import (
     FleetRunRequest,
     FleetRunResult,
     FleetRunSummary,
-    FleetSelector,
     FleetStatus,
     TargetState,
 )
@@ -82,9 +80,6 @@ class TargetsView(StrEnum):
 QUERY_TIMEOUT_SECONDS = 10.0
 # The most targets one page of a run's progress carries (?limit=).
 MAX_TARGETS_PAGE = 1000
-# Every target's state rides in the run (about 100 bytes each) and in continue-as-new, whose
-# payload Temporal refuses above 2 MB (docs/architecture.md, "Scale limit").
-MAX_TARGETS_PER_RUN = 15_000
 
 FleetHandle = WorkflowHandle[MigrateFleetWorkflow, FleetRunResult]
 
@@ -144,21 +139,6 @@ async def _start(
     )
 
 
-async def _check_fleet_size(databases: DatabaseRepository, selector: FleetSelector) -> None:
-    """Refuse, before anything starts, a selector bigger than one run can carry."""
-    size = (
-        len(selector.database_ids)
-        if selector.database_ids
-        else await databases.count(labels=selector.labels)
-    )
-    if size > MAX_TARGETS_PER_RUN:
-        raise InvalidInput(
-            f"the selector matches {size} targets; one run covers at most "
-            f"{MAX_TARGETS_PER_RUN}: split the fleet into several runs by label",
-            details={"matched": size, "max_targets_per_run": MAX_TARGETS_PER_RUN},
-        )
-
-
 def _accepted_progress(params: FleetRunInput) -> FleetProgress:
     """What the run's ``progress`` query answers before it has resolved its selector."""
     now = datetime.now(UTC)
@@ -198,13 +178,11 @@ async def start_run(
     settings: SettingsDep,
     cache: CacheDep,
     sets: SetsDep,
-    databases: RepositoryDep,
 ) -> FleetRunAccepted:
     """Apply a set to every selected target as one durable run; answers at once with its id.
     ``kind`` adopt or baseline records versions in each target's ledger without running them
     (``activities.adoption``)."""
     info = await sets.info(body.set)
-    await _check_fleet_size(databases, body.selector)
     version = _version(body.to_version)
     if body.kind is FleetRunKind.BASELINE:
         version = _version(body.version, "version")
@@ -236,11 +214,9 @@ async def start_dynamic(
     settings: SettingsDep,
     cache: CacheDep,
     sets: SetsDep,
-    databases: RepositoryDep,
 ) -> FleetRunAccepted:
     """The SQL becomes version 1 of a new set ``dynamic-<run id>``, so every target's ledger
     records it and the run can be rolled back with its down SQL like any other."""
-    await _check_fleet_size(databases, body.selector)
     run_id = uuid.uuid4().hex[:12]
     set_name = f"dynamic-{run_id}"
     migration = make_migration(
@@ -398,14 +374,19 @@ async def get_run(
         str | None, Query(max_length=64, description="next_cursor of the previous page.")
     ] = None,
 ) -> Response:
-    """Counts per state, every target's state with versions and error, rate and ETA.
+    """Counts per state, the targets' states with versions and error, rate and ETA.
 
     Served from a snapshot shared by every viewer of the run (at most about a second old while
     the run is watched), so the answer never waits for the worker; gzipped when the client
-    accepts it. ``targets=none`` leaves the per-target map out (a light poll for big runs);
+    accepts it. ``targets=none`` leaves the per-target map (and ``queued``) out: a light poll;
     ``targets=failed`` (or any state) keeps only those targets. With ``limit``, one page of
-    the (filtered) targets in id order with their names and a ``next_cursor``: how a dashboard
-    shows a run of 100,000 targets."""
+    the (filtered) targets in id order with their names and a ``next_cursor``.
+
+    A run started since compact state (``targets_complete`` false) keeps only a bounded part
+    of its targets: those in flight, the failed ones up to 500 (``failed_not_listed`` counts
+    the rest) and the last 100 results; ``targets`` and its pages cover only those. Every
+    target of such a run, in any state, pages through ``GET /api/v1/migrations/{id}/targets``.
+    """
     del principal
     snapshot = await cache.get(run_id, _fetcher(_run_handle(temporal, run_id), run_id))
     if limit is not None:
@@ -433,7 +414,7 @@ async def _targets_page(
     """One page of ``progress``'s targets (of one state, unless ``view`` is all or none)."""
     base = {name: getattr(progress, name) for name in FleetProgress.model_fields}
     if view is TargetsView.NONE:
-        return FleetProgressPage(**base | {"targets": {}})
+        return FleetProgressPage(**base | {"targets": {}, "queued": []})
     wanted = None if view is TargetsView.ALL else TargetState(view.value)
     ids = sorted(
         key
@@ -461,12 +442,18 @@ async def stream_run(
     cache: CacheDep,
     targets: Annotated[
         str,
-        Query(pattern="^(all|none)$", description="none: counts only, no per-target map."),
+        Query(
+            pattern="^(all|none)$",
+            description="none: counts only, no per-target map; all: the targets the progress "
+            "holds (bounded for compact runs).",
+        ),
     ] = "all",
 ) -> EventSourceResponse:
     """``event: progress`` with the progress JSON every second, and at once when the run ends;
     then ``event: end``. ``targets=none`` streams the light summary (what a dashboard watching
-    a run of 100,000 targets wants)."""
+    a run of 100,000 targets wants). ``targets=all`` sends the targets the progress holds: for
+    a compact run only the bounded known ones (in flight, failed kept, recent results); page
+    the rest with ``GET /api/v1/migrations/{id}/targets``."""
     del principal
     light = targets == "none"
     handle = _run_handle(temporal, run_id)

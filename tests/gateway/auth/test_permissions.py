@@ -56,6 +56,7 @@ EXPECTED: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/migrations"): "migrations:read",
     ("GET", "/api/v1/migrations/{run_id}"): "migrations:read",
     ("GET", "/api/v1/migrations/{run_id}/stream"): "migrations:read",
+    ("GET", "/api/v1/migrations/{run_id}/targets"): "migrations:read",
     ("POST", "/api/v1/migrations/{run_id}/pause"): "migrations:execute",
     ("POST", "/api/v1/migrations/{run_id}/resume"): "migrations:execute",
     ("POST", "/api/v1/migrations/{run_id}/cancel"): "migrations:execute",

@@ -450,14 +450,17 @@ async function runPage(runId) {
     : el("span", { class: "muted" }, "Read-only: pausing needs migrations:execute."));
   const stateFilter = el("select", { id: "state-filter" },
     el("option", { value: "all" }, "all states"),
-    STATES.map((s) => el("option", { value: s }, s)));
+    STATES.map((s) => el("option", { value: s }, s)),
+    el("option", { value: "done" }, "done (succeeded or up to date)"));
   const search = el("input", { id: "search", type: "search", placeholder: "search this page" });
   const body = el("tbody");
   const pageInfo = el("span", { class: "muted", id: "page-info" });
   const prev = el("button", { id: "prev-page", type: "button" }, "Previous");
   const next = el("button", { id: "next-page", type: "button" }, "Next");
-  // Cursors of the pages seen, for "Previous"; the current page is the last.
+  // Cursors of the pages seen, for "Previous"; the current page is the last. A filtered page
+  // may hold fewer rows than PAGE_SIZE, so the rows before each page are kept alongside.
   let cursors = [null];
+  let before = [0];
   let rows = [];
   let nextCursor = null;
   let lastStatus = first.status;
@@ -506,16 +509,18 @@ async function runPage(runId) {
 
   async function loadPage() {
     const cursor = cursors[cursors.length - 1];
-    const query = new URLSearchParams({ targets: stateFilter.value, limit: String(PAGE_SIZE) });
+    const query = new URLSearchParams({ state: stateFilter.value, limit: String(PAGE_SIZE) });
     if (cursor) query.set("cursor", cursor);
     // Only the newest request draws: an older page (another filter) may answer later.
     const mine = ++loads;
-    const page = await api(`${base}?${query}`);
+    // Every target of the run in one state, page by page (the run's progress holds only the
+    // targets in flight, the failed ones kept and the latest results).
+    const page = await api(`${base}/targets?${query}`);
     if (mine !== loads || !fresh()) return;
-    showProgress(page);
     nextCursor = page.next_cursor;
-    rows = Object.entries(page.targets).map(([id, t]) => {
-      const name = page.target_names[id] || id;
+    rows = page.items.map((t) => {
+      const id = t.database_id;
+      const name = t.name || id;
       const node = el("tr", { "data-target-id": id, class: `target target-${t.state}` },
         el("td", {}, name, el("div", { class: "muted" }, el("code", {}, id))),
         el("td", {}, stateBadge(t.state)), el("td", {}, t.from_version ?? ""),
@@ -524,9 +529,12 @@ async function runPage(runId) {
         .join(" ").toLowerCase();
       return { node, text };
     });
-    const from = (cursors.length - 1) * PAGE_SIZE;
-    pageInfo.textContent = rows.length
-      ? `targets ${from + 1}–${from + rows.length}` : "no targets in this view";
+    const from = before[before.length - 1];
+    const unlisted = page.failed_not_listed
+      ? ` · ${page.failed_not_listed} more failed targets were counted, not kept` : "";
+    pageInfo.textContent = (rows.length
+      ? `targets ${from + 1}–${from + rows.length}`
+      : nextCursor ? "none on this page: try the next" : "no targets in this view") + unlisted;
     prev.disabled = cursors.length < 2;
     next.disabled = !nextCursor;
     showRows();
@@ -536,10 +544,14 @@ async function runPage(runId) {
     loadPage().catch((err) => message.replaceChildren(notice(err.message)));
   }
 
-  stateFilter.addEventListener("change", () => { cursors = [null]; reload(); });
+  stateFilter.addEventListener("change", () => { cursors = [null]; before = [0]; reload(); });
   search.addEventListener("input", showRows);
-  prev.addEventListener("click", () => { cursors.pop(); reload(); });
-  next.addEventListener("click", () => { cursors.push(nextCursor); reload(); });
+  prev.addEventListener("click", () => { cursors.pop(); before.pop(); reload(); });
+  next.addEventListener("click", () => {
+    before.push(before[before.length - 1] + rows.length);
+    cursors.push(nextCursor);
+    reload();
+  });
 
   render(
     el("h1", {}, "Run ", el("code", { id: "run-id" }, runId), " ", status),

@@ -84,6 +84,8 @@ class TargetEngine:
         self.lock_key = f"tenantflow:{schema}"
         self.ledger_ready = False
         self.schema_exists = False
+        # The runs whose rows the ledger holds (any state), as last read.
+        self.ledger_runs: set[str] = set()
         # Versions whose row says part-way (a no-transaction version interrupted or failed).
         self.partial: set[str] = set()
         self.no_transaction = NoTransactionRunner(
@@ -119,9 +121,10 @@ class TargetEngine:
         if not exists:
             return {}
         rows = await self.conn.fetch(
-            f"SELECT version, checksum, success FROM {self.ledger_name}"  # noqa: S608
+            f"SELECT version, checksum, success, run_id FROM {self.ledger_name}"  # noqa: S608
         )
         self.partial = {r["version"] for r in rows if not r["success"]}
+        self.ledger_runs = {r["run_id"] for r in rows}
         return {r["version"]: r["checksum"] for r in rows if r["success"]}
 
     def _verify(self, ledger: dict[str, str]) -> MigrationFailure | None:
@@ -391,6 +394,12 @@ class TargetEngine:
 
     async def rollback(self) -> TargetRunResult:
         checked = await self._preflight()
+        rollback_of = self.params.rollback_of
+        if rollback_of is not None and rollback_of not in self.ledger_runs:
+            # The run rolled back never changed this target (a compact run's rollback walks
+            # its selector): left as it is, whatever else its ledger says.
+            current = checked.from_version if isinstance(checked, TargetRunResult) else checked[1]
+            return self._result(current, to_version=current)
         if isinstance(checked, TargetRunResult):
             return checked
         ledger, current, goal = checked

@@ -94,6 +94,11 @@ class FleetRunInput(FleetRunOptions):
     adopt_from: AdoptSource | None = Field(default=None, description="adopt: the other tool.")
     selector: FleetSelector
     requester: str = "unknown"
+    rollback_of: str | None = Field(
+        default=None,
+        description="rollback: the run rolled back; a target is rolled back only when its "
+        "ledger holds rows of that run (a compact run keeps no list of the targets it changed).",
+    )
     state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
 
 
@@ -184,6 +189,7 @@ class TargetBatchInput(BaseModel):
     dry_run: bool
     lock_timeout_ms: int
     statement_timeout_ms: int
+    rollback_of: str | None = None
 
     def for_target(self, database_id: uuid.UUID) -> TargetRunInput:
         """The engine's input for one target of the batch."""

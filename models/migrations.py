@@ -230,6 +230,11 @@ class TargetRunInput(BaseModel):
     heartbeat_timeout_seconds: float = Field(
         default=30.0, ge=1, le=600, description="How soon a dead worker's run is retried."
     )
+    rollback_of: str | None = Field(
+        default=None,
+        description="rollback: only a target whose ledger holds rows of this run; the others "
+        "are left as they are (up_to_date)",
+    )
 
 
 class AppliedVersion(BaseModel):

@@ -1,21 +1,26 @@
 """``/api/v1/migrations/{run_id}/...``: a fleet run's controls. Pause, resume and cancel are
 signals (also sent by ``temporal workflow signal``), concurrency an update, and a rollback a new
-fleet run over the targets the run changed."""
+fleet run over the targets the run changed (a compact run's: over its selector, each target
+rolled back only when its ledger holds rows of the run)."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, DependencyUnavailable, InvalidInput
 from gateway.auth.deps import MigrationsExecute, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.routers.migrations import (
+    QUERY_TIMEOUT_SECONDS,
     RUN_ERRORS,
     CacheDep,
+    FleetHandle,
     _handle,
     _progress,
     _start,
@@ -23,6 +28,7 @@ from gateway.routers.migrations import (
 )
 from models.fleet import (
     ConcurrencyChange,
+    FleetProgress,
     FleetRollbackRequest,
     FleetRunAccepted,
     FleetRunInput,
@@ -113,7 +119,10 @@ async def rollback_run(
     settings: SettingsDep,
     cache: CacheDep,
 ) -> FleetRunAccepted:
-    """A new fleet run (same controls) that rolls every target the run touched back."""
+    """A new fleet run (same controls) that rolls every target the run touched back: the
+    targets its progress lists as changed, or, for a compact run (which keeps no such list),
+    those of its selector whose ledger holds rows of the run (the others are left as they are,
+    ``up_to_date``)."""
     handle, running = await _handle(temporal, run_id)
     if running:
         raise Conflict(
@@ -132,25 +141,57 @@ async def rollback_run(
             "start a rollback run of the set over these targets instead",
             details={"run_id": run_id, "kind": progress.kind.value},
         )
-    # Only what the run changed: an up-to-date target was left as it was, and a failed one may
-    # have committed versions before its failure (each version commits with its ledger row).
-    touched = [
-        uuid.UUID(key)
-        for key, target in progress.targets.items()
-        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
-    ]
-    if not touched:
-        raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
+    if progress.targets_complete:
+        # Only what the run changed: an up-to-date target was left as it was, and a failed one
+        # may have committed versions before its failure (each version commits with its ledger
+        # row).
+        touched = [
+            uuid.UUID(key)
+            for key, target in progress.targets.items()
+            if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
+        ]
+        if not touched:
+            raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
+        selector, rollback_of = FleetSelector(database_ids=touched), None
+    else:
+        selector, rollback_of = await _compact_scope(handle, run_id, progress)
     version = _version(body.to_version)
     params = FleetRunInput(
         run_id=uuid.uuid4().hex[:12],
         set_name=progress.set_name,
         kind=TargetRunKind.ROLLBACK,
         target_version=version,
-        selector=FleetSelector(database_ids=touched),
+        selector=selector,
+        rollback_of=rollback_of,
         concurrency=body.concurrency,
         batch_size=body.batch_size,
         failure_budget=body.failure_budget,
         requester=principal.subject,
     )
     return await _start(temporal, settings, cache, params, version=version)
+
+
+async def _compact_scope(
+    handle: FleetHandle, run_id: str, progress: FleetProgress
+) -> tuple[FleetSelector, str]:
+    """A compact run's rollback: its own selector, each target rolled back only when its ledger
+    holds rows of the run (the run keeps no list of the targets it changed; their ledgers do).
+    """
+    if progress.counts.succeeded + progress.counts.failed == 0:
+        raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
+    if progress.kind is TargetRunKind.ROLLBACK:
+        # A rollback deletes ledger rows and writes none: no target holds rows of it to find.
+        raise Conflict(
+            f"run {run_id} was a rollback: it left no ledger rows to find its targets by; "
+            "roll back the run it undid to the lower version instead",
+            details={"run_id": run_id, "kind": progress.kind.value},
+        )
+    try:
+        spec = await handle.query(
+            MigrateFleetWorkflow.spec, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS)
+        )
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        raise DependencyUnavailable(
+            "the run's selector could not be read", details={"cause": str(exc)[:300]}
+        ) from None
+    return spec.selector, run_id

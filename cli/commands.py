@@ -323,10 +323,19 @@ def _watch(
     if as_json:
         _print_json(state)
     else:
+        # A compact run's progress holds the failed targets it kept (up to 500), not the rest.
         for target_id, target in state["targets"].items():
             if target["state"] == "failed":
                 typer.secho(f"failed {target_id}: {target['error']}", fg="red", err=True)
+        if state.get("failed_not_listed"):
+            typer.secho(
+                f"{state['failed_not_listed']} more failed targets were counted, not kept",
+                fg="red",
+                err=True,
+            )
         typer.echo(f"run {run_id} {state['status']}: {json.dumps(counts)}")
+        if counts["failed"]:
+            typer.echo(f"failed targets: tenantflow migrate targets {run_id} --state failed")
     if after is not None:
         after(state)
     if state["counts"]["failed"] or state["status"] == "cancelled":
@@ -383,7 +392,7 @@ def migrate_apply(
 def migrate_status(
     run_id: str, token: TokenOption = None, api: ApiOption = None, as_json: JsonOption = False
 ) -> None:
-    """Progress of a fleet run."""
+    """Progress of a fleet run (its targets page by page: ``migrate targets``)."""
     state = _call(_api(api, token), "GET", f"/api/v1/migrations/{run_id}")
     if as_json:
         _print_json(state)

@@ -187,7 +187,8 @@ def dev_issuer() -> None:
 
 def _register_api_commands() -> None:
     import cli.adopt  # adds `migrate adopt` and `migrate baseline`
-    import cli.assignments  # noqa: F401 - adds `sets assign` and `sets assignments`
+    import cli.assignments
+    import cli.run_targets  # noqa: F401 - adds `migrate targets`
     from cli import databases as _db_commands  # noqa: F401 - adds `db show|update|test|rm`
     from cli.auth import register as register_login_commands
     from cli.commands import db_app, migrate_app, rollback_app, sets_app

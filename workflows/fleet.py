@@ -307,6 +307,8 @@ class MigrateFleetWorkflow:
                     dry_run=params.dry_run,
                     lock_timeout_ms=params.lock_timeout_ms,
                     statement_timeout_ms=params.statement_timeout_ms,
+                    # A compact run's rollback only; None otherwise (the default: replay-safe).
+                    rollback_of=params.rollback_of,
                 ),
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),

@@ -224,6 +224,38 @@ async def test_a_paused_run_lists_exactly_the_targets_not_started_as_pending(
     await _until(api, tokens, url, {"cancelled", "completed"})
 
 
+async def test_targets_the_run_has_not_resolved_yet_are_pending_in_the_selectors_order(
+    api: httpx.AsyncClient,
+    tokens: Tokens,
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    make_target: TargetFactory,
+) -> None:
+    # The run resolves its selector 500 targets at a time: paused after a canary of 2, it has
+    # queued 498, and the 20 after its position are not resolved yet.
+    label, ids, _ = await _schema_targets(make_target, catalog_pool, settings, 520)
+    set_name = await _register(api, tokens, label)
+    url = await _run(
+        api, tokens, set_name, {"labels": {"rt": label}}, canary=2, canary_wait_for_resume=True
+    )
+    await _until(api, tokens, url, {"paused"})
+    progress = (await api.get(url, headers=tokens.headers("infra-viewer"))).json()
+    assert (progress["total_known"], len(progress["queued"])) == (False, 498)
+    assert progress["position"] is not None
+
+    pending, _ = await _walk(api, tokens, url, "pending", 100)
+    assert [i["database_id"] for i in pending] == ids[2:]
+    everything, _ = await _walk(api, tokens, url, "all", 200)
+    assert [i["database_id"] for i in everything] == ids
+    assert [i["state"] for i in everything] == ["succeeded"] * 2 + ["pending"] * 518
+    done, _ = await _walk(api, tokens, url, "done", 100)
+    assert [i["database_id"] for i in done] == ids[:2]
+
+    cancelled = await api.post(f"{url}/cancel", headers=tokens.headers("infra-operator"))
+    assert cancelled.status_code == 202, cancelled.text
+    await _until(api, tokens, url, {"cancelled"})
+
+
 async def test_bad_cursor_unknown_run_and_who_may_read(
     api: httpx.AsyncClient,
     tokens: Tokens,

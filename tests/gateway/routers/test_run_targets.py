@@ -91,13 +91,14 @@ async def _until(
 ) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for _ in range(1200):
-        state = (
-            await api.get(url, params={"targets": "none"}, headers=tokens.headers("infra-viewer"))
-        ).json()
-        if state["status"] in statuses:
+        answer = await api.get(
+            url, params={"targets": "none"}, headers=tokens.headers("infra-viewer")
+        )
+        state = answer.json()
+        if answer.status_code == 200 and state["status"] in statuses:
             return state
         await asyncio.sleep(0.1)
-    raise AssertionError(f"the run stayed {state.get('status')}")
+    raise AssertionError(f"the run stayed {state}")
 
 
 async def _walk(

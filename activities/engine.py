@@ -166,6 +166,14 @@ class TargetEngine:
             return self._result(current, to_version=current, failure=goal)
         return ledger, current, goal
 
+    async def check(self) -> TargetRunResult:
+        """``settle_only``: the result of an apply with nothing to do, from one ledger read;
+        a deferred result when there is work (or anything for the engine to report)."""
+        ledger = await self._ledger()
+        rows = [(v, c, True) for v, c in ledger.items()] + [(v, "", False) for v in self.partial]
+        current = self._current(ledger)
+        return self.settled(rows) or self._result(current, to_version=current, deferred=True)
+
     async def apply(self) -> TargetRunResult:
         checked = await self._preflight()
         if isinstance(checked, TargetRunResult):

@@ -116,6 +116,19 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
+def deferred_result(params: TargetRunInput) -> TargetRunResult:
+    """``settle_only``: a target with work left, which a batch of its own runs."""
+    return TargetRunResult(
+        run_id=params.run_id,
+        database_id=params.database_id,
+        kind=params.kind,
+        dry_run=params.dry_run,
+        from_version=None,
+        to_version=None,
+        deferred=True,
+    )
+
+
 def error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
     """A target's result when it failed before or outside the engine."""
     return TargetRunResult(
@@ -197,7 +210,13 @@ class GroupRunner:
         async def lead(lane: Lane) -> list[Member]:
             """The first connection settles the group, starts the other chunks and keeps the
             first chunk for itself."""
-            self.chunks = chunked(await self._settle(lane, results), self.chunk_size)
+            remaining = await self._settle(lane, results)
+            if remaining and self.for_target(remaining[0][0]).settle_only:
+                # Only the ledgers were asked for: the schemas with work go to a batch.
+                for database_id, _ in remaining:
+                    results[database_id] = deferred_result(self.for_target(database_id))
+                remaining = []
+            self.chunks = chunked(remaining, self.chunk_size)
             others.extend(
                 asyncio.create_task(self._chunk(chunk, results)) for chunk in self.chunks[1:]
             )

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
 
 import asyncpg
@@ -212,9 +212,14 @@ class MigrationActivities:
                 )
                 seconds[database_id] = share
 
+        # A settle-only batch is bigger than the run's window: it reads at most
+        # ``connections`` ledgers at once (each target or group, one connection).
+        at_once = asyncio.Semaphore(batch.connections or len(batch.database_ids) or 1)
+
         async def single(database_id: uuid.UUID, slots: SlotSession | None) -> None:
             try:
-                by_target[database_id] = await timed(database_id, slots)
+                async with at_once:
+                    by_target[database_id] = await timed(database_id, slots)
             except Exception as exc:  # its result, below
                 by_target[database_id] = exc
 
@@ -222,7 +227,8 @@ class MigrationActivities:
             # Each target's surprise is caught as its own: it never leaves the others running
             # unseen while Temporal retries the batch against them.
             await asyncio.gather(
-                *(single(i, slots) for i in singles), *(grouped(g, slots) for g in groups)
+                *(single(i, slots) for i in singles),
+                *(_bounded(at_once, grouped(g, slots)) for g in groups),
             )
         outcomes = [by_target[i] for i in batch.database_ids]
         results: list[TargetRunResult] = []
@@ -235,7 +241,8 @@ class MigrationActivities:
                     batch.for_target(database_id), "internal", _describe(outcome)
                 )
             results.append(outcome)
-            recording.target_finished(batch.set_name, outcome, seconds.get(database_id, 0.0))
+            if not outcome.deferred:
+                recording.target_finished(batch.set_name, outcome, seconds.get(database_id, 0.0))
         return results
 
     async def _connection_params(
@@ -318,6 +325,8 @@ class MigrationActivities:
                 # Ledger rows only, no migration SQL (activities.adoption).
                 return await TargetAdopter(conn, schema, params, migrations, ledger_table).run()
             engine = TargetEngine(conn, schema, params, migrations, ledger_table)
+            if params.settle_only:
+                return await engine.check()
             if params.kind is TargetRunKind.ROLLBACK:
                 return with_lock_risks(await engine.rollback(), params, migrations)
             return with_lock_risks(await engine.apply(), params, migrations)
@@ -332,6 +341,11 @@ class MigrationActivities:
         """The set's ledger table; the default for a set the catalog does not know (migrations
         given by the caller, as a scratch replay may be)."""
         return (await self._sets.ledger_tables([set_name])).get(set_name, LEDGER_TABLE)
+
+
+async def _bounded(semaphore: asyncio.Semaphore, work: Awaitable[None]) -> None:
+    async with semaphore:
+        await work
 
 
 async def _connect(

@@ -190,10 +190,20 @@ class TargetBatchInput(BaseModel):
     lock_timeout_ms: int
     statement_timeout_ms: int
     rollback_of: str | None = None
+    settle_only: bool = Field(
+        default=False,
+        description="Only read each ledger: settle the up-to-date targets, defer the others.",
+    )
+    connections: int | None = Field(
+        default=None, description="settle_only: at most this many targets at once."
+    )
 
     def for_target(self, database_id: uuid.UUID) -> TargetRunInput:
         """The engine's input for one target of the batch."""
-        return TargetRunInput(database_id=database_id, **self.model_dump(exclude={"database_ids"}))
+        return TargetRunInput(
+            database_id=database_id,
+            **self.model_dump(exclude={"database_ids", "connections"}),
+        )
 
 
 class TargetPage(BaseModel):

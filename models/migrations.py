@@ -235,6 +235,11 @@ class TargetRunInput(BaseModel):
         description="rollback: only a target whose ledger holds rows of this run; the others "
         "are left as they are (up_to_date)",
     )
+    settle_only: bool = Field(
+        default=False,
+        description="apply: only read the ledger; an up-to-date target is settled, any other "
+        "deferred (its result says so) to a batch that runs it",
+    )
 
 
 class AppliedVersion(BaseModel):
@@ -288,6 +293,9 @@ class TargetRunResult(BaseModel):
     applied: list[AppliedVersion] = Field(default_factory=list)
     planned: list[PlannedVersion] = Field(default_factory=list)
     failure: MigrationFailure | None = None
+    deferred: bool = Field(
+        default=False, description="settle_only: work is left; the target was not run."
+    )
 
     @property
     def ok(self) -> bool:

@@ -85,6 +85,14 @@ class FleetState(BaseModel):
         default_factory=dict, description="compact: the last RECENT_KEPT finished targets."
     )
     started: int = Field(default=0, description="compact: targets started so far.")
+    settling: bool = Field(
+        default=False,
+        description="compact: the queue goes through settle-only batches first (a batch "
+        "found every target up to date), and only targets with work through real ones.",
+    )
+    checked: list[uuid.UUID] = Field(
+        default_factory=list, description="compact: settled as having work; run next."
+    )
     paused: bool = False
     paused_reason: str | None = None
     cancel_requested: bool = False
@@ -111,6 +119,16 @@ class FleetState(BaseModel):
         self.counts.pending -= len(batch)
         self.counts.running += len(batch)
         self.started += len(batch)
+
+    def defer(self, database_id: uuid.UUID) -> None:
+        """A settle-only batch found work on ``database_id``: pending again, run next."""
+        assert self.counts is not None
+        if database_id in self.in_flight:
+            self.in_flight.remove(database_id)
+            self.counts.running -= 1
+            self.counts.pending += 1
+            self.started -= 1
+        self.checked.append(database_id)
 
     def finish(
         self,

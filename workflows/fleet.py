@@ -33,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         TargetProgress,
         TargetState,
     )
+    from models.migrations import TargetRunKind, TargetRunResult
     from models.run_state import BUDGET_PAUSE, outcome, pause_reason
     from models.webhooks import EventOut, WebhookEventType
     from workflows.migrations import TARGET_RETRY
@@ -48,6 +49,11 @@ EMIT_EVENTS_PATCH = "emit-webhook-events"
 REPORT_REPEATABLES_PATCH = "report-repeatables"
 # Runs before compact state kept every target in the state (and were capped at 15,000).
 COMPACT_STATE_PATCH = "compact-run-state"
+# Runs before settle-only batches ran every target through a batch of `batch_size`.
+SETTLE_PATCH = "settle-up-to-date"
+# A settle-only batch: this many targets per connection of the window, at most MAX_SETTLE.
+SETTLE_PER_CONNECTION = 8
+MAX_SETTLE = 500
 
 
 @workflow.defn(name="MigrateFleetWorkflow")
@@ -167,7 +173,7 @@ class MigrateFleetWorkflow:
                 await self._fill(tasks)
             self._check_canary()
             if not tasks:
-                finished = not state.queue and state.selector_exhausted
+                finished = not state.queue and not state.checked and state.selector_exhausted
                 if state.cancel_requested or finished:
                     break
                 if continue_soon:
@@ -248,6 +254,11 @@ class MigrateFleetWorkflow:
                 allowed = min(allowed, params.canary - self._started)
                 if allowed <= 0:
                     return
+            if state.checked:  # settled as having work: they go first
+                size = min(params.batch_size, allowed, len(state.checked))
+                batch, state.checked = state.checked[:size], state.checked[size:]
+                self._launch(batch, tasks)
+                continue
             if not state.queue:
                 if state.selector_exhausted:
                     return
@@ -259,18 +270,33 @@ class MigrateFleetWorkflow:
                 ):
                     return
                 continue
+            if state.settling:
+                # One settle-only batch at a time, alone: it reads up to `concurrency` ledgers
+                # at once, as many connections as the window allows.
+                if self._running:
+                    return
+                size = min(state.concurrency * SETTLE_PER_CONNECTION, MAX_SETTLE, len(state.queue))
+                batch, state.queue = state.queue[:size], state.queue[size:]
+                self._launch(batch, tasks, settle=True)
+                continue
             size = min(params.batch_size, allowed, len(state.queue))
             batch, state.queue = state.queue[:size], state.queue[size:]
-            if state.compact:
-                state.start(batch)
-            else:
-                for database_id in batch:
-                    state.targets[str(database_id)] = TargetProgress(state=TargetState.RUNNING)
-            self._running += size
-            self._started += size
-            task = asyncio.create_task(self._run_batch(batch))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            self._launch(batch, tasks)
+
+    def _launch(
+        self, batch: list[uuid.UUID], tasks: set[asyncio.Task[None]], *, settle: bool = False
+    ) -> None:
+        state = self._require_state()
+        if state.compact:
+            state.start(batch)
+        else:
+            for database_id in batch:
+                state.targets[str(database_id)] = TargetProgress(state=TargetState.RUNNING)
+        self._running += len(batch)
+        self._started += len(batch)
+        task = asyncio.create_task(self._run_batch(batch, settle=settle))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
     async def _resolve_page(self) -> None:
         params, state = self._require_params(), self._require_state()
@@ -291,7 +317,7 @@ class MigrateFleetWorkflow:
         state.after = page.after
         state.selector_exhausted = page.after is None
 
-    async def _run_batch(self, batch: list[uuid.UUID]) -> None:
+    async def _run_batch(self, batch: list[uuid.UUID], *, settle: bool = False) -> None:
         params, state = self._require_params(), self._require_state()
         try:
             results = await workflow.execute_activity_method(
@@ -309,6 +335,9 @@ class MigrateFleetWorkflow:
                     statement_timeout_ms=params.statement_timeout_ms,
                     # A compact run's rollback only; None otherwise (the default: replay-safe).
                     rollback_of=params.rollback_of,
+                    # Settle-only batches exist since SETTLE_PATCH; False is the default.
+                    settle_only=settle,
+                    connections=state.concurrency if settle else None,
                 ),
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),
@@ -316,15 +345,7 @@ class MigrateFleetWorkflow:
             )
             with_repeatables = workflow.patched(REPORT_REPEATABLES_PATCH)
             if state.compact:
-                reported = {result.database_id: outcome(result, True) for result in results}
-                for database_id in batch:
-                    state.finish(
-                        database_id,
-                        reported.get(database_id)
-                        or TargetProgress(
-                            state=TargetState.FAILED, error="the batch reported no result"
-                        ),
-                    )
+                self._record(batch, results, settle=settle)
             else:
                 for result in results:
                     state.targets[str(result.database_id)] = outcome(result, with_repeatables)
@@ -375,6 +396,40 @@ class MigrateFleetWorkflow:
             state.paused, state.paused_reason = True, "canary failed; resume to continue anyway"
         elif params.canary_wait_for_resume:
             state.paused, state.paused_reason = True, "canary succeeded; resume to continue"
+
+    def _record(
+        self, batch: list[uuid.UUID], results: list[TargetRunResult], *, settle: bool
+    ) -> None:
+        """A compact run's batch results: counted, deferred (settle-only: work left), and the
+        choice of settling the queue first (every target of a batch was up to date) or not
+        (half a settle-only batch had work)."""
+        params, state = self._require_params(), self._require_state()
+        reported = {result.database_id: result for result in results}
+        deferred = 0
+        for database_id in batch:
+            result = reported.get(database_id)
+            if result is not None and result.deferred:
+                state.defer(database_id)
+                deferred += 1
+                continue
+            state.finish(
+                database_id,
+                outcome(result, True)
+                if result is not None
+                else TargetProgress(state=TargetState.FAILED, error="the batch reported no result"),
+            )
+        if settle:
+            state.settling = deferred * 2 <= len(batch)
+        elif (
+            not state.settling
+            and params.kind is TargetRunKind.APPLY
+            and not params.dry_run
+            and (not params.canary or state.canary_done)
+            and results
+            and all(r.failure is None and not r.applied and not r.planned for r in results)
+            and workflow.patched(SETTLE_PATCH)
+        ):
+            state.settling = True
 
     # -- helpers ------------------------------------------------------------------------------
     def _counts(self) -> FleetCounts:

@@ -50,3 +50,34 @@ async def test_a_rerun_over_an_up_to_date_fleet_counts_it(
     assert (result.counts.up_to_date, result.counts.succeeded, result.failed) == (5, 0, {})
     for target in fleet.targets:
         assert len(await ledger_times(target)) == 2  # nothing applied twice
+
+
+async def test_up_to_date_targets_are_settled_from_their_ledgers_and_the_rest_run(
+    fleet: Fleet, make_target: TargetFactory
+) -> None:
+    """A batch that finds every target up to date turns the run to settle-only batches: one
+    activity reads many ledgers (the window's connections at once) and counts the up-to-date
+    targets; those with work left run in ordinary batches."""
+    await fleet.add(await make_target(), first=True)
+    for _ in range(8):
+        await fleet.add(await make_target())
+    assert (await (await fleet.start(concurrency=9, batch_size=9)).result()).counts.succeeded == 9
+    for _ in range(3):  # behind: registered after the first run
+        await fleet.add(await make_target())
+    handle = await fleet.start(f"{fleet.label}-again", concurrency=2, batch_size=1)
+    result = await handle.result()
+    assert (result.counts.up_to_date, result.counts.succeeded, result.failed) == (9, 3, {})
+    assert result.counts.pending == result.counts.running == 0
+    for target in fleet.targets:
+        assert len(await ledger_times(target)) == 2  # every version once
+    batches = [
+        event.activity_task_scheduled_event_attributes
+        for event in (await handle.fetch_history()).events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == "run_target_batch"
+    ]
+    settling = [b for b in batches if b'"settle_only":true' in b.input.payloads[0].data]
+    assert settling, "no settle-only batch ran"
+    # Fewer activities than targets: the up-to-date ones never had a batch of their own.
+    assert len(batches) < 12
+    await replay_and_record(handle, "migrate_fleet_settle.json")

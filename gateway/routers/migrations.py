@@ -470,8 +470,16 @@ async def stream_run(
             while not snapshot.final:
                 yield {"event": "progress", "data": data(snapshot)}
                 done, _ = await asyncio.wait({ended}, timeout=STREAM_INTERVAL_SECONDS)
-                # When the run has just closed: its final state, not a cached one from before.
-                snapshot = await cache.get(run_id, fetch, fresh=bool(done))
+                try:
+                    # When the run has just closed: its final state, not a cached one.
+                    snapshot = await cache.get(run_id, fetch, fresh=bool(done))
+                except DependencyUnavailable:
+                    # No worker answered the query (one restarting, Temporal away): the
+                    # stream goes on with what it last sent and asks again next tick.
+                    if not done:
+                        continue
+                    yield {"event": "end", "data": json.dumps({"status": ended.result()})}
+                    return
                 if done and not snapshot.final:
                     # Terminated (or failed) from outside: it never reached a final state.
                     yield {"event": "progress", "data": data(snapshot)}

@@ -18,6 +18,7 @@ from activities.migrations import LEDGER_TABLE
 from cli.stack import TemporalDevServer, free_port, temporal_binary
 from common.settings import Settings
 from gateway.app import create_app
+from gateway.routers.migrations import QUERY_TIMEOUT_SECONDS
 from tests.conftest import TargetDatabase, TargetFactory, ThreadedServer, Tokens
 from tests.workflows.test_migrations import _start_worker
 
@@ -422,14 +423,29 @@ async def test_worker_killed_mid_run_a_new_worker_finishes_and_nothing_is_applie
                 lambda p: p["counts"]["succeeded"] >= 2 and p["counts"]["running"] >= 1,
                 300,
             )
+            # A viewer's stream, open across the kill: it must not break while no worker
+            # answers the progress query, and ends with the run.
+            events: list[str] = []
+
+            async def watch() -> None:
+                async with http.stream("GET", run["stream_url"], headers=operator) as stream:
+                    async for line in stream.aiter_lines():
+                        if line.startswith("data:"):
+                            events.append(line.split(":", 1)[1])
+
+            watcher = asyncio.create_task(watch())
+            for _ in range(600):
+                if events:
+                    break
+                await asyncio.sleep(0.1)
             first.kill()  # SIGKILL: no goodbye, its batch is abandoned mid-migration
             await asyncio.to_thread(first.wait, 10)
+            # Two query timeouts: a stale snapshot is served while the first query waits, and
+            # the next viewer's tick waits for one of its own, which fails too.
+            await asyncio.sleep(2 * QUERY_TIMEOUT_SECONDS + 3)
+            assert not watcher.done()
             second = _start_worker(own, queue, tmp_path / "w2.log")
-            events: list[str] = []
-            async with http.stream("GET", run["stream_url"], headers=operator) as stream:
-                async for line in stream.aiter_lines():
-                    if line.startswith("data:"):
-                        events.append(line.split(":", 1)[1])
+            await asyncio.wait_for(watcher, 300)
             final = json.loads(events[-2])
             assert json.loads(events[-1]) == {"status": "completed"}
             assert final["counts"]["succeeded"] == 6

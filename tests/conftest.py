@@ -98,10 +98,11 @@ class ThreadedServer:
 
     def start(self) -> None:
         self.thread.start()
-        deadline = time.monotonic() + 10
+        # The gateway's start-up (catalog, Temporal) takes seconds on a loaded 2-core machine.
+        deadline = time.monotonic() + 60
         while not self.server.started:
-            if time.monotonic() > deadline:
-                raise RuntimeError("uvicorn did not start")
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start within 60 s (or its start-up failed)")
             time.sleep(0.02)
 
     def stop(self) -> None:

@@ -31,7 +31,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +74,8 @@ class SchemaGroup:
 
 
 def group_schemas(
-    database_ids: Sequence[uuid.UUID], targets: dict[uuid.UUID, dict[str, Any] | BaseException]
+    database_ids: Sequence[uuid.UUID],
+    targets: Mapping[uuid.UUID, dict[str, Any] | BaseException],
 ) -> tuple[list[SchemaGroup], list[uuid.UUID]]:
     """The groups of two or more schemas that can share a connection, and the targets that
     keep their own (alone in their database, unreadable, or a schema named twice)."""
@@ -116,8 +117,8 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def deferred_result(params: TargetRunInput) -> TargetRunResult:
-    """``settle_only``: a target with work left, which a batch of its own runs."""
+def _unrun(params: TargetRunInput, **fields: Any) -> TargetRunResult:
+    """A target's result from outside the engine: no version read or reached."""
     return TargetRunResult(
         run_id=params.run_id,
         database_id=params.database_id,
@@ -125,21 +126,18 @@ def deferred_result(params: TargetRunInput) -> TargetRunResult:
         dry_run=params.dry_run,
         from_version=None,
         to_version=None,
-        deferred=True,
+        **fields,
     )
+
+
+def deferred_result(params: TargetRunInput) -> TargetRunResult:
+    """``settle_only``: a target with work left, which a batch of its own runs."""
+    return _unrun(params, deferred=True)
 
 
 def error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
     """A target's result when it failed before or outside the engine."""
-    return TargetRunResult(
-        run_id=params.run_id,
-        database_id=params.database_id,
-        kind=params.kind,
-        dry_run=params.dry_run,
-        from_version=None,
-        to_version=None,
-        failure=MigrationFailure(version=None, reason=reason, message=message),
-    )
+    return _unrun(params, failure=MigrationFailure(version=None, reason=reason, message=message))
 
 
 def schema_reset(schema: str) -> str:

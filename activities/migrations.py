@@ -41,7 +41,7 @@ from activities.ledger import (
 from activities.server_slots import SlotSession, budgets, slot_session
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
-from common.errors import NotFound, TenantflowError
+from common.errors import TenantflowError
 from common.migrations.lint import CACHE as LINT_CACHE
 from common.sql import quote_ident
 from common.telemetry import recording
@@ -119,7 +119,7 @@ class MigrationActivities:
         """Several targets at once (the fleet's per-target unit). A target's failure is its
         result; a busy target is retried here with backoff before it counts as failed."""
         found = await self._sets.content(batch.set_name)
-        targets = await self._connection_params(batch.database_ids)
+        targets = await self._databases.connection_params_each(batch.database_ids)
         # A server's connection budget holds across runs and workers (activities.server_slots).
         limits = await budgets(self._databases.pool, batch.database_ids)
         seconds: dict[uuid.UUID, float] = {}
@@ -244,25 +244,6 @@ class MigrationActivities:
             if not outcome.deferred:
                 recording.target_finished(batch.set_name, outcome, seconds.get(database_id, 0.0))
         return results
-
-    async def _connection_params(
-        self, database_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
-        """Every target's connection parameters in one catalog query; when one credential
-        cannot be decrypted, each target is read alone so that only its own result fails."""
-        try:
-            return dict(await self._databases.connection_params_many(database_ids))
-        except TenantflowError:
-            pass
-        found: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
-        for database_id in database_ids:
-            try:
-                found[database_id] = await self._databases.connection_params(database_id)
-            except NotFound:
-                continue
-            except TenantflowError as exc:
-                found[database_id] = exc
-        return found
 
     @activity.defn(name="read_ledger")
     async def read_ledger(self, request: LedgerRequest) -> Ledger:

@@ -28,7 +28,6 @@ from activities.grouped import group_schemas
 from activities.ledger import LEDGER_TABLE, ledger_name
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
-from common.errors import NotFound, TenantflowError
 from models.outcomes import RunOutcomes, RunOutcomesRequest
 from models.run_state import TargetState
 
@@ -73,7 +72,7 @@ class OutcomeActivities:
         tables = await self._sets.ledger_tables([request.set_name])
         ledger_table = tables.get(request.set_name, LEDGER_TABLE)
         ids = list(dict.fromkeys(request.database_ids))
-        targets = await self._connection_params(ids)
+        targets = await self._databases.connection_params_each(ids)
         groups, singles = group_schemas(ids, targets)
         reads: list[tuple[dict[str, Any], list[Member]]] = [(g.params, g.members) for g in groups]
         for database_id in singles:
@@ -148,22 +147,3 @@ class OutcomeActivities:
             return {present[r["i"]][0] for r in rows if r["touched"]}
         finally:
             await conn.close()
-
-    async def _connection_params(
-        self, database_ids: Sequence[uuid.UUID]
-    ) -> dict[uuid.UUID, dict[str, Any] | BaseException]:
-        """Every target's connection parameters in one catalog query; when one credential
-        cannot be decrypted, each target is read alone so that only its own outcome is lost."""
-        try:
-            return dict(await self._databases.connection_params_many(database_ids))
-        except TenantflowError:
-            pass
-        found: dict[uuid.UUID, dict[str, Any] | BaseException] = {}
-        for database_id in database_ids:
-            try:
-                found[database_id] = await self._databases.connection_params(database_id)
-            except NotFound:
-                continue
-            except TenantflowError as exc:
-                found[database_id] = exc
-        return found

@@ -3,25 +3,13 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Annotated, Any
 from urllib.parse import quote
 
 import typer
 
 from cli.commands import ApiOption, JsonOption, TokenOption, _api, _call, _print_json, migrate_app
-
-
-class TargetsState(StrEnum):
-    """What ``--state`` takes (the route's ``state``)."""
-
-    PENDING = "pending"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    UP_TO_DATE = "up_to_date"
-    DONE = "done"
-    ALL = "all"
+from models.run_targets import TargetsFilter
 
 
 def _line(item: dict[str, Any]) -> str:
@@ -34,8 +22,9 @@ def _line(item: dict[str, Any]) -> str:
 def migrate_targets(
     run_id: str,
     state: Annotated[
-        TargetsState, typer.Option("--state", help="Which targets (done: succeeded or up to date).")
-    ] = TargetsState.ALL,
+        TargetsFilter,
+        typer.Option("--state", help="Which targets (done: succeeded or up to date)."),
+    ] = TargetsFilter.ALL,
     limit: Annotated[int, typer.Option("--limit", min=1, max=500, help="Targets per page.")] = 100,
     cursor: Annotated[
         str | None, typer.Option("--cursor", help="Continue from a printed next cursor.")

@@ -13,7 +13,7 @@ import asyncpg
 
 from common.catalog.keys import rotate_column
 from common.crypto import CredentialCipher
-from common.errors import Conflict, InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound, TenantflowError
 from models.databases import Database, DatabaseCreate, DatabasePage, DatabaseUpdate
 from models.health import HealthFilter
 
@@ -271,6 +271,25 @@ class DatabaseRepository:
             }
             for row in rows
         }
+
+    async def connection_params_each(
+        self, database_ids: Sequence[uuid.UUID]
+    ) -> dict[uuid.UUID, dict[str, Any] | TenantflowError]:
+        """``connection_params_many``; when one credential cannot be decrypted, each target is
+        read alone, so that only its own entry is the error (unknown ids stay absent)."""
+        try:
+            return dict(await self.connection_params_many(database_ids))
+        except TenantflowError:
+            pass
+        found: dict[uuid.UUID, dict[str, Any] | TenantflowError] = {}
+        for database_id in database_ids:
+            try:
+                found[database_id] = await self.connection_params(database_id)
+            except NotFound:
+                continue
+            except TenantflowError as exc:
+                found[database_id] = exc
+        return found
 
     async def rotate_keys(self, *, batch_size: int = 500) -> int:
         """Re-encrypt every password not under the active key; return how many changed."""

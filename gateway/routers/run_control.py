@@ -6,18 +6,15 @@ rolled back only when its ledger holds rows of the run)."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from temporalio.client import WorkflowQueryFailedError, WorkflowUpdateFailedError
-from temporalio.service import RPCError
+from temporalio.client import WorkflowUpdateFailedError
 
-from common.errors import Conflict, DependencyUnavailable, InvalidInput
+from common.errors import Conflict, InvalidInput
 from gateway.auth.deps import MigrationsExecute, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.routers.migrations import (
-    QUERY_TIMEOUT_SECONDS,
     RUN_ERRORS,
     CacheDep,
     FleetHandle,
@@ -26,6 +23,7 @@ from gateway.routers.migrations import (
     _start,
     _version,
 )
+from gateway.routers.run_targets import query_spec
 from models.fleet import (
     ConcurrencyChange,
     FleetProgress,
@@ -186,12 +184,4 @@ async def _compact_scope(
             "roll back the run it undid to the lower version instead",
             details={"run_id": run_id, "kind": progress.kind.value},
         )
-    try:
-        spec = await handle.query(
-            MigrateFleetWorkflow.spec, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS)
-        )
-    except (RPCError, WorkflowQueryFailedError) as exc:
-        raise DependencyUnavailable(
-            "the run's selector could not be read", details={"cause": str(exc)[:300]}
-        ) from None
-    return spec.selector, run_id
+    return (await query_spec(handle)).selector, run_id

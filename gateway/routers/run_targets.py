@@ -154,6 +154,18 @@ class _Walk:
 
 
 # -- the run's spec, which never changes: one query per run and gateway --------------------------
+async def query_spec(handle: FleetHandle) -> FleetRunInput:
+    """The run's ``spec`` query: its input without its state (503 when it cannot be read)."""
+    try:
+        return await handle.query(
+            MigrateFleetWorkflow.spec, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS)
+        )
+    except (RPCError, WorkflowQueryFailedError) as exc:
+        raise DependencyUnavailable(
+            "the run's selector could not be read", details={"cause": str(exc)[:300]}
+        ) from None
+
+
 async def _spec(request: Request, handle: FleetHandle, run_id: str) -> FleetRunInput:
     specs: OrderedDict[str, FleetRunInput] | None = getattr(request.app.state, "run_specs", None)
     if specs is None:
@@ -161,14 +173,7 @@ async def _spec(request: Request, handle: FleetHandle, run_id: str) -> FleetRunI
     if run_id in specs:
         specs.move_to_end(run_id)
         return specs[run_id]
-    try:
-        spec = await handle.query(
-            MigrateFleetWorkflow.spec, rpc_timeout=timedelta(seconds=QUERY_TIMEOUT_SECONDS)
-        )
-    except (RPCError, WorkflowQueryFailedError) as exc:
-        raise DependencyUnavailable(
-            "the run's selector could not be read", details={"cause": str(exc)[:300]}
-        ) from None
+    spec = await query_spec(handle)
     specs[run_id] = spec
     while len(specs) > SPECS_KEPT:
         specs.popitem(last=False)

@@ -19,13 +19,17 @@ async def _create(
 async def test_register_get_list_delete(
     api: httpx.AsyncClient, tokens: Tokens, target_database: TargetDatabase
 ) -> None:
-    created = await _create(api, tokens, target_database.create_body())
+    # A label of its own: earlier tests in the session leave many databases with the default
+    # labels, more than one page of the list.
+    run = uuid.uuid4().hex[:12]
+    labels = {"tier": "free", "region": "eu", "run": run}
+    created = await _create(api, tokens, target_database.create_body(labels=labels))
     assert created.status_code == 201, created.text
     body = created.json()
     assert "password" not in body
     assert target_database.password not in created.text
     assert body["schema"] is None
-    assert body["labels"] == {"tier": "free", "region": "eu"}
+    assert body["labels"] == labels
     database_id = body["id"]
 
     viewer = tokens.headers("infra-viewer")
@@ -34,10 +38,12 @@ async def test_register_get_list_delete(
     assert fetched.json()["name"] == body["name"]
 
     listed = await api.get(
-        "/api/v1/databases", params={"label": "tier=free,region=eu"}, headers=viewer
+        "/api/v1/databases", params={"label": f"tier=free,region=eu,run={run}"}, headers=viewer
     )
     assert database_id in [d["id"] for d in listed.json()["items"]]
-    other = await api.get("/api/v1/databases", params={"label": "tier=paid"}, headers=viewer)
+    other = await api.get(
+        "/api/v1/databases", params={"label": f"tier=paid,run={run}"}, headers=viewer
+    )
     assert database_id not in [d["id"] for d in other.json()["items"]]
 
     deleted = await api.delete(

@@ -99,6 +99,12 @@ class FleetRunInput(FleetRunOptions):
         description="rollback: the run rolled back; a target is rolled back only when its "
         "ledger holds rows of that run (a compact run keeps no list of the targets it changed).",
     )
+    continue_after_bytes: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="Continue-as-new once the run's history is this large (bytes); a smaller "
+        "history is quicker to replay when a worker picks the run up without it in its cache.",
+    )
     state: FleetState | None = Field(default=None, description="Carried over continue-as-new.")
 
 

@@ -42,6 +42,8 @@ with workflow.unsafe.imports_passed_through():
 STATUS_KEY = SearchAttributeKey.for_keyword("TenantflowStatus")
 # Continue-as-new long before the 51,200-event limit; a batch costs about 6 events.
 HISTORY_EVENTS_BEFORE_CONTINUE = 10_000
+# ... and by size (FleetRunInput.continue_after_bytes): runs before it continued at 4 MB only.
+CONTINUE_BY_BYTES_PATCH = "continue-by-history-bytes"
 RESOLVE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=10)
 # Histories recorded before runs published webhook events replay without them.
 EMIT_EVENTS_PATCH = "emit-webhook-events"
@@ -77,6 +79,7 @@ class MigrateFleetWorkflow:
         self._status = FleetStatus.RUNNING
         self._pause_announced = False
         self._pauses = 0
+        self._batches_done = 0  # in this run (since the last continue-as-new)
 
     # -- messages ---------------------------------------------------------------------------
     @workflow.signal
@@ -168,6 +171,7 @@ class MigrateFleetWorkflow:
             continue_soon = (
                 workflow.info().get_current_history_length() > (HISTORY_EVENTS_BEFORE_CONTINUE)
                 or workflow.info().is_continue_as_new_suggested()
+                or self._history_too_large()
             )
             if not (state.paused or state.cancel_requested or continue_soon):
                 await self._fill(tasks)
@@ -244,6 +248,19 @@ class MigrateFleetWorkflow:
                 "counts": counts.model_dump(mode="json"),
             },
             time=workflow.now(),
+        )
+
+    def _history_too_large(self) -> bool:
+        """Continue-as-new once the history passes `continue_after_bytes` (1 MB by default):
+        a worker that lost the run from its cache replays the whole history on its next task,
+        which took 17 s at 4 MB on a 50,000-target run. Only after a batch of this run finished,
+        so a small limit cannot loop; the patch is asked only when it matters, so runs that
+        never reach the size record no marker."""
+        return (
+            self._batches_done > 0
+            and workflow.info().get_current_history_size()
+            > self._require_params().continue_after_bytes
+            and workflow.patched(CONTINUE_BY_BYTES_PATCH)
         )
 
     async def _fill(self, tasks: set[asyncio.Task[None]]) -> None:
@@ -360,6 +377,7 @@ class MigrateFleetWorkflow:
                     state.targets[str(database_id)] = failed
         finally:
             self._running -= len(batch)
+            self._batches_done += 1
             self._check_budget()
             self._wake = True
 

@@ -8,6 +8,7 @@ import pytest
 from models.fleet import FleetStatus, TargetState
 from tests.conftest import TargetFactory
 from tests.workflows.test_fleet import Fleet, fleet, ledger_times, progress, replay_and_record
+from workflows.fleet import MigrateFleetWorkflow
 
 pytestmark = pytest.mark.usefixtures("running_worker")
 __all__ = ["fleet"]
@@ -81,3 +82,35 @@ async def test_up_to_date_targets_are_settled_from_their_ledgers_and_the_rest_ru
     # Fewer activities than targets: the up-to-date ones never had a batch of their own.
     assert len(batches) < 12
     await replay_and_record(handle, "migrate_fleet_settle.json")
+
+
+async def test_a_run_past_its_history_size_continues_as_new_and_finishes_every_target(
+    fleet: Fleet, make_target: TargetFactory
+) -> None:
+    """With a tiny `continue_after_bytes` the run continues as new after each batch of a run;
+    the chain still migrates every target exactly once and ends with the full counts."""
+    for _ in range(6):
+        await fleet.add(await make_target())
+    handle = await fleet.start(concurrency=2, batch_size=2, continue_after_bytes=1)
+    result = await handle.result()
+    assert result.status is FleetStatus.COMPLETED
+    assert (result.counts.succeeded, result.counts.failed, result.counts.pending) == (6, 0, 0)
+    for target in fleet.targets:
+        assert len(await ledger_times(target)) == 2  # every version once
+    runs, run_id = 0, handle.first_execution_run_id
+    while run_id:
+        runs += 1
+        history = await fleet.client.get_workflow_handle(handle.id, run_id=run_id).fetch_history()
+        last = history.events[-1]
+        run_id = (
+            last.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+            if last.HasField("workflow_execution_continued_as_new_event_attributes")
+            else None
+        )
+    assert runs >= 2, "the run never continued as new"
+    final = await progress(handle)
+    assert (final.total, final.counts.succeeded) == (6, 6)
+    first = fleet.client.get_workflow_handle_for(
+        MigrateFleetWorkflow.run, handle.id, run_id=handle.first_execution_run_id
+    )
+    await replay_and_record(first, "migrate_fleet_continued.json")

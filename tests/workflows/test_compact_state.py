@@ -4,8 +4,9 @@ sets, nothing per finished target (models.run_state)."""
 from __future__ import annotations
 
 import pytest
+from temporalio.client import WorkflowHandle
 
-from models.fleet import FleetStatus, TargetState
+from models.fleet import FleetRunResult, FleetStatus, TargetState
 from tests.conftest import TargetFactory
 from tests.workflows.test_fleet import Fleet, fleet, ledger_times, progress, replay_and_record
 from workflows.fleet import MigrateFleetWorkflow
@@ -110,7 +111,7 @@ async def test_a_run_past_its_history_size_continues_as_new_and_finishes_every_t
     assert runs >= 2, "the run never continued as new"
     final = await progress(handle)
     assert (final.total, final.counts.succeeded) == (6, 6)
-    first = fleet.client.get_workflow_handle_for(
-        MigrateFleetWorkflow.run, handle.id, run_id=handle.first_execution_run_id
+    first: WorkflowHandle[MigrateFleetWorkflow, FleetRunResult] = fleet.client.get_workflow_handle(
+        handle.id, run_id=handle.first_execution_run_id, result_type=FleetRunResult
     )
     await replay_and_record(first, "migrate_fleet_continued.json")

@@ -67,7 +67,7 @@ async def test_worker_settings_size_the_worker(settings: Settings) -> None:
                 max_concurrent_workflow_tasks=9,
                 activity_pollers=3,
                 workflow_pollers=4,
-                eager_activities=True,
+                eager_activities=False,
                 graceful_shutdown_seconds=12,
             )
         }
@@ -82,15 +82,16 @@ async def test_worker_settings_size_the_worker(settings: Settings) -> None:
     assert config.get("max_concurrent_workflow_tasks") == 9
     assert config.get("activity_task_poller_behavior") == PollerBehaviorSimpleMaximum(maximum=3)
     assert config.get("workflow_task_poller_behavior") == PollerBehaviorSimpleMaximum(maximum=4)
-    assert config.get("disable_eager_activity_execution") is False
+    assert config.get("disable_eager_activity_execution") is True
     assert config.get("graceful_shutdown_timeout") == timedelta(seconds=12)
 
 
-def test_worker_defaults_keep_the_sdk_sizes_and_spread_activities() -> None:
+def test_worker_defaults_keep_the_sdk_sizes_and_start_activities_eagerly() -> None:
     defaults = WorkerSettings()
     assert defaults.max_concurrent_activities == defaults.max_concurrent_workflow_tasks == 100
     assert (defaults.activity_pollers, defaults.workflow_pollers) == (5, 5)
-    # Off, so a fleet run's batches reach every worker on the queue (test_two_workers.py).
-    assert defaults.eager_activities is False
+    # On: a run's batches skip matching while the worker has slots; the surplus reaches every
+    # worker on the queue (test_two_workers.py).
+    assert defaults.eager_activities is True
     with pytest.raises(ValueError, match="workflow_pollers"):
         WorkerSettings(workflow_pollers=1)

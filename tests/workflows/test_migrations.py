@@ -87,7 +87,10 @@ async def test_two_workflows_on_one_target_apply_each_version_once(
         (HISTORIES / "migrate_target.json").write_text(history.to_json())
 
 
-def _start_worker(settings: Settings, task_queue: str, log: Path) -> subprocess.Popen[bytes]:
+def _start_worker(
+    settings: Settings, task_queue: str, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    """A worker process; `extra` adds environment variables (settings of its own)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
     env.update(
         {
@@ -96,6 +99,7 @@ def _start_worker(settings: Settings, task_queue: str, log: Path) -> subprocess.
             "TENANTFLOW_TEMPORAL__TASK_QUEUE": task_queue,
             "TENANTFLOW_LOG__FORMAT": "console",
             "PYTHONPATH": str(ROOT),
+            **extra,
         }
     )
     with log.open("ab") as out:

@@ -96,7 +96,19 @@ async def test_two_workers_share_a_run_and_one_killed_mid_run_applies_nothing_tw
 ) -> None:
     # A gateway and two worker processes of its own, on a task queue no other worker serves.
     own, queue, server, port = own_gateway(settings, "two-workers")
-    workers = {name: _start_worker(own, queue, tmp_path / f"{name}.log") for name in ("w1", "w2")}
+    # Eager activities (the default) keep a run's batches on the worker running it while it has
+    # a free slot; three slots each against the run's six batches send the rest through the
+    # queue, to either worker: a second worker takes what the first cannot.
+    workers = {
+        name: _start_worker(
+            own,
+            queue,
+            tmp_path / f"{name}.log",
+            TENANTFLOW_WORKER__MAX_CONCURRENT_ACTIVITIES="3",
+            TENANTFLOW_WORKER__EAGER_ACTIVITIES="true",
+        )
+        for name in ("w1", "w2")
+    }
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
             # Client identities are "pid@host": each worker process is known by its pid.

@@ -283,6 +283,10 @@ async def start_tenantflow(
             "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
             "TENANTFLOW_LOG__LEVEL": "WARNING",
             "TENANTFLOW_LOG__ACCESS_LOG": "false",
+            # No scheduled fleet health sweeps: every 5 minutes one would check every target the
+            # bench registered (8,000 schemas at --schemas --targets 2000) in each stack, and land
+            # in whichever contender's timing it overlaps (it took 5x the PostgreSQL CPU of a run).
+            "TENANTFLOW_HEALTH__INTERVAL_SECONDS": "0",
             "PYTHONPATH": str(ROOT),
             **extra,
         }

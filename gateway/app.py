@@ -46,6 +46,7 @@ from gateway.routers import (
     migrations,
     monitoring,
     run_control,
+    run_stream,
     run_targets,
     servers,
     system,
@@ -147,6 +148,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(assignments.router)
     app.include_router(events.router)
     app.include_router(migrations.router)
+    app.include_router(run_stream.router)
     app.include_router(run_control.router)
     app.include_router(run_targets.router)
     app.include_router(system.router)

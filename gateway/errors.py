@@ -1,8 +1,10 @@
 """Exception handlers: every error leaves the gateway as the same envelope.
 
 ``{"error": {"type", "message", "details"}, "request_id"}`` for tenantflow errors, request
-validation errors (422), framework HTTP errors (404 unknown route, 405, ...) and anything else
-(500, logged with its traceback, never shown to the client).
+validation errors (422), framework HTTP errors (404 unknown route, 405, ...), a lost catalog
+(503 ``catalog_unavailable``: a connection refused, dropped or timed out, the server shutting
+down) and anything else (500, logged with its traceback, never shown to the client). Every 503
+says when to try again (``Retry-After``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from common.errors import (
     AuthenticationRequired,
+    DependencyUnavailable,
     InvalidInput,
     RateLimited,
     RequestValidationFailed,
@@ -28,6 +31,16 @@ from common.errors import (
 )
 
 log = logging.getLogger("tenantflow.gateway")
+
+# Seconds a client is told to wait after a 503 (a catalog restart or failover takes a few).
+RETRY_AFTER_SECONDS = 5
+
+
+class CatalogUnavailable(DependencyUnavailable):
+    """The catalog database cannot be reached right now; nothing was changed by this request
+    unless its own transaction committed before the connection went away."""
+
+    error_type = "catalog_unavailable"
 
 
 def _request_id(request: Request) -> str | None:
@@ -54,6 +67,8 @@ def error_response(
     if isinstance(error, RateLimited) and "retry_after_seconds" in error.details:
         # Round up: "Retry-After: 0" would invite an immediate retry.
         headers.setdefault("Retry-After", str(math.ceil(error.details["retry_after_seconds"])))
+    if error.status_code == 503:
+        headers.setdefault("Retry-After", str(RETRY_AFTER_SECONDS))
     return JSONResponse(
         status_code=error.status_code,
         content={"error": error.to_dict(), "request_id": _request_id(request)},
@@ -111,6 +126,41 @@ async def _untranslatable_text(request: Request, exc: Exception) -> JSONResponse
     )
 
 
+# A catalog that went away: refused or timed-out connects (OSError covers TimeoutError, which
+# a pool's acquire timeout raises too), a connection dropped under a query, the server shutting
+# down, restarting or out of connection slots.
+CATALOG_LOST: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.TooManyConnectionsError,
+    asyncpg.InterfaceError,
+)
+
+
+def _lost_connection(exc: Exception) -> bool:
+    """Whether ``exc`` says the catalog is away. An ``InterfaceError`` counts only for a closed
+    connection or pool: its other kinds (a parameter that does not encode) are our bugs."""
+    if isinstance(exc, asyncpg.InterfaceError):
+        return "closed" in str(exc) or "closing" in str(exc)
+    return isinstance(exc, CATALOG_LOST)
+
+
+async def _catalog_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    if not _lost_connection(exc):
+        raise exc  # the request-context guard renders it as a 500 and logs it
+    # The class only: a connect error's text can carry the host, user or DSN.
+    cause = type(exc).__name__
+    log.warning("catalog unavailable", extra={"cause": cause, "path": request.url.path})
+    error = CatalogUnavailable(
+        "the catalog database is unreachable; try again shortly",
+        details={"dependency": "catalog", "cause": cause},
+    )
+    return error_response(request, error)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers that render every error as the envelope."""
     app.add_exception_handler(TenantflowError, _tenantflow_error)
@@ -118,3 +168,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(asyncpg.CharacterNotInRepertoireError, _untranslatable_text)
     app.add_exception_handler(asyncpg.UntranslatableCharacterError, _untranslatable_text)
+    for lost in CATALOG_LOST:
+        app.add_exception_handler(lost, _catalog_unavailable)

@@ -7,9 +7,17 @@ load, more for a big run's payload. Viewers of a run share one snapshot, seriali
 - older, but younger than ``max_stale`` (5 s), or older while a background query is still on
   its way: served as it is while that one query refreshes it (so a viewer never waits for
   Temporal while the run is being watched);
-- older than that with no query on its way (the last one failed), or never read: the viewer
-  waits for one query, shared by every concurrent viewer of the run;
+- older, but the last query failed (no worker answers, Temporal restarting) and younger than
+  ``max_outage`` (120 s): served as it is while one query at a time (at most one a
+  ``max_age``) tries again: a watched run's status keeps answering through a worker or Temporal
+  restart, and its ``Age`` header says how old it is;
+- older than that with no query on its way, or never read: the viewer waits for one query,
+  shared by every concurrent viewer of the run, and sees its error;
 - a finished run's snapshot never changes and is kept until evicted.
+
+Each snapshot carries an ``event_id`` for the SSE stream (``gateway.routers.run_stream``): the
+number of settled targets and a digest of the state (status, counts, targets' states), so two
+snapshots of the same state share it, whichever gateway read them.
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import hashlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -29,6 +39,19 @@ log = logging.getLogger(__name__)
 
 FINAL = frozenset({FleetStatus.COMPLETED, FleetStatus.CANCELLED})
 Fetch = Callable[[], Awaitable[FleetProgress]]
+# What changes with the clock alone, not with the run's state: left out of the event id.
+_VOLATILE = frozenset({"updated_at", "throughput_per_minute", "eta_seconds"})
+
+
+def event_id(progress: FleetProgress) -> str:
+    """``<settled>-<digest>``: settled targets (succeeded, failed, up to date) never go down
+    during a run, so the prefix orders a run's states; the digest tells equal states apart from
+    changed ones."""
+    counts = progress.counts
+    settled = counts.succeeded + counts.failed + counts.up_to_date
+    state = progress.model_dump(mode="json", exclude=set(_VOLATILE))
+    digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
+    return f"{settled}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -41,6 +64,7 @@ class Snapshot:
     at: float
     gzipped: bytes = b""
     summary: bytes = b""
+    event_id: str = ""
 
     @classmethod
     def of(cls, progress: FleetProgress, at: float) -> Snapshot:
@@ -49,7 +73,9 @@ class Snapshot:
         summary = (
             progress.model_copy(update={"targets": {}, "queued": []}).model_dump_json().encode()
         )
-        return cls(progress, body, at, gzip.compress(body, compresslevel=5), summary)
+        return cls(
+            progress, body, at, gzip.compress(body, compresslevel=5), summary, event_id(progress)
+        )
 
     @classmethod
     async def build(cls, progress: FleetProgress, at: float) -> Snapshot:
@@ -66,6 +92,9 @@ class _Entry:
     snapshot: Snapshot | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     refreshing: asyncio.Task[None] | None = None
+    # The last query failed (at ``attempted``); a success clears it.
+    failing: bool = False
+    attempted: float = 0.0
 
 
 class ProgressCache:
@@ -77,9 +106,11 @@ class ProgressCache:
         max_stale: float = 5.0,
         max_runs: int = 1000,
         clock: Callable[[], float] = time.monotonic,
+        max_outage: float = 120.0,
     ) -> None:
         self.max_age = max_age
         self.max_stale = max_stale
+        self.max_outage = max_outage
         self.max_runs = max_runs
         self._clock = clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
@@ -93,9 +124,11 @@ class ProgressCache:
             if snapshot.final or age < self.max_age:
                 return snapshot
             refreshing = entry.refreshing is not None and not entry.refreshing.done()
-            if age < self.max_stale or refreshing:
+            outage = entry.failing and age < self.max_outage
+            if age < self.max_stale or refreshing or outage:
                 # A slow query (a busy worker at the start of a big run) keeps the old
-                # snapshot in service; only a failed one makes the next viewer wait and see why.
+                # snapshot in service, and so does a failed one for a while (a worker or
+                # Temporal restarting); past max_outage the next viewer waits and sees why.
                 self._refresh_in_background(entry, fetch)
                 return snapshot
         async with entry.lock:
@@ -123,15 +156,26 @@ class ProgressCache:
             self._entries.move_to_end(run_id)
         return entry
 
+    def age(self, snapshot: Snapshot) -> float:
+        """Seconds since ``snapshot`` was read from the run."""
+        return max(self._clock() - snapshot.at, 0.0)
+
     async def _refresh(self, entry: _Entry, fetch: Fetch) -> Snapshot:
-        progress = await fetch()
+        entry.attempted = self._clock()
+        try:
+            progress = await fetch()
+        except Exception:
+            entry.failing = True
+            raise
         snapshot = await Snapshot.build(progress, self._clock())
-        entry.snapshot = snapshot
+        entry.snapshot, entry.failing = snapshot, False
         return snapshot
 
     def _refresh_in_background(self, entry: _Entry, fetch: Fetch) -> None:
         if entry.refreshing is not None and not entry.refreshing.done():
             return
+        if entry.failing and self._clock() - entry.attempted < self.max_age:
+            return  # a query failed a moment ago: not one per viewer while it is away
 
         async def refresh() -> None:
             if entry.lock.locked():

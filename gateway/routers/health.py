@@ -14,6 +14,7 @@ from common.errors import DependencyUnavailable
 from common.temporal_client import ping_temporal
 from common.version import __version__
 from gateway.deps import CatalogDep, SettingsDep, TemporalDep
+from gateway.errors import RETRY_AFTER_SECONDS
 from models.system import DependencyState, DependencyStatus, Liveness, Readiness
 
 router = APIRouter(tags=["health"])
@@ -42,7 +43,9 @@ async def health() -> Liveness:
     responses={503: {"model": Readiness, "description": "A dependency is down; it is named."}},
 )
 async def ready(settings: SettingsDep, temporal: TemporalDep, catalog: CatalogDep) -> JSONResponse:
-    """Probe Temporal and the catalog concurrently; 503 names whatever is down."""
+    """Probe Temporal and the catalog concurrently, each within the readiness timeout (an
+    unreachable catalog answers 503 in that time, never hangs); 503 names whatever is down and
+    says when to look again (``Retry-After``)."""
     timeout = settings.gateway.readiness_timeout_seconds
     temporal_status, catalog_status = await asyncio.gather(
         _probe(lambda: ping_temporal(temporal, timeout)),
@@ -53,4 +56,7 @@ async def ready(settings: SettingsDep, temporal: TemporalDep, catalog: CatalogDe
     body = Readiness(
         status=DependencyState.DOWN if down else DependencyState.UP, dependencies=dependencies
     )
-    return JSONResponse(status_code=503 if down else 200, content=body.model_dump(mode="json"))
+    headers = {"Retry-After": str(RETRY_AFTER_SECONDS)} if down else None
+    return JSONResponse(
+        status_code=503 if down else 200, content=body.model_dump(mode="json"), headers=headers
+    )

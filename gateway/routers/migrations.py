@@ -1,24 +1,20 @@
-"""``/api/v1/migrations``: fleet runs. Start, list, watch (query or SSE); the controls (pause,
-resume, cancel, concurrency, roll back) are ``gateway.routers.run_control``. Progress lives in
-the workflow; finished runs in visibility."""
+"""``/api/v1/migrations``: fleet runs. Start, list, watch (query); the SSE stream is
+``gateway.routers.run_stream``, the controls (pause, resume, cancel, concurrency, roll back)
+``gateway.routers.run_control``. Progress lives in the workflow; finished runs in visibility."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
-from sse_starlette.sse import EventSourceResponse
 from temporalio.client import (
     WorkflowExecution,
     WorkflowExecutionStatus,
-    WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
 )
@@ -30,7 +26,7 @@ from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from gateway.deps import SettingsDep, TemporalDep
-from gateway.progress import ProgressCache, Snapshot
+from gateway.progress import ProgressCache
 from gateway.routers.migration_sets import SetsDep
 from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
@@ -62,7 +58,6 @@ RUN_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such run."},
     409: {"model": ErrorResponse, "description": "The run has finished."},
 }
-STREAM_INTERVAL_SECONDS = 1.0
 
 
 class TargetsView(StrEnum):
@@ -378,7 +373,10 @@ async def get_run(
 
     Served from a snapshot shared by every viewer of the run (at most about a second old while
     the run is watched), so the answer never waits for the worker; gzipped when the client
-    accepts it. ``targets=none`` leaves the per-target map (and ``queued``) out: a light poll;
+    accepts it. While no worker answers (one restarting) or Temporal is away, the last state
+    read is served for up to two minutes: ``Age`` says how many seconds old it is.
+
+    ``targets=none`` leaves the per-target map (and ``queued``) out: a light poll;
     ``targets=failed`` (or any state) keeps only those targets. With ``limit``, one page of
     the (filtered) targets in id order with their names and a ``next_cursor``.
 
@@ -389,23 +387,24 @@ async def get_run(
     """
     del principal
     snapshot = await cache.get(run_id, _fetcher(_run_handle(temporal, run_id), run_id))
+    # How old the answer is: above a few seconds the run could not be read meanwhile (a
+    # worker or Temporal restarting) and this is the last state known.
+    headers = {"Age": str(int(cache.age(snapshot)))}
     if limit is not None:
         page = await _targets_page(request, snapshot.progress, targets, limit, cursor)
-        return Response(content=page.model_dump_json(), media_type="application/json")
-    if targets is TargetsView.NONE:
-        return Response(content=snapshot.summary, media_type="application/json")
-    if targets is not TargetsView.ALL:
+        body = page.model_dump_json().encode()
+    elif targets is TargetsView.NONE:
+        body = snapshot.summary
+    elif targets is not TargetsView.ALL:
         wanted = TargetState(targets.value)
         subset = {k: v for k, v in snapshot.progress.targets.items() if v.state is wanted}
-        body = snapshot.progress.model_copy(update={"targets": subset}).model_dump_json()
-        return Response(content=body, media_type="application/json")
-    if "gzip" in request.headers.get("accept-encoding", ""):
-        return Response(
-            content=snapshot.gzipped,
-            media_type="application/json",
-            headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
-        )
-    return Response(content=snapshot.body, media_type="application/json")
+        body = snapshot.progress.model_copy(update={"targets": subset}).model_dump_json().encode()
+    elif "gzip" in request.headers.get("accept-encoding", ""):
+        body = snapshot.gzipped
+        headers |= {"Content-Encoding": "gzip", "Vary": "Accept-Encoding"}
+    else:
+        body = snapshot.body
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
 async def _targets_page(
@@ -432,78 +431,3 @@ async def _targets_page(
             "target_names": names,
         }
     )
-
-
-@router.get("/{run_id}/stream", summary="Progress as Server-Sent Events until the run ends")
-async def stream_run(
-    run_id: str,
-    principal: MigrationsRead,
-    temporal: TemporalDep,
-    cache: CacheDep,
-    targets: Annotated[
-        str,
-        Query(
-            pattern="^(all|none)$",
-            description="none: counts only, no per-target map; all: the targets the progress "
-            "holds (bounded for compact runs).",
-        ),
-    ] = "all",
-) -> EventSourceResponse:
-    """``event: progress`` with the progress JSON every second, and at once when the run ends;
-    then ``event: end``. ``targets=none`` streams the light summary (what a dashboard watching
-    a run of 100,000 targets wants). ``targets=all`` sends the targets the progress holds: for
-    a compact run only the bounded known ones (in flight, failed kept, recent results); page
-    the rest with ``GET /api/v1/migrations/{id}/targets``."""
-    del principal
-    light = targets == "none"
-    handle = _run_handle(temporal, run_id)
-    fetch = _fetcher(handle, run_id)
-    first = await cache.get(run_id, fetch)  # 404 before the stream starts
-
-    def data(snapshot: Snapshot) -> str:
-        return (snapshot.summary if light else snapshot.body).decode()
-
-    async def events() -> AsyncIterator[dict[str, str]]:
-        snapshot = first
-        ended = asyncio.create_task(_ended(handle))
-        try:
-            while not snapshot.final:
-                yield {"event": "progress", "data": data(snapshot)}
-                done, _ = await asyncio.wait({ended}, timeout=STREAM_INTERVAL_SECONDS)
-                try:
-                    # When the run has just closed: its final state, not a cached one.
-                    snapshot = await cache.get(run_id, fetch, fresh=bool(done))
-                except DependencyUnavailable:
-                    # No worker answered the query (one restarting, Temporal away): the
-                    # stream goes on with what it last sent and asks again next tick.
-                    if not done:
-                        continue
-                    yield {"event": "end", "data": json.dumps({"status": ended.result()})}
-                    return
-                if done and not snapshot.final:
-                    # Terminated (or failed) from outside: it never reached a final state.
-                    yield {"event": "progress", "data": data(snapshot)}
-                    status = ended.result()
-                    yield {"event": "end", "data": json.dumps({"status": status})}
-                    return
-            yield {"event": "progress", "data": data(snapshot)}
-            yield {"event": "end", "data": json.dumps({"status": snapshot.progress.status})}
-        finally:
-            ended.cancel()
-
-    return EventSourceResponse(events(), ping=15)
-
-
-async def _ended(handle: FleetHandle) -> str:
-    """Returns how the run closed, once it has (a long poll on Temporal that follows
-    continue-as-new); retries while Temporal is unreachable."""
-    while True:
-        try:
-            result = await handle.result()
-        except WorkflowFailureError as exc:
-            cause = exc.cause
-            return type(cause).__name__.removesuffix("Error").lower() if cause else "failed"
-        except RPCError:
-            await asyncio.sleep(STREAM_INTERVAL_SECONDS)
-            continue
-        return result.status.value

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 from fastapi import FastAPI, HTTPException
 from fastapi.testclient import TestClient
@@ -233,3 +234,67 @@ def test_valid_body_passes(client: TestClient) -> None:
     response = client.post("/api/v1/login", json={"username": "ann", "password": "pw"})
     assert response.status_code == 200
     assert response.json() == {"user": "ann"}
+
+
+# --- the catalog away -----------------------------------------------------------------------------
+
+DSN_SECRET = "postgresql://tenantflow:s3cret-Pw@catalog.internal:5432/tenantflow"
+
+LOST_CATALOG: dict[str, Exception] = {
+    "refused": ConnectionRefusedError(111, f"Connect call failed {DSN_SECRET}"),
+    "acquire-timeout": TimeoutError(),
+    "dropped": asyncpg.ConnectionDoesNotExistError(
+        "connection was closed in the middle of operation"
+    ),
+    "closed": asyncpg.InterfaceError("cannot perform operation: connection is closed"),
+    "pool-closing": asyncpg.InterfaceError("pool is closing"),
+    "starting": asyncpg.CannotConnectNowError("the database system is starting up"),
+    "shutdown": asyncpg.AdminShutdownError("terminating connection due to administrator command"),
+    "full": asyncpg.TooManyConnectionsError("sorry, too many clients already"),
+}
+
+
+def catalog_app() -> FastAPI:
+    """Routes that fail the way a lost catalog makes repositories fail."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/api/v1/lost/{kind}")
+    async def lost(kind: str) -> dict[str, str]:
+        raise LOST_CATALOG[kind]
+
+    @app.get("/api/v1/misuse")
+    async def misuse() -> dict[str, str]:
+        raise asyncpg.InterfaceError("the server expects 1 argument, 2 were passed")
+
+    app.add_middleware(RequestContextMiddleware)
+    return app
+
+
+@pytest.mark.parametrize("kind", sorted(LOST_CATALOG))
+def test_a_lost_catalog_is_a_503_with_retry_after_never_a_500(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tenantflow.gateway")
+    with TestClient(catalog_app()) as test_client:
+        response = test_client.get(f"/api/v1/lost/{kind}")
+    body = _assert_envelope(response, 503, "catalog_unavailable")
+    assert body["error"]["details"] == {
+        "dependency": "catalog",
+        "cause": type(LOST_CATALOG[kind]).__name__,
+    }
+    assert response.headers["retry-after"] == "5"
+    # Only the exception's class leaves: its text may carry a host, a user or a DSN.
+    assert "s3cret" not in response.text and "catalog.internal" not in response.text
+    assert all("s3cret" not in r.getMessage() for r in caplog.records)
+
+
+def test_an_interface_error_that_is_not_a_lost_connection_stays_a_500() -> None:
+    with TestClient(catalog_app(), raise_server_exceptions=False) as test_client:
+        response = test_client.get("/api/v1/misuse")
+    _assert_envelope(response, 500, "internal_error")
+
+
+def test_every_503_says_when_to_retry(client: TestClient) -> None:
+    response = client.get("/api/v1/unavailable")
+    assert response.headers["retry-after"] == "5"

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import httpx
 
+from cli.dev_issuer import DevIssuer
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.settings import Settings
 from common.version import __version__
 from gateway.app import create_app
-from tests.conftest import make_settings, serve
+from tests.conftest import Tokens, auth_settings, make_settings, serve
 
 
 async def test_health_is_200_with_version(api: httpx.AsyncClient) -> None:
@@ -90,5 +91,38 @@ async def test_ready_is_503_naming_the_catalog_when_it_is_down(
             assert body["dependencies"]["catalog"]["status"] == "down"
             assert body["dependencies"]["temporal"]["status"] == "up"
             assert catalog.password not in response.text
+    finally:
+        catalog.stop()
+
+
+async def test_while_the_catalog_is_down_calls_get_a_503_and_work_again_after(
+    service_dir: Path, temporal_server: TemporalDevServer, dev_issuer: DevIssuer, tokens: Tokens
+) -> None:
+    catalog = EmbeddedPostgres(service_dir / "pg", free_port())
+    catalog.start()
+    try:
+        settings = make_settings(
+            catalog,
+            temporal_server.address,
+            auth=auth_settings(dev_issuer),
+            gateway={"readiness_timeout_seconds": 1.0},
+        )
+        headers = tokens.headers("infra-viewer")
+        async for client in serve(create_app(settings)):
+            assert (await client.get("/api/v1/databases", headers=headers)).status_code == 200
+            catalog.stop()
+            ready = await client.get("/health/ready")
+            assert ready.status_code == 503 and ready.headers["retry-after"] == "5"
+            for _ in range(3):  # the pooled connection, then new connects refused
+                answer = await client.get("/api/v1/databases", headers=headers)
+                assert answer.status_code == 503, answer.text
+                error = answer.json()["error"]
+                assert error["type"] == "catalog_unavailable"
+                assert error["details"]["dependency"] == "catalog"
+                assert answer.headers["retry-after"] == "5"
+                assert catalog.password not in answer.text
+            catalog.start()
+            assert (await client.get("/api/v1/databases", headers=headers)).status_code == 200
+            assert (await client.get("/health/ready")).status_code == 200
     finally:
         catalog.stop()

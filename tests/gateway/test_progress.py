@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.progress import ProgressCache
+from gateway.progress import ProgressCache, event_id
 from models.fleet import FleetCounts, FleetProgress, FleetStatus
 
 
@@ -28,6 +28,7 @@ class Run:
         self.status = FleetStatus.RUNNING
         self.gate: asyncio.Event | None = None
         self.fail = False
+        self.started = datetime.now(UTC)
 
     async def fetch(self) -> FleetProgress:
         self.calls += 1
@@ -46,7 +47,7 @@ class Run:
             counts=FleetCounts(running=1),
             concurrency=1,
             targets={},
-            started_at=now,
+            started_at=self.started,
             updated_at=now,
             throughput_per_minute=float(self.calls),
             eta_seconds=None,
@@ -97,15 +98,38 @@ async def test_a_stale_snapshot_is_served_at_once_and_refreshed_behind() -> None
 
 async def test_too_stale_waits_and_a_failed_refresh_surfaces_to_the_next_viewer() -> None:
     clock, run = Clock(), Run()
-    cache = ProgressCache(max_age=0.5, max_stale=5.0, clock=clock)
+    cache = ProgressCache(max_age=0.5, max_stale=5.0, max_outage=30.0, clock=clock)
     await cache.get("r1", run.fetch)
     run.fail = True
     clock.now += 1.0
     await cache.get("r1", run.fetch)  # stale: served, background refresh fails quietly
     await asyncio.sleep(0.01)
-    clock.now += 10
+    clock.now += 40  # past max_outage: the next viewer waits for a query and sees it fail
     with pytest.raises(RuntimeError, match="Temporal is down"):
         await cache.get("r1", run.fetch)
+
+
+async def test_through_an_outage_the_last_snapshot_is_served_and_retried_once_a_max_age() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, max_stale=5.0, max_outage=30.0, clock=clock)
+    first = await cache.get("r1", run.fetch)
+    run.fail = True  # the worker was killed, or Temporal restarts
+    for _ in range(40):  # 20 s of viewers polling every 0.5 s, none waits or fails
+        clock.now += 0.5
+        assert await asyncio.wait_for(cache.get("r1", run.fetch), timeout=1) is first
+        await asyncio.sleep(0)
+    assert cache.age(first) == 20.0
+    assert 20 <= run.calls <= 42  # one query at a time, at most one a max_age
+    calls = run.calls
+    for _ in range(5):  # many viewers within one max_age: no query of their own
+        assert await cache.get("r1", run.fetch) is first
+    assert run.calls == calls
+    run.fail = False  # back: the next refresh replaces it
+    clock.now += 1
+    assert await cache.get("r1", run.fetch) is first
+    await asyncio.sleep(0.01)
+    fresh = await cache.get("r1", run.fetch)
+    assert fresh is not first and cache.age(fresh) == 0.0
 
 
 async def test_finished_runs_are_kept_and_fresh_forces_a_query() -> None:
@@ -170,3 +194,19 @@ async def test_a_slow_refresh_keeps_the_old_snapshot_in_service_past_max_stale()
     run.gate.set()
     await asyncio.sleep(0.01)
     assert await cache.get("r1", run.fetch) is not first
+
+
+async def test_the_event_id_orders_states_and_ignores_the_clock() -> None:
+    clock, run = Clock(), Run()
+    cache = ProgressCache(max_age=0.5, clock=clock)
+    first = await cache.get("r1", run.fetch)
+    clock.now += 1
+    again = await cache.get("r1", run.fetch, fresh=True)
+    # Another query, another rate and time: the same state, the same id.
+    assert again.progress.throughput_per_minute != first.progress.throughput_per_minute
+    assert again.event_id == first.event_id
+    assert first.event_id.startswith("0-")
+    done = first.progress.model_copy(
+        update={"counts": FleetCounts(succeeded=1), "status": FleetStatus.COMPLETED}
+    )
+    assert event_id(done).startswith("1-") and event_id(done) != first.event_id

@@ -1,16 +1,15 @@
-"""Static checks of the container deployment: docker-compose.yml, deploy/ and .dockerignore.
+"""Static checks of the container deployment: docker-compose.yml and deploy/ (the Dockerfile and
+.dockerignore are checked in test_dockerfile.py).
 
-No Docker engine is needed: the files are parsed (YAML, JSON, the Dockerfile's instructions) and
-their contents checked against the contract with the Python code (commands, settings variables,
-compose hostnames) and the deployment rules (pinned images, health checks, no literal secrets).
+No Docker engine is needed: the files are parsed (YAML, JSON) and their contents checked against
+the contract with the Python code (commands, settings variables, compose hostnames) and the
+deployment rules (pinned images, health checks, no literal secrets).
 """
 
 from __future__ import annotations
 
 import json
 import re
-import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,8 +22,6 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 REALM_FILE = REPO_ROOT / "deploy" / "keycloak" / "tenantflow-realm.json"
 ENV_EXAMPLE = REPO_ROOT / "deploy" / ".env.example"
-DOCKERIGNORE = REPO_ROOT / ".dockerignore"
-PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 SERVICES = frozenset(
     {
@@ -138,43 +135,6 @@ def _volume_mounts(service: dict[str, Any]) -> dict[str, str]:
     return mounts
 
 
-@dataclass(frozen=True)
-class Instruction:
-    keyword: str
-    args: str
-    stage: int
-
-
-def _dockerfile_instructions() -> list[Instruction]:
-    """Logical instructions (continuations joined, comments dropped) with their stage index."""
-    logical: list[str] = []
-    pending = ""
-    for raw in DOCKERFILE.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1].strip() + " "
-            continue
-        logical.append(pending + line)
-        pending = ""
-    assert not pending, "Dockerfile ends inside a line continuation"
-
-    instructions: list[Instruction] = []
-    stage = -1
-    for line in logical:
-        keyword, _, args = line.partition(" ")
-        if keyword.upper() == "FROM":
-            stage += 1
-        instructions.append(Instruction(keyword.upper(), args.strip(), stage))
-    return instructions
-
-
-def _final_stage(instructions: list[Instruction]) -> list[Instruction]:
-    last = max(i.stage for i in instructions)
-    return [i for i in instructions if i.stage == last]
-
-
 def _env_example() -> dict[str, str]:
     values: dict[str, str] = {}
     for raw in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
@@ -206,11 +166,6 @@ def compose() -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def realm() -> dict[str, Any]:
     return _mapping(json.loads(REALM_FILE.read_text(encoding="utf-8")), "realm file")
-
-
-@pytest.fixture(scope="module")
-def dockerfile() -> list[Instruction]:
-    return _dockerfile_instructions()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -623,78 +578,3 @@ def test_compose_imports_the_realm_file(compose: dict[str, Any]) -> None:
     assert list(imports.values()) == [REALM_FILE]
     assert next(iter(imports)).endswith(".json")
     assert "--import-realm" in keycloak["command"]
-
-
-# ---------------------------------------------------------------------------------------------
-# deploy/Dockerfile and .dockerignore
-# ---------------------------------------------------------------------------------------------
-
-
-def test_dockerfile_is_multi_stage_on_python_312_slim(dockerfile: list[Instruction]) -> None:
-    args = {
-        name: default
-        for i in dockerfile
-        if i.keyword == "ARG" and i.stage == -1
-        for name, _, default in [i.args.partition("=")]
-    }
-    bases = [i.args.split()[0] for i in dockerfile if i.keyword == "FROM"]
-    resolved = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], base) for base in bases]
-    assert len(resolved) >= 2
-    assert set(resolved) == {"python:3.12-slim"}
-
-
-def test_dockerfile_runtime_copies_the_venv_from_the_builder(dockerfile: list[Instruction]) -> None:
-    copies = [i.args for i in _final_stage(dockerfile) if i.keyword == "COPY"]
-    assert any(args.startswith("--from=builder ") for args in copies)
-
-
-def test_dockerfile_runs_as_a_fixed_non_root_uid(dockerfile: list[Instruction]) -> None:
-    users = [i.args for i in _final_stage(dockerfile) if i.keyword == "USER"]
-    assert users, "the runtime stage sets no USER"
-    uid = users[-1].split(":")[0]
-    assert uid.isdigit() and int(uid) >= 1000, f"USER {users[-1]!r} is not a fixed non-root uid"
-
-
-def test_dockerfile_entrypoint_is_tenantflow_gateway(dockerfile: list[Instruction]) -> None:
-    final = {i.keyword: i.args for i in _final_stage(dockerfile)}
-    assert json.loads(final["ENTRYPOINT"]) == ["tenantflow"]
-    assert json.loads(final["CMD"]) == ["gateway"]
-    assert final["EXPOSE"].split() == ["8000"]
-
-
-def test_dockerfile_healthcheck_uses_urllib_on_health(dockerfile: list[Instruction]) -> None:
-    checks = [i.args for i in _final_stage(dockerfile) if i.keyword == "HEALTHCHECK"]
-    assert len(checks) == 1
-    assert "urllib.request.urlopen" in checks[0] and "/health'" in checks[0]
-    assert "curl" not in checks[0] and "wget" not in checks[0], "python:3.12-slim has neither"
-
-
-def test_dockerfile_sets_python_runtime_environment(dockerfile: list[Instruction]) -> None:
-    env = " ".join(i.args for i in _final_stage(dockerfile) if i.keyword == "ENV")
-    assert "PYTHONDONTWRITEBYTECODE=1" in env
-    assert "PYTHONUNBUFFERED=1" in env
-
-
-def test_dockerfile_installs_the_project_without_extras(dockerfile: list[Instruction]) -> None:
-    installs = [i.args for i in dockerfile if i.keyword == "RUN" and "pip install" in i.args]
-    assert any(re.search(r"pip install (--no-deps )?\.(\s|$)", args) for args in installs)
-    for args in installs:
-        assert not re.search(r"\[[^\]]*\b(embedded|dev)\b", args), f"extras installed: {args}"
-        assert ".[" not in args
-
-
-def test_dockerignore_sends_only_the_package_sources() -> None:
-    patterns = [
-        line.strip()
-        for line in DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
-        if line.strip() and not line.strip().startswith("#")
-    ]
-    included = {p.removeprefix("!").rstrip("/") for p in patterns if p.startswith("!")}
-    pyproject = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))
-    find = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = {pattern.rstrip("*") for pattern in find}
-
-    assert patterns[0] == "*", "start from an empty context and re-include what the build needs"
-    assert {"pyproject.toml", *packages} <= included
-    assert not included & {".env", ".venv", ".git", ".tenantflow", "tests", "deploy"}
-    assert "**/.env" in patterns

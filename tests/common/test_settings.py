@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -12,12 +13,14 @@ from pydantic import SecretStr, ValidationError
 
 from common.settings import (
     DEV_CATALOG_DSN,
+    DEV_ENCRYPTION_KEY,
     CatalogSettings,
     GatewaySettings,
     LogSettings,
     Profile,
     Settings,
     get_settings,
+    is_dev_encryption_key,
     production_problems,
     redact_dsn,
 )
@@ -39,8 +42,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 # What production needs besides a catalog DSN: a real issuer and a non-development key.
 PRODUCTION_AUTH = {"issuer_url": "https://sso.example.com/realms/tenantflow"}
+PRODUCTION_KEY = "a2V5LW9uZS1mb3ItdGhlLXRlc3RzLW9ubHktMzJieXQ="
 PRODUCTION_CRYPTO = {
-    "keys": {"k1": "a2V5LW9uZS1mb3ItdGhlLXRlc3RzLW9ubHktMzJieXQ="},
+    "keys": {"k1": PRODUCTION_KEY},
     "active_key_id": "k1",
 }
 
@@ -401,3 +405,144 @@ def test_temporal_api_key_is_not_revealed(monkeypatch: pytest.MonkeyPatch) -> No
     settings = Settings(_env_file=None)
     assert "very-secret-api-key" not in repr(settings)
     assert "very-secret-api-key" not in settings.model_dump_json()
+
+
+# --- production: dev issuers, dev keys, break-glass without a hash --------------------------------
+
+
+@pytest.mark.parametrize(
+    "issuer_url",
+    [
+        "http://localhost:8080/realms/tenantflow",
+        "http://localhost.:8080/realms/tenantflow",
+        "http://LOCALHOST/realms/tenantflow",
+        "http://keycloak.localhost/realms/tenantflow",
+        "http://127.0.0.2:18080/realms/tenantflow",
+        "http://[::1]:18080/realms/tenantflow",
+        "http://0.0.0.0:18080/realms/tenantflow",
+        "http://[::ffff:127.0.0.1]:18080/realms/tenantflow",
+        "http://127.0.0.1:28080/realms/another",
+    ],
+)
+def test_production_refuses_an_issuer_on_any_loopback_host(issuer_url: str) -> None:
+    with pytest.raises(ValueError, match="ISSUER_URL points at a loopback address"):
+        production(
+            catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth={"issuer_url": issuer_url}
+        )
+
+
+def test_production_accepts_an_issuer_whose_name_merely_contains_localhost() -> None:
+    auth = {"issuer_url": "https://localhost-proxy.example.com/realms/tenantflow"}
+    settings = production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth=auth)
+    assert production_problems(settings) == []
+
+
+def test_production_refuses_a_loopback_jwks_url() -> None:
+    auth = {
+        **PRODUCTION_AUTH,
+        "jwks_url": "http://127.0.0.1:18080/realms/tenantflow/protocol/openid-connect/certs",
+    }
+    with pytest.raises(ValueError, match="TENANTFLOW_AUTH__JWKS_URL points at a loopback"):
+        production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth=auth)
+    fine = {**PRODUCTION_AUTH, "jwks_url": "https://sso.example.com/keys"}
+    assert (
+        production_problems(production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), auth=fine))
+        == []
+    )
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        DEV_ENCRYPTION_KEY,
+        f"  {DEV_ENCRYPTION_KEY}\n",
+        DEV_ENCRYPTION_KEY.rstrip("="),
+    ],
+)
+def test_production_refuses_the_dev_key_however_written_and_named(written: str) -> None:
+    crypto = {
+        "keys": {"k1": PRODUCTION_KEY, "old": written},
+        "active_key_id": "k1",
+    }
+    with pytest.raises(ValueError, match="contains the development encryption key"):
+        production(catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)), crypto=crypto)
+
+
+def test_production_accepts_a_non_dev_key() -> None:
+    assert is_dev_encryption_key(PRODUCTION_KEY) is False
+    assert is_dev_encryption_key("not base64 at all!") is False
+
+
+def test_a_plain_break_glass_token_is_refused_in_production(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TENANTFLOW_PROFILE", "production")
+    monkeypatch.setenv("TENANTFLOW_CATALOG__DSN", SAFE_DSN)
+    monkeypatch.setenv("TENANTFLOW_AUTH__ISSUER_URL", PRODUCTION_AUTH["issuer_url"])
+    monkeypatch.setenv("TENANTFLOW_CRYPTO__KEYS", json.dumps(PRODUCTION_CRYPTO["keys"]))
+    monkeypatch.setenv("TENANTFLOW_CRYPTO__ACTIVE_KEY_ID", "k1")
+    monkeypatch.setenv("TENANTFLOW_AUTH__BREAK_GLASS_TOKEN", "plain-emergency-token")
+    with pytest.raises(ValidationError, match="never the token") as info:
+        Settings(_env_file=None)
+    assert "plain-emergency-token" not in str(info.value)
+    # The same settings with the token's hash instead start.
+    monkeypatch.delenv("TENANTFLOW_AUTH__BREAK_GLASS_TOKEN")
+    digest = hashlib.sha256(b"plain-emergency-token").hexdigest()
+    monkeypatch.setenv("TENANTFLOW_AUTH__BREAK_GLASS_TOKEN_SHA256", digest)
+    settings = Settings(_env_file=None)
+    assert production_problems(settings) == []
+    assert settings.auth.break_glass_token_sha256 is not None
+
+
+def test_a_plain_break_glass_token_is_refused_in_every_profile(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("TENANTFLOW_AUTH__BREAK_GLASS_TOKEN=from-dotenv\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match="BREAK_GLASS_TOKEN_SHA256"):
+        Settings(_env_file=env_file)
+
+
+@pytest.mark.parametrize(
+    ("digest", "message"),
+    [
+        (hashlib.sha256(b"").hexdigest(), "sha256 of an empty token"),
+        ("not-a-hash", "64 lowercase hex characters"),
+        (hashlib.sha256(b"token").hexdigest().upper(), "64 lowercase hex characters"),
+        ("", "64 lowercase hex characters"),
+    ],
+)
+def test_break_glass_needs_a_real_hash(digest: str, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        production(
+            catalog=CatalogSettings(dsn=SecretStr(SAFE_DSN)),
+            auth={**PRODUCTION_AUTH, "break_glass_token_sha256": digest},
+        )
+
+
+# --- network -------------------------------------------------------------------------------------
+
+
+def test_network_defaults_refuse_link_local_and_metadata_addresses() -> None:
+    network = Settings(_env_file=None).network
+    assert [str(n) for n in network.allowed_networks] == ["0.0.0.0/0", "::/0"]
+    denied = {str(n) for n in network.denied_networks}
+    assert {"169.254.0.0/16", "fe80::/10", "fd00:ec2::254/128", "100.100.100.200/32"} <= denied
+    assert network.allow_unix_sockets is True
+
+
+def test_network_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENANTFLOW_NETWORK__ALLOWED_NETWORKS", '["10.20.0.0/16", "fd12::/16"]')
+    monkeypatch.setenv("TENANTFLOW_NETWORK__DENIED_NETWORKS", "[]")
+    monkeypatch.setenv("TENANTFLOW_NETWORK__ALLOW_UNIX_SOCKETS", "false")
+    network = Settings(_env_file=None).network
+    assert [str(n) for n in network.allowed_networks] == ["10.20.0.0/16", "fd12::/16"]
+    assert network.denied_networks == []
+    assert network.allow_unix_sockets is False
+
+
+@pytest.mark.parametrize("value", ['["10.0.0.1/8"]', '["not a network"]', '"10.0.0.0/8"'])
+def test_network_settings_refuse_what_is_not_a_cidr_list(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("TENANTFLOW_NETWORK__ALLOWED_NETWORKS", value)
+    with pytest.raises((ValidationError, ValueError), match="allowed_networks"):
+        Settings(_env_file=None)

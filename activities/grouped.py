@@ -40,6 +40,7 @@ import asyncpg
 from activities.engine import TargetEngine
 from activities.ledger import RESET_SESSION, RETRYABLE_SQLSTATES, LockTimeout, ledger_name
 from common.errors import TenantflowError
+from common.network_policy import NetworkRefused
 from common.sql import quote_ident
 from models.migrations import (
     Migration,
@@ -269,7 +270,8 @@ class GroupRunner:
             conn = await lane.connection()
             self.ledger_queries += 1
             rows = await conn.fetch(ledgers_query([s for _, s in members], self.ledger_table))
-        except (asyncpg.PostgresError, OSError, TimeoutError):
+        except (asyncpg.PostgresError, OSError, TimeoutError, NetworkRefused):
+            # A refused connection is refused again, and recorded, per member (Lane.run).
             return list(members)
         by_member: dict[int, list[tuple[str, str, bool]]] = {i: [] for i in range(len(members))}
         for row in rows:
@@ -325,6 +327,12 @@ class Lane:
             for index, (database_id, schema) in enumerate(remaining):
                 try:
                     conn = await self.connection()
+                except NetworkRefused as exc:
+                    for other, _ in remaining[index:]:
+                        results[other] = error_result(
+                            runner.for_target(other), "network_refused", exc.message
+                        )
+                    break
                 except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
                     # The database cannot be reached: nor can the schemas after this one.
                     for other, _ in remaining[index:]:

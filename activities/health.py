@@ -24,6 +24,7 @@ from activities.fingerprint import differences, schema_fingerprint
 from activities.health_events import health_outcome
 from activities.ledger import LEDGER_TABLE, ledger_name
 from activities.migrations import MigrationActivities, heartbeating
+from common import network_policy
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.health import HealthRepository, Reference
@@ -97,8 +98,8 @@ async def probe(
     fingerprint (``excluded``: every ledger table, left out of it)."""
     params = dict(target)
     schema = params.pop("schema") or "public"
-    conn = await asyncpg.connect(
-        **params,
+    conn = await network_policy.connect(
+        params,
         timeout=connect_timeout,
         server_settings={
             "application_name": "tenantflow:health",
@@ -222,6 +223,9 @@ class HealthActivities:
             seen = await probe(
                 target, batch.connect_timeout_seconds, tables or [LEDGER_TABLE], ledgers
             )
+        except network_policy.NetworkRefused as exc:
+            refused = f"network_refused: {exc.message}"
+            return _unreachable(database_id, refused, now, batch.run_id), None
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             return _unreachable(database_id, _describe(exc), now, batch.run_id), None
         sets: list[SetVersion] = []

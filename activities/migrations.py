@@ -39,6 +39,7 @@ from activities.ledger import (
     ledger_name,
 )
 from activities.server_slots import SlotSession, budgets, slot_session
+from common import network_policy
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.errors import TenantflowError
@@ -153,6 +154,8 @@ class MigrationActivities:
                     recording.lock_timeout_retry()
                     await asyncio.sleep(delay)
                     delay *= 2
+                except network_policy.NetworkRefused as exc:
+                    return _error_result(params, "network_refused", exc.message)
                 except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
                     return _error_result(params, "unreachable", _describe(exc))
                 except TenantflowError as exc:
@@ -254,7 +257,7 @@ class MigrationActivities:
             ledger_table = (await self._sets.content(request.set_name)).ledger_table
         target = await self._databases.connection_params(request.database_id)
         schema = target.pop("schema") or "public"
-        conn = await asyncpg.connect(**target, timeout=30)
+        conn = await network_policy.connect(target, timeout=30)
         try:
             table = ledger_name(schema, ledger_table)
             exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table)
@@ -333,8 +336,8 @@ async def _connect(
     target: dict[str, Any], params: TargetRunInput, search_path: str, role: str | None = None
 ) -> asyncpg.Connection:
     """A migration connection to ``target`` (its parameters without the schema)."""
-    return await asyncpg.connect(
-        **target,
+    return await network_policy.connect(
+        target,
         timeout=30,
         # Sent in the startup packet: no round trip of their own.
         server_settings={

@@ -26,6 +26,7 @@ from temporalio import activity
 
 from activities.grouped import group_schemas
 from activities.ledger import LEDGER_TABLE, ledger_name
+from common import network_policy
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from models.outcomes import RunOutcomes, RunOutcomesRequest
@@ -96,6 +97,9 @@ class OutcomeActivities:
                 except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
                     log.warning("outcomes: %d target(s) unreadable: %s", len(members), exc)
                     return
+                except network_policy.NetworkRefused as exc:
+                    log.warning("outcomes: %d target(s) refused: %s", len(members), exc.message)
+                    return
             for database_id, _ in members:
                 outcomes[database_id] = (
                     TargetState.SUCCEEDED if database_id in touched else TargetState.UP_TO_DATE
@@ -114,8 +118,8 @@ class OutcomeActivities:
         self, params: dict[str, Any], members: list[Member], run_id: str, ledger_table: str
     ) -> set[uuid.UUID]:
         """The members whose ledger holds a row of ``run_id``, over one connection."""
-        conn = await asyncpg.connect(
-            **params,
+        conn = await network_policy.connect(
+            params,
             timeout=CONNECT_TIMEOUT_SECONDS,
             server_settings={
                 "application_name": "tenantflow:outcomes",

@@ -9,6 +9,7 @@ import time
 import asyncpg
 from temporalio import activity
 
+from common import network_policy
 from common.catalog.databases import DatabaseRepository
 from models.databases import ConnectionTestInput, ConnectionTestResult
 
@@ -28,7 +29,7 @@ class TargetActivities:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(params.timeout_seconds):
-                conn = await asyncpg.connect(**target, timeout=params.timeout_seconds)
+                conn = await network_policy.connect(target, timeout=params.timeout_seconds)
                 try:
                     version = await conn.fetchval("SHOW server_version")
                     schema_exists = None
@@ -39,6 +40,8 @@ class TargetActivities:
                         )
                 finally:
                     await conn.close()
+        except network_policy.NetworkRefused as exc:
+            return ConnectionTestResult(database_id=params.database_id, ok=False, error=exc.message)
         except asyncpg.PostgresError as exc:
             # PostgreSQL's messages name users and databases, never the password.
             return ConnectionTestResult(

@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.migrations import MigrationActivities, heartbeating
 from activities.tenants import TEMPLATE_ROLE, tenant_plans
+from common import network_policy
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
@@ -146,7 +147,7 @@ class TemplateActivities:
 
     async def _admin(self, server_id: uuid.UUID, database: str | None = None) -> asyncpg.Connection:
         params = await self.servers.admin_connection_params(server_id, database)
-        return await asyncpg.connect(**params, timeout=30)
+        return await network_policy.connect(params, timeout=30)
 
     async def _exists(self, template: Template) -> bool:
         conn = await self._admin(template.server_id)
@@ -174,7 +175,7 @@ class TemplateActivities:
                 build.server_id, build.database_name
             )
             async with heartbeating():
-                inner = await asyncpg.connect(**params, timeout=30)
+                inner = await network_policy.connect(params, timeout=30)
                 try:
                     await inner.execute(f"GRANT CREATE, USAGE ON SCHEMA public TO {TEMPLATE_ROLE}")
                 finally:

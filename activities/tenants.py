@@ -22,6 +22,7 @@ import asyncpg
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from common import network_policy
 from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
 from common.catalog.servers import ServerRepository
@@ -111,7 +112,7 @@ class TenantActivities:
                 f"tenant {tenant.tenant_id} has no server", type="NotFound", non_retryable=True
             )
         params = await self.servers.admin_connection_params(tenant.server_id, database)
-        conn = await asyncpg.connect(**params, timeout=30)
+        conn = await network_policy.connect(params, timeout=30)
         try:
             yield conn
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import uuid
 from datetime import datetime
@@ -37,6 +38,25 @@ def _check_name(value: str) -> str:
 def _check_host(value: str) -> str:
     if not _HOST.fullmatch(value):
         raise ValueError("must be a host name, an IP address or a socket directory")
+    if value.startswith("/"):
+        return value
+    if ":" in value:
+        if value.startswith("[") != value.endswith("]"):
+            raise ValueError("must be a valid IPv6 address")
+        try:
+            ipaddress.IPv6Address(value.removeprefix("[").removesuffix("]"))
+        except ValueError:
+            raise ValueError("must be a valid IPv6 address") from None
+        return value
+    # No top-level domain is numeric (RFC 3696): a name ending in digits (or 0x...) is an
+    # address, and the resolver reads 2852039166, 0251.0376.0251.0376 or 169.254.43518 as
+    # 169.254.169.254. Only the dotted-quad form is accepted, so the allow-list sees it.
+    last = value.rstrip(".").rsplit(".", 1)[-1]
+    if last.isdigit() or last.lower().startswith("0x"):
+        try:
+            ipaddress.IPv4Address(value)
+        except ValueError:
+            raise ValueError("an IPv4 address must be written as four decimals a.b.c.d") from None
     return value
 
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from common.catalog.databases import DatabaseRepository
 from common.errors import InvalidInput
+from common.network_policy import check_registered_host
 from gateway.auth.deps import DatabasesRead, DatabasesWrite
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.runs import run_and_wait
@@ -28,6 +29,13 @@ router = APIRouter(prefix="/api/v1/databases", tags=["databases"])
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such database."}
+}
+NETWORK_REFUSED: dict[int | str, dict[str, Any]] = {
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid input, or a host on a network TENANTFLOW_NETWORK__* refuses "
+        "(type network_refused).",
+    }
 }
 
 
@@ -61,15 +69,20 @@ def parse_label_filters(values: list[str]) -> dict[str, str]:
     responses={
         404: {"model": ErrorResponse, "description": "No server of that name."},
         409: {"model": ErrorResponse, "description": "The name is taken."},
+        **NETWORK_REFUSED,
     },
 )
 async def create_database(
-    spec: DatabaseCreate, repository: RepositoryDep, principal: DatabasesWrite
+    spec: DatabaseCreate,
+    repository: RepositoryDep,
+    settings: SettingsDep,
+    principal: DatabasesWrite,
 ) -> Database:
     """Store a target; the password is encrypted at rest and never returned. With ``server``
     the target is recorded on that registered server and, without its own ``sslmode``,
-    connects with the server's."""
+    connects with the server's. A host on a refused network is a 422 ``network_refused``."""
     del principal  # authorisation only
+    check_registered_host(spec.host, settings.network)
     return await repository.create(spec)
 
 
@@ -118,17 +131,21 @@ async def get_database(
     responses={
         **NOT_FOUND,
         409: {"model": ErrorResponse, "description": "The new name is taken."},
+        **NETWORK_REFUSED,
     },
 )
 async def update_database(
     database_id: uuid.UUID,
     changes: DatabaseUpdate,
     repository: RepositoryDep,
+    settings: SettingsDep,
     principal: DatabasesWrite,
 ) -> Database:
     """Change only the fields sent; a new password is re-encrypted and never returned.
     ``server`` names a registered server (404 if unknown), ``null`` detaches the target."""
     del principal
+    if changes.host is not None:
+        check_registered_host(changes.host, settings.network)
     return await repository.update(database_id, changes)
 
 

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from common.catalog.servers import ServerRepository
+from common.network_policy import check_registered_host
 from gateway.auth.deps import DatabasesRead, DatabasesWrite
-from gateway.routers.databases import parse_label_filters
+from gateway.deps import SettingsDep
+from gateway.routers.databases import NETWORK_REFUSED, parse_label_filters
 from models.errors import ErrorResponse
 from models.servers import Server, ServerCreate, ServerPage, ServerUpdate
 
@@ -33,12 +35,19 @@ ServersDep = Annotated[ServerRepository, Depends(get_server_repository)]
 ServerName = Annotated[str, Path(max_length=128, description="The server's unique name.")]
 
 
-@router.post("", status_code=201, summary="Register a server", responses=NAME_TAKEN)
+@router.post(
+    "",
+    status_code=201,
+    summary="Register a server",
+    responses={**NAME_TAKEN, **NETWORK_REFUSED},
+)
 async def create_server(
-    spec: ServerCreate, servers: ServersDep, principal: DatabasesWrite
+    spec: ServerCreate, servers: ServersDep, settings: SettingsDep, principal: DatabasesWrite
 ) -> Server:
-    """Store a server; the admin password is encrypted at rest and never returned."""
+    """Store a server; the admin password is encrypted at rest and never returned. A host on a
+    refused network is a 422 ``network_refused``."""
     del principal  # authorisation only
+    check_registered_host(spec.host, settings.network)
     return await servers.create(spec)
 
 
@@ -64,12 +73,22 @@ async def get_server(name: ServerName, servers: ServersDep, principal: Databases
     return await servers.get_by_name(name)
 
 
-@router.patch("/{name}", summary="Change a server", responses={**NOT_FOUND, **NAME_TAKEN})
+@router.patch(
+    "/{name}",
+    summary="Change a server",
+    responses={**NOT_FOUND, **NAME_TAKEN, **NETWORK_REFUSED},
+)
 async def update_server(
-    name: ServerName, changes: ServerUpdate, servers: ServersDep, principal: DatabasesWrite
+    name: ServerName,
+    changes: ServerUpdate,
+    servers: ServersDep,
+    settings: SettingsDep,
+    principal: DatabasesWrite,
 ) -> Server:
     """Change any field; only the fields sent change. A new admin password is re-encrypted."""
     del principal
+    if changes.host is not None:
+        check_registered_host(changes.host, settings.network)
     server = await servers.get_by_name(name)
     return await servers.update(server.id, changes)
 

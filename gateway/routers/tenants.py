@@ -22,6 +22,7 @@ from common.audit import record_audit
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.tenants import TenantRepository
 from common.errors import InvalidInput, NotFound
+from common.network_policy import check_registered_host
 from common.settings import Settings
 from common.telemetry.workflow_metrics import MODE_MEMO
 from gateway.auth.deps import DatabasesRead, TenantsCredentials, TenantsProvision
@@ -52,6 +53,11 @@ router = APIRouter(prefix="/api/v1/tenants", tags=["tenants"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorResponse, "description": "No such tenant, server or set."},
     409: {"model": ErrorResponse, "description": "The tenant exists with another request."},
+    422: {
+        "model": ErrorResponse,
+        "description": "Invalid input, or the server is on a network TENANTFLOW_NETWORK__* "
+        "refuses (type network_refused).",
+    },
 }
 
 
@@ -127,6 +133,8 @@ async def provision(
         server = await servers.get_by_name(spec.server)
     else:
         server = await servers.choose(spec.server_selector or {})
+    # The allow-list may have changed since the server was registered.
+    check_registered_host(server.host, settings.network)
     run_id = event_id or f"provision-{spec.tenant_id}-{uuid.uuid4().hex[:8]}"
     tenant, created = await tenants.claim(spec, server.id, run_id)
     if tenant.status is TenantStatus.PROVISIONING:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 from common.settings import Settings
@@ -41,3 +44,22 @@ def test_env_example_loads_as_settings() -> None:
     settings = Settings(_env_file=ROOT / ".env.example")
     assert settings.gateway.port == 8000
     assert settings.temporal.task_queue == "tenantflow"
+
+
+# The command line's own variables: read from the environment only, not settings.
+CLI_VARIABLES = {"TENANTFLOW_API_URL", "TENANTFLOW_TOKEN", "TENANTFLOW_HOME"}
+
+
+def test_env_example_names_only_settings() -> None:
+    text = (ROOT / ".env.example").read_text()
+    named = set(re.findall(r"^#? ?(TENANTFLOW_[A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    unknown = sorted(named - set(ALL_NAMES) - CLI_VARIABLES)
+    assert unknown == []
+
+
+def test_env_example_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.upper().startswith("TENANTFLOW_"):
+            monkeypatch.delenv(name)
+    example = Settings(_env_file=ROOT / ".env.example")
+    assert example.model_dump(mode="json") == Settings(_env_file=None).model_dump(mode="json")

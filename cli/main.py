@@ -191,6 +191,7 @@ def _register_api_commands() -> None:
     import cli.run_targets  # noqa: F401 - adds `migrate targets`
     from cli import databases as _db_commands  # noqa: F401 - adds `db show|update|test|rm`
     from cli.auth import register as register_login_commands
+    from cli.backup import register as register_backup_commands
     from cli.commands import db_app, migrate_app, rollback_app, sets_app
     from cli.health import health_app
     from cli.monitor import register as register_monitor
@@ -206,6 +207,7 @@ def _register_api_commands() -> None:
     app.add_typer(health_app, name="health")
     register_monitor(app)
     register_login_commands(app)
+    register_backup_commands(app)
 
 
 _register_api_commands()

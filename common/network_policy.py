@@ -55,10 +55,7 @@ class Refusal:
     def message(self) -> str:
         """One sentence naming the host, the address and the setting (never credentials)."""
         if self.address is None:
-            return (
-                f"target host {self.host!r} is a socket directory, which {self.setting} "
-                "refuses"
-            )
+            return f"target host {self.host!r} is a socket directory, which {self.setting} refuses"
         subject = f"target host {self.host!r}"
         if self.address != self.host:
             subject += f" resolves to {self.address},"
@@ -186,6 +183,10 @@ class NetworkPolicy:
         verifies the server certificate against the name (``verify-full``) keeps the name: the
         certificate binds it to the name, and TLS needs it for SNI and the check."""
         pinned = dict(params)
+        if params.get("host") is None:
+            # A DSN of the operator's own (the catalog's server, where the health sweep
+            # replays references), never a registered target: not the allow-list's to decide.
+            return pinned
         host = str(params["host"])
         addresses = await self.resolve(host, int(params.get("port") or 5432))
         if addresses == [host] or _verifies_host_name(params.get("ssl")):
@@ -243,4 +244,3 @@ async def connect(params: Mapping[str, Any], /, **options: Any) -> asyncpg.Conne
     pinned = await active_policy().pinned(params)
     connection: asyncpg.Connection = await asyncpg.connect(**pinned, **options)
     return connection
-

@@ -189,6 +189,12 @@ async def test_connections_go_to_the_checked_addresses() -> None:
     assert (await DEFAULT.pinned({**params, "host": "/tmp"}))["host"] == "/tmp"  # noqa: S108
 
 
+async def test_a_dsn_of_the_operators_own_is_left_as_it_is() -> None:
+    # The health sweep replays references in scratch databases on the catalog's server.
+    params = {"dsn": "postgresql://tf@169.254.1.1/tf", "database": "scratch"}
+    assert await DEFAULT.pinned(params) == params
+
+
 async def test_a_refused_literal_never_reaches_the_resolver() -> None:
     with pytest.raises(NetworkRefused, match=r"169\.254\.169\.254"):
         await DEFAULT.pinned({"host": "169.254.169.254", "port": 5432})

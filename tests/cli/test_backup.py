@@ -21,12 +21,15 @@ import pytest
 from temporalio.client import Client
 
 from activities.ledger import LEDGER_TABLE
-from cli.stack import EmbeddedPostgres, TemporalDevServer
+from cli.backup import BackupFailed, backup_catalog
+from cli.restore import RestoreRefused, restore_catalog
+from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
 from common.crypto import CredentialCipher, KeyRing, generate_key
+from common.errors import DependencyUnavailable
 from common.settings import Settings
 from models.databases import DatabaseCreate
 from models.fleet import FleetRunInput, FleetSelector, FleetStatus
@@ -357,6 +360,45 @@ async def test_a_file_that_is_no_dump_is_refused_clearly(
     assert newer.returncode == 1
     assert "was written by a newer pg_dump than any pg_restore found" in newer.stderr
     assert await own.rows() == before
+
+
+async def test_backup_and_restore_in_process(
+    own: OwnCatalog, make_target: TargetFactory, tmp_path: Path
+) -> None:
+    await own.register(await make_target(), server=True)
+    archive = tmp_path / "catalog.dump"
+    backed_up = await backup_catalog(own.settings, archive)
+    assert backed_up.contents.key_ids == {"dev": 2}
+    assert backed_up.contents.data_rows()["public.databases"] == 1
+    assert backed_up.server_version.startswith("18.")
+
+    # A table the archive does not hold would survive a restore: refused, forced or not.
+    await own.sql("CREATE TABLE stray (id int)")
+    with pytest.raises(RestoreRefused, match=r"tables the archive does not hold \(public\.stray"):
+        await restore_catalog(own.settings, archive, force=True)
+    await own.sql("DROP TABLE stray")
+
+    restored = await restore_catalog(own.settings, archive, force=True)
+    assert restored.verified and restored.decrypted_key_ids == ["dev"]
+    assert restored.contents.key_ids == {"dev": 2}
+    assert restored.replaced["public.databases"] == 1
+    assert restored.sha256 == backed_up.sha256
+
+
+async def test_backup_refuses_what_is_no_catalog(own: OwnCatalog, tmp_path: Path) -> None:
+    with pytest.raises(BackupFailed, match="no tenantflow catalog schema"):
+        await backup_catalog(own.settings, tmp_path / "empty.dump")  # nothing applied yet
+    with pytest.raises(BackupFailed, match="does not exist"):
+        await backup_catalog(own.settings, tmp_path / "no" / "such.dump")
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []  # no partial file
+    unreachable = f"postgresql://postgres:{own.postgres.password}@127.0.0.1:{free_port()}/x"
+    settings = make_settings(
+        own.postgres, "127.0.0.1:1", catalog={"dsn": unreachable, "connect_timeout_seconds": 2}
+    )
+    with pytest.raises(DependencyUnavailable) as caught:
+        await backup_catalog(settings, tmp_path / "x.dump")
+    assert own.postgres.password not in str(caught.value.details)
+    assert caught.value.details["dsn"].startswith("postgresql://postgres:***@")
 
 
 async def test_backup_names_what_to_install_without_client_tools(

@@ -14,10 +14,13 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities.health import HealthActivities
 from activities.migrations import MigrationActivities
 from activities.targets import TargetActivities
 from common import network_policy
+from common.catalog.assignments import AssignmentRepository
 from common.catalog.databases import DatabaseRepository
+from common.catalog.health import HealthRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.network_policy import (
@@ -32,6 +35,7 @@ from common.network_policy import (
 from common.settings import NetworkSettings, Settings
 from models.databases import ConnectionTestInput, DatabaseCreate
 from models.fleet import TargetBatchInput
+from models.health import HealthBatchInput
 from models.migrations import Migration, TargetRunInput, TargetRunKind
 from tests.conftest import TargetDatabase
 
@@ -329,3 +333,29 @@ async def test_fleet_batch_records_network_refused_on_the_target(
         await conn.close()
     for database_id in (by_name, by_address, *schemas):
         await repository.delete(database_id)
+
+
+async def test_health_sweep_marks_a_refused_target_unreachable_with_the_reason(
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    target_database: TargetDatabase,
+    process_policy: None,
+) -> None:
+    repository = _repository(catalog_pool, settings)
+    database_id = await _register(repository, target_database, "localhost")
+    health = HealthActivities(
+        repository,
+        MigrationSetRepository(catalog_pool),
+        AssignmentRepository(catalog_pool),
+        HealthRepository(catalog_pool),
+        settings.catalog.dsn.get_secret_value(),
+    )
+    network_policy.configure(NetworkSettings.model_validate({"denied_networks": LOOPBACK}))
+    batch = HealthBatchInput(run_id=f"np-{uuid.uuid4().hex[:8]}", database_ids=[database_id])
+    await ActivityEnvironment().run(health.check_health_batch, batch)
+    stored = await HealthRepository(catalog_pool).latest(database_id)
+    assert stored.reachable is False
+    assert stored.error is not None
+    assert stored.error.startswith("network_refused: target host 'localhost' resolves to")
+    assert target_database.password not in stored.error
+    await repository.delete(database_id)

@@ -12,6 +12,7 @@ import asyncpg
 from temporalio.client import Client
 from temporalio.worker import Interceptor, PollerBehaviorSimpleMaximum, Worker
 
+from common import network_policy
 from common.catalog import open_catalog
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
@@ -90,6 +91,9 @@ def build_worker(
     interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """Every workflow and activity on the task queue, sized by ``settings.worker``."""
+    # The activities' target connections follow this worker's allow-list, not the process's
+    # default settings (they are the same for `tenantflow worker`; not for embedded workers).
+    network_policy.configure(settings.network)
     sizing = settings.worker
     return Worker(
         client,

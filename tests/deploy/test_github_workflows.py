@@ -224,7 +224,9 @@ def test_make_targets_the_workflows_call_exist(ci: dict[str, Any]) -> None:
 
 def test_venv_executables_the_workflows_run_are_installed(ci: dict[str, Any]) -> None:
     used = {name for s in _scripts(ci) for name in re.findall(r"\.venv/bin/([\w-]+)", s)}
-    assert used == {"tenantflow", "schemathesis", "pip-audit"}
+    assert used == {"tenantflow", "schemathesis", "pip-audit", "python"}
+    used.remove("python")
+    assert (BIN / "python").exists()
     pyproject = tomllib.loads(PYPROJECT.read_text(encoding="utf-8"))["project"]
     declared = {
         re.split(r"[\[<>=~ ]", requirement)[0].lower()
@@ -293,6 +295,16 @@ def test_schemathesis_run_uses_options_and_checks_it_has(ci: dict[str, Any]) -> 
         assert check in text, f"no schemathesis check {check}"
     for phase in (options["--phases"] or "").split(","):
         assert phase in text, f"no schemathesis phase {phase}"
+
+
+def test_api_fuzz_follows_the_user_guide_before_fuzzing(ci: dict[str, Any]) -> None:
+    names = [s.get("name", "") for s in _steps(ci, "api-fuzz")]
+    guide = names.index("Follow docs/user-guide.md")
+    assert guide < names.index("schemathesis run")
+    run = _steps(ci, "api-fuzz")[guide]["run"]
+    module, path = shlex.split(run)[2:4]
+    assert (REPO_ROOT / (module.replace(".", "/") + ".py")).is_file()
+    assert (REPO_ROOT / path).is_file()
 
 
 def test_api_fuzz_starts_the_stack_and_waits_until_ready(ci: dict[str, Any]) -> None:

@@ -165,7 +165,9 @@ class DevIssuer:
         client_id = form.get("client_id", "")
         clients = self._secrets()["clients"]
         if client_id in clients:
-            if not secrets.compare_digest(form.get("client_secret", ""), clients[client_id]):
+            # As bytes: compare_digest refuses str with non-ASCII characters (a TypeError, a 500).
+            presented = form.get("client_secret", "").encode()
+            if not secrets.compare_digest(presented, clients[client_id].encode()):
                 raise oauth_error(401, "unauthorized_client", "Invalid client credentials")
         elif client_id not in PUBLIC_CLIENTS:
             raise oauth_error(401, "invalid_client", "Invalid client or client credentials")
@@ -173,7 +175,7 @@ class DevIssuer:
 
     def _check_user(self, username: str, password: str) -> None:
         expected = self._secrets()["users"].get(username)
-        if expected is None or not secrets.compare_digest(password, expected):
+        if expected is None or not secrets.compare_digest(password.encode(), expected.encode()):
             raise oauth_error(401, "invalid_grant", "Invalid user credentials")
 
     def grant(self, form: dict[str, str]) -> dict[str, Any]:

@@ -29,10 +29,26 @@ TAGS: list[dict[str, str]] = [
 ]
 
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# One Server-Sent Event as clients (and schemathesis) parse it: ``data`` is JSON text.
+_SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string", "description": "progress, then end."},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
+# Successful answers that are not JSON, whatever response class their route declares:
+# (method, path) -> media type of the 200 body.
+STREAMS: dict[tuple[str, str], str] = {
+    ("get", "/api/v1/migrations/{run_id}/stream"): "text/event-stream",
+}
 
 
 def install_openapi(app: FastAPI) -> None:
-    """Replace FastAPI's validation-error schema with our envelope and add a default error."""
+    """Replace FastAPI's validation-error schema with our envelope, add a default error and
+    declare the media type of streamed answers."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema:
@@ -56,9 +72,12 @@ def install_openapi(app: FastAPI) -> None:
         components["ErrorResponse"].pop("$defs", None)
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
-        for path_item in schema.get("paths", {}).values():
-            for operation in path_item.values():
+        for path, path_item in schema.get("paths", {}).items():
+            for method, operation in path_item.items():
                 responses = operation.setdefault("responses", {})
+                media_type = STREAMS.get((method, path))
+                if media_type is not None and "200" in responses:
+                    responses["200"]["content"] = {media_type: {"schema": _SSE_EVENT}}
                 if "422" in responses:
                     responses["422"] = {
                         "description": "The request does not match the schema.",

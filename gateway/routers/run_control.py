@@ -10,8 +10,9 @@ import uuid
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError, RPCStatusCode
 
-from common.errors import Conflict, InvalidInput
+from common.errors import Conflict, DependencyUnavailable, InvalidInput
 from gateway.auth.deps import MigrationsExecute, MigrationsRollback
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.routers.migrations import (
@@ -39,6 +40,16 @@ from workflows.fleet import MigrateFleetWorkflow
 router = APIRouter(prefix="/api/v1/migrations", tags=["migrations"])
 
 
+def _closed_meanwhile(exc: RPCError, run_id: str) -> Exception:
+    """The error for a signal or update Temporal refused: the run (found running a moment
+    before) has closed in between (409), or Temporal did not answer (503)."""
+    if exc.status is RPCStatusCode.NOT_FOUND:
+        return Conflict(f"run {run_id} has finished", details={"run_id": run_id})
+    return DependencyUnavailable(
+        "Temporal did not answer", details={"dependency": "temporal", "cause": exc.message[:300]}
+    )
+
+
 async def _signal(temporal: TemporalDep, run_id: str, signal: str) -> JSONResponse:
     handle, running = await _handle(temporal, run_id)
     if not running:
@@ -50,7 +61,10 @@ async def _signal(temporal: TemporalDep, run_id: str, signal: str) -> JSONRespon
         "resume": MigrateFleetWorkflow.resume,
         "cancel": MigrateFleetWorkflow.cancel,
     }[signal]
-    await handle.signal(method)
+    try:
+        await handle.signal(method)
+    except RPCError as exc:
+        raise _closed_meanwhile(exc, run_id) from None
     return JSONResponse(status_code=202, content={"run_id": run_id, "signal": signal})
 
 
@@ -100,6 +114,8 @@ async def change_run(
         value = await handle.execute_update(MigrateFleetWorkflow.set_concurrency, body.concurrency)
     except WorkflowUpdateFailedError as exc:
         raise InvalidInput(str(exc.cause or exc)) from None
+    except RPCError as exc:
+        raise _closed_meanwhile(exc, run_id) from None
     return {"concurrency": value}
 
 

@@ -49,7 +49,11 @@ class Rollout:
             counts = self.poller.last.get("counts") or {}
             if sum(counts.get(k, 0) for k in ("succeeded", "failed", "up_to_date")) >= at_least:
                 return
-            assert time.monotonic() < deadline, f"the run did not get going: {self.poller.last}"
+            assert time.monotonic() < deadline, (
+                f"the run did not get going: {self.poller.last}\n"
+                f"worker running: {self.stack.worker is not None and self.stack.worker.running()}"
+                f"\n{self.stack.log_tail('worker')}"
+            )
             await asyncio.sleep(0.1)
 
     async def finished(self, within: float = 240.0) -> dict[str, Any]:

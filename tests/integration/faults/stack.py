@@ -116,9 +116,12 @@ class FaultStack:
 
     async def stop(self) -> None:
         """Stop every process started (SIGTERM, then SIGKILL), whatever happened."""
-        for process in self.started:
+
+        async def stop(process: ManagedProcess) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired, OSError):
                 await asyncio.to_thread(process.stop, 30)
+
+        await asyncio.gather(*(stop(process) for process in self.started))
 
 
 class CatalogProxy:

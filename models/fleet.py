@@ -5,11 +5,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from models.adoption import AdoptSource
+from models.databases import _check_labels as check_labels
 from models.migrations import SetName, TargetRunInput, TargetRunKind
 
 # The run's state lives in models.run_state; these names are also imported from here.
@@ -37,6 +38,18 @@ class FleetSelector(BaseModel):
         # A target named twice is one target (a compact run counts, it keeps no set of ids).
         self.database_ids = list(dict.fromkeys(self.database_ids))
         return self
+
+
+def _check_requested_selector(selector: FleetSelector) -> FleetSelector:
+    """Labels follow the targets' label rule: a selector no target can match is refused (422)
+    rather than started as a run whose resolution can never succeed (a NUL in a label made
+    every catalog query of the run fail, retried for ever)."""
+    check_labels(selector.labels)
+    return selector
+
+
+RequestedSelector = Annotated[FleetSelector, AfterValidator(_check_requested_selector)]
+"""The selector of a run request; workflow inputs keep ``FleetSelector`` (replayed as they are)."""
 
 
 class FailureBudget(BaseModel):
@@ -260,7 +273,7 @@ class FleetRunRequest(FleetRunOptions):
     version: str | None = Field(
         default=None, max_length=120, description="baseline: the version targets are at."
     )
-    selector: FleetSelector
+    selector: RequestedSelector
 
     @model_validator(mode="after")
     def _fields_of_kind(self) -> FleetRunRequest:
@@ -326,7 +339,7 @@ class DynamicMigrationRequest(BaseModel):
     description: str = Field(min_length=1, max_length=500)
     up_sql: str = Field(min_length=1, max_length=1_000_000)
     down_sql: str | None = Field(default=None, max_length=1_000_000)
-    selector: FleetSelector
+    selector: RequestedSelector
     concurrency: int = Field(default=16, ge=1, le=1000)
     batch_size: int = Field(default=4, ge=1, le=100)
     failure_budget: FailureBudget = Field(default_factory=FailureBudget)

@@ -85,6 +85,7 @@ async def test_worker_sigkilled_mid_version_a_new_worker_finishes_the_run(
     try:
         stack.start_worker()
         await stack.start_gateway()
+        await stack.wait_worker_polling()
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, kill_worker, mid_version_on=postgres
         )
@@ -119,6 +120,7 @@ async def test_temporal_killed_and_restarted_on_its_data_the_run_goes_on(
     try:
         stack.start_worker()
         await stack.start_gateway()
+        await stack.wait_worker_polling()
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, restart_temporal, mid_version_on=postgres
         )
@@ -156,6 +158,7 @@ async def test_target_cluster_restarted_mid_version_nothing_half_applied_a_rerun
     try:
         stack.start_worker()
         await stack.start_gateway()
+        await stack.wait_worker_polling()
         # Any moment the cluster's slow targets are mid-version will do: they may come first.
         rollout, _ = await rollout_under_fault(
             stack, tokens, targets, restart_cluster, mid_version_on=cluster, settled_before=0
@@ -236,6 +239,7 @@ async def test_catalog_unreachable_for_10_s_answers_503_then_works_again(
     try:
         stack.start_worker()
         await stack.start_gateway()
+        await stack.wait_worker_polling()
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, cut_catalog, mid_version_on=postgres
         )
@@ -272,6 +276,7 @@ async def test_gateway_killed_and_restarted_the_stream_resumes_from_last_event_i
     try:
         stack.start_worker()
         await stack.start_gateway()
+        await stack.wait_worker_polling()
         # Early in a slower run (2 targets at a time), so that it goes on after the gateway
         # is back: its start-up takes 5-20 s on a loaded machine.
         rollout, window = await rollout_under_fault(

@@ -273,8 +273,8 @@ class MigrationFailure(BaseModel):
     version: str | None
     reason: str = Field(
         description="checksum_mismatch, sql_error, missing_down, unknown_version, lock_timeout, "
-        "unreachable, not_found; adopt and baseline: no_history, dirty, failed_version, "
-        "already_managed"
+        "unreachable, not_found, network_refused (the network allow-list); adopt and baseline: "
+        "no_history, dirty, failed_version, already_managed"
     )
     message: str
     sqlstate: str | None = None

@@ -19,6 +19,7 @@ from temporalio.service import RPCError
 from activities.events import event_password_context
 from common.crypto import CredentialCipher, KeyRing
 from common.errors import DependencyUnavailable, InvalidInput, RequestValidationFailed
+from common.network_policy import check_registered_host
 from common.settings import Settings
 from gateway.auth.deps import EventsPublish, MonitoringRead
 from gateway.deps import SettingsDep, TemporalDep
@@ -88,6 +89,8 @@ async def start_register_database(
     """``database.created``: data as the body of ``POST /api/v1/databases``; the password is
     encrypted here and only the ciphertext enters the workflow."""
     spec = validate_event_data(DatabaseCreate, data)
+    # The same allow-list as POST /api/v1/databases: refused at once, not at the first connect.
+    check_registered_host(spec.host, settings.network)
     cipher = CredentialCipher(KeyRing.from_settings(settings.crypto))
     context = event_password_context(event_id)
     current = CURRENT_EVENT.get()

@@ -342,6 +342,26 @@ async def test_unknown_types_and_invalid_data_are_422(
     )
     assert not_object.status_code == 422
     assert not_object.json()["error"]["type"] == "validation_error"
+    # The network allow-list applies to events as to POST /api/v1/databases: refused at once.
+    metadata = await api.post(
+        URL,
+        content=structured(
+            "database.created",
+            {
+                "name": "meta",
+                "host": "169.254.169.254",
+                "database": "d",
+                "user": "u",
+                "password": secret,
+            },
+            event_id=uuid.uuid4().hex,
+            source="/s",
+        ),
+        headers=headers,
+    )
+    assert metadata.status_code == 422, metadata.text
+    assert metadata.json()["error"]["type"] == "network_refused"
+    assert secret not in metadata.text
 
 
 async def test_a_registered_starter_gets_the_event_id_and_is_deduplicated(

@@ -32,8 +32,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from models.fleet import FleetProgress, FleetStatus
+from models.fleet import FleetCounts, FleetProgress, FleetRunInput, FleetStatus
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,28 @@ def event_id(progress: FleetProgress) -> str:
     state = progress.model_dump(mode="json", exclude=set(_VOLATILE))
     digest = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:16]
     return f"{settled}-{digest}"
+
+
+def accepted_progress(params: FleetRunInput) -> FleetProgress:
+    """What the run's ``progress`` query answers before it has resolved its selector."""
+    now = datetime.now(UTC)
+    return FleetProgress(
+        run_id=params.run_id,
+        kind=params.kind,
+        adopt_from=params.adopt_from,
+        set_name=params.set_name,
+        status=FleetStatus.RUNNING,
+        paused_reason=None,
+        total=0,
+        total_known=False,
+        counts=FleetCounts(),
+        concurrency=params.concurrency,
+        targets={},
+        started_at=now,
+        updated_at=now,
+        throughput_per_minute=0.0,
+        eta_seconds=None,
+    )
 
 
 @dataclass(frozen=True)

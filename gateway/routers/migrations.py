@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -26,13 +26,12 @@ from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
 from gateway.deps import SettingsDep, TemporalDep
-from gateway.progress import ProgressCache
+from gateway.progress import ProgressCache, accepted_progress
 from gateway.routers.migration_sets import SetsDep
 from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
 from models.fleet import (
     DynamicMigrationRequest,
-    FleetCounts,
     FleetProgress,
     FleetProgressPage,
     FleetRunAccepted,
@@ -124,35 +123,13 @@ async def _start(
         ) from None
     # The starter usually watches next: its first look needs no query (the worker has not
     # even picked the run up yet, and a query would wait for it).
-    cache.seed(params.run_id, _accepted_progress(params))
+    cache.seed(params.run_id, accepted_progress(params))
     base = f"/api/v1/migrations/{params.run_id}"
     return FleetRunAccepted(
         run_id=params.run_id,
         workflow_id=workflow_id,
         status_url=base,
         stream_url=f"{base}/stream",
-    )
-
-
-def _accepted_progress(params: FleetRunInput) -> FleetProgress:
-    """What the run's ``progress`` query answers before it has resolved its selector."""
-    now = datetime.now(UTC)
-    return FleetProgress(
-        run_id=params.run_id,
-        kind=params.kind,
-        adopt_from=params.adopt_from,
-        set_name=params.set_name,
-        status=FleetStatus.RUNNING,
-        paused_reason=None,
-        total=0,
-        total_known=False,
-        counts=FleetCounts(),
-        concurrency=params.concurrency,
-        targets={},
-        started_at=now,
-        updated_at=now,
-        throughput_per_minute=0.0,
-        eta_seconds=None,
     )
 
 

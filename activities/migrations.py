@@ -38,6 +38,7 @@ from activities.ledger import (
     ledger_ddl,
     ledger_name,
 )
+from activities.reconnect import reconnect_pause
 from activities.server_slots import SlotSession, budgets, slot_session
 from common import network_policy
 from common.catalog.databases import DatabaseRepository
@@ -132,8 +133,8 @@ class MigrationActivities:
                 return _error_result(params, "not_found", f"no database {database_id}")
             if isinstance(target, BaseException):
                 return _error_result(params, "credentials", _describe(target))
-            delay = 1.0
-            for attempt in range(BATCH_LOCK_ATTEMPTS):
+            delay, attempt, lost_waited = 1.0, 0, 0.0
+            while True:
                 try:
                     async with (
                         slots.slot(limits.get(database_id))
@@ -149,21 +150,31 @@ class MigrationActivities:
                                 ledger_table=found.ledger_table,
                             )
                 except LockTimeout as exc:
-                    if attempt == BATCH_LOCK_ATTEMPTS - 1:
+                    attempt += 1
+                    if attempt == BATCH_LOCK_ATTEMPTS:
                         return _error_result(params, "lock_timeout", str(exc))
                     recording.lock_timeout_retry()
                     await asyncio.sleep(delay)
                     delay *= 2
                 except network_policy.NetworkRefused as exc:
                     return _error_result(params, "network_refused", exc.message)
-                except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
-                    return _error_result(params, "unreachable", _describe(exc))
                 except TenantflowError as exc:
                     return _error_result(params, exc.error_type, exc.message)
-                except (asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-                    # The connection dropped mid-version (the error path itself then fails).
-                    return _error_result(params, "unreachable", _describe(exc))
-            raise AssertionError("unreachable")  # pragma: no cover
+                except (
+                    asyncpg.PostgresError,
+                    OSError,
+                    TimeoutError,
+                    asyncpg.InterfaceError,
+                    asyncpg.InternalClientError,
+                ) as exc:
+                    # A server restarting (or a connection cut) mid-version: PostgreSQL rolled
+                    # the version back, the ledger says what committed; connect again for a
+                    # while before the target counts as unreachable.
+                    pause = reconnect_pause(exc, lost_waited)
+                    if pause is None:
+                        return _error_result(params, "unreachable", _describe(exc))
+                    lost_waited += pause
+                    await asyncio.sleep(pause)
 
         async def timed(database_id: uuid.UUID, slots: SlotSession | None) -> TargetRunResult:
             began = time.perf_counter()

@@ -86,11 +86,7 @@ async def test_worker_sigkilled_mid_version_a_new_worker_finishes_the_run(
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, kill_worker, mid_version_on=postgres
         )
-        assert rollout.final["status"] == "completed"
-        failed = {
-            k: t for k, t in rollout.final.get("targets", {}).items() if t.get("state") == "failed"
-        }
-        assert rollout.final["counts"]["failed"] == 0, (rollout.final["counts"], failed)
+        _assert_completed(rollout)
         await assert_consistent(fleet)
         report("worker-kill", check_watchers(rollout))
     finally:
@@ -124,11 +120,7 @@ async def test_temporal_killed_and_restarted_on_its_data_the_run_goes_on(
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, restart_temporal, mid_version_on=postgres
         )
-        assert rollout.final["status"] == "completed"
-        failed = {
-            k: t for k, t in rollout.final.get("targets", {}).items() if t.get("state") == "failed"
-        }
-        assert rollout.final["counts"]["failed"] == 0, (rollout.final["counts"], failed)
+        _assert_completed(rollout)
         await assert_consistent(fleet)
         report("temporal-restart", check_watchers(rollout))
     finally:
@@ -166,14 +158,10 @@ async def test_target_cluster_restarted_mid_version_the_run_reconnects_and_compl
         rollout, _ = await rollout_under_fault(
             stack, tokens, targets, restart_cluster, mid_version_on=cluster, settled_before=0
         )
-        assert rollout.final["status"] == "completed"
         # Targets caught mid-version by the restart connect again (activities.reconnect): the
         # version in flight was rolled back, the ledger says what committed, so the run itself
         # finishes every target, each version once, none failed.
-        failed = {
-            k: t for k, t in rollout.final.get("targets", {}).items() if t.get("state") == "failed"
-        }
-        assert rollout.final["counts"]["failed"] == 0, (rollout.final["counts"], failed)
+        _assert_completed(rollout)
         await assert_consistent(targets)
         report("target-restart", check_watchers(rollout))
     finally:
@@ -235,11 +223,7 @@ async def test_catalog_unreachable_for_10_s_answers_503_then_works_again(
         rollout, _ = await rollout_under_fault(
             stack, tokens, fleet, cut_catalog, mid_version_on=postgres
         )
-        assert rollout.final["status"] == "completed"
-        failed = {
-            k: t for k, t in rollout.final.get("targets", {}).items() if t.get("state") == "failed"
-        }
-        assert rollout.final["counts"]["failed"] == 0, (rollout.final["counts"], failed)
+        _assert_completed(rollout)
         await assert_consistent(fleet)
         report("catalog-outage", check_watchers(rollout))
     finally:
@@ -283,11 +267,7 @@ async def test_gateway_killed_and_restarted_the_stream_resumes_from_last_event_i
             settled_before=3,
             concurrency=2,
         )
-        assert rollout.final["status"] == "completed"
-        failed = {
-            k: t for k, t in rollout.final.get("targets", {}).items() if t.get("state") == "failed"
-        }
-        assert rollout.final["counts"]["failed"] == 0, (rollout.final["counts"], failed)
+        _assert_completed(rollout)
         await assert_consistent(fleet)
         # The stream broke with the gateway and came back asking for what followed the last
         # event it had; the checks below (in check_watchers) show it missed nothing.
@@ -329,3 +309,11 @@ async def _until_ok(http: httpx.AsyncClient, rollout: Rollout, since: float) -> 
         _assert_catalog_unavailable(answer)
         assert time.monotonic() < deadline, "the catalog never answered again"
         await asyncio.sleep(0.2)
+
+
+def _assert_completed(rollout: Rollout) -> None:
+    """The run completed with no target failed (the failed ones and their errors otherwise)."""
+    final = rollout.final
+    failed = {k: t for k, t in final.get("targets", {}).items() if t.get("state") == "failed"}
+    assert final["status"] == "completed", final["status"]
+    assert final["counts"]["failed"] == 0, (final["counts"], failed)

@@ -39,6 +39,7 @@ import asyncpg
 
 from activities.engine import TargetEngine
 from activities.ledger import RESET_SESSION, RETRYABLE_SQLSTATES, LockTimeout, ledger_name
+from activities.reconnect import ConnectionLost, Unreachable, connection_lost, reconnect_pause
 from common.errors import TenantflowError
 from common.network_policy import NetworkRefused
 from common.sql import quote_ident
@@ -299,11 +300,16 @@ class GroupRunner:
         except asyncpg.PostgresError as exc:
             if exc.sqlstate in RETRYABLE_SQLSTATES:
                 raise LockTimeout(f"target busy ({exc.sqlstate}): {exc}") from None
+            if connection_lost(exc):
+                conn.terminate()
+                raise ConnectionLost(exc) from None
             return error_result(params, "unreachable", describe(exc))
         except (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
-            # The connection dropped mid-version; the next schema opens another.
+            # The connection dropped mid-version; the next attempt opens another.
             if not conn.is_closed():
                 conn.terminate()
+            if connection_lost(exc):
+                raise ConnectionLost(exc) from None
             return error_result(params, "unreachable", describe(exc))
         except TenantflowError as exc:
             return error_result(params, exc.error_type, exc.message)
@@ -316,6 +322,7 @@ class Lane:
         self.runner = runner
         self.results = results
         self.conn: asyncpg.Connection | None = None
+        self.lost_waited = 0.0  # seconds this lane has waited for lost connections
 
     async def run(self, members: list[Member]) -> None:
         """Every member's result into ``results``; busy members are tried again last."""
@@ -325,25 +332,18 @@ class Lane:
         for attempt in range(LOCK_ATTEMPTS):
             busy: list[tuple[uuid.UUID, str, LockTimeout]] = []
             for index, (database_id, schema) in enumerate(remaining):
-                try:
-                    conn = await self.connection()
-                except NetworkRefused as exc:
-                    for other, _ in remaining[index:]:
-                        results[other] = error_result(
-                            runner.for_target(other), "network_refused", exc.message
-                        )
-                    break
-                except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                outcome = await self._member(database_id, schema)
+                if isinstance(outcome, LockTimeout):
+                    busy.append((database_id, schema, outcome))
+                elif isinstance(outcome, Unreachable):
                     # The database cannot be reached: nor can the schemas after this one.
                     for other, _ in remaining[index:]:
                         results[other] = error_result(
-                            runner.for_target(other), "unreachable", describe(exc)
+                            runner.for_target(other), outcome.reason, outcome.message
                         )
                     break
-                try:
-                    results[database_id] = await runner.one(conn, database_id, schema)
-                except LockTimeout as busy_error:
-                    busy.append((database_id, schema, busy_error))
+                else:
+                    results[database_id] = outcome
                 await self._clean_up()
             if not busy:
                 return
@@ -356,6 +356,34 @@ class Lane:
             await asyncio.sleep(delay)
             delay *= 2
             remaining = [(i, s) for i, s, _ in busy]
+
+    async def _member(
+        self, database_id: uuid.UUID, schema: str
+    ) -> TargetRunResult | LockTimeout | Unreachable:
+        """One schema's result; a lost connection (its server restarting) is opened again with
+        growing pauses, for RECONNECT_SECONDS in all per lane (activities.reconnect)."""
+        runner = self.runner
+        while True:
+            try:
+                conn = await self.connection()
+            except NetworkRefused as exc:
+                return Unreachable("network_refused", exc.message)
+            except (asyncpg.PostgresError, OSError, TimeoutError) as exc:
+                pause = reconnect_pause(exc, self.lost_waited)
+                if pause is None:
+                    return Unreachable("unreachable", describe(exc))
+            else:
+                try:
+                    return await runner.one(conn, database_id, schema)
+                except LockTimeout as busy:
+                    return busy
+                except ConnectionLost as lost:
+                    pause = reconnect_pause(lost.cause, self.lost_waited)
+                    if pause is None:
+                        params = runner.for_target(database_id)
+                        return error_result(params, "unreachable", describe(lost.cause))
+            self.lost_waited += pause
+            await asyncio.sleep(pause)
 
     async def connection(self) -> asyncpg.Connection:
         if self.conn is None or self.conn.is_closed():

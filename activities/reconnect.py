@@ -5,6 +5,8 @@ what committed, so connecting again finishes the rest and applies nothing twice)
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import asyncpg
 
 # How long one target keeps connecting again before it counts as unreachable; the pauses
@@ -48,3 +50,19 @@ def reconnect_pause(exc: BaseException, waited: float) -> float | None:
     while pause <= waited and pause < MAX_PAUSE:
         pause *= 2
     return min(pause, MAX_PAUSE, RECONNECT_SECONDS - waited)
+
+
+class ConnectionLost(Exception):
+    """A schema's connection was lost mid-version (grouped targets): its lane connects again."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class Unreachable:
+    """A lane's database cannot be reached (or is refused): this schema and those after it."""
+
+    reason: str
+    message: str

@@ -405,3 +405,37 @@ def _runner(
     return GroupRunner(
         chosen, batch.for_target, migrations, "tenantflow_schema_history", connect, hold=hold
     )
+
+
+async def test_a_lost_connection_mid_version_is_opened_again_and_the_group_finishes(
+    group: Group,
+) -> None:
+    """The lane's backend terminated inside a version (what a server restart does to it): the
+    version was rolled back, the lane connects again (activities.reconnect) and every schema
+    ends with every version once."""
+    files = {
+        "V1__a.sql": "CREATE TABLE a (id int);",
+        "V2__slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);",
+    }
+    await group.sets.register(group.set_name, parse_files(files))
+    await group.add("r_a", "r_b", "r_c")
+
+    async def terminate_mid_version() -> int:
+        while True:
+            pids = await group.fetch(
+                "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(2)%' "
+                "AND pid <> pg_backend_pid()"
+            )
+            if pids:
+                await group.fetch(f"SELECT pg_terminate_backend({pids[0][0]})")
+                return int(pids[0][0])
+            await asyncio.sleep(0.02)
+
+    results, killed = await asyncio.gather(group.run(), terminate_mid_version())
+    assert killed
+    assert {s: (r.failure, r.to_version) for s, r in results.items()} == dict.fromkeys(
+        group.ids, (None, "2")
+    )
+    for schema in group.ids:
+        assert await group.ledger(schema) == ["1", "2"]  # each version once
+        assert await group.fetch(f'SELECT count(*) FROM "{schema}".slow') == [(0,)]

@@ -30,8 +30,10 @@ import pytest
 
 from cli.stack import EmbeddedPostgres, free_port
 from common.settings import Settings
+from common.temporal_client import connect_temporal
 from gateway.app import create_app
 from tests.conftest import ThreadedServer, Tokens, make_settings
+from tests.pollers import wait_for_pollers
 from worker.main import run_worker
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -100,6 +102,14 @@ async def start_own_gateway(
     try:
         # In a thread: this loop keeps running the worker while the gateway starts.
         await asyncio.to_thread(server.start)
+        # Runs the fuzzer starts are queried at once: the worker must poll first (a query to a
+        # queue nobody polls is a 503 "no poller seen", a worker that died is its traceback).
+        await wait_for_pollers(
+            await connect_temporal(own.temporal),
+            own.temporal.task_queue,
+            alive=lambda: not worker.done(),
+            why=lambda: repr(worker.exception()) if worker.done() else "still starting",
+        )
         yield OwnGateway(own, f"http://127.0.0.1:{port}", dsn)
     finally:
         await asyncio.to_thread(server.stop)

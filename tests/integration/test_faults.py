@@ -9,8 +9,10 @@ poller's success rate is printed and written to the results file (``observe.repo
 answered outside the gateway's own restart window, and anything else a clear 503.
 
 Each takes about a minute on a loaded 2-core machine, most of it starting processes and 60
-databases; the two that also start a server of their own (Temporal, a second PostgreSQL
-cluster) are marked ``slow`` so that ``make test`` stays within its time:
+databases. ``make test`` runs the catalog outage (the gateway's 503 mapping has no other
+end-to-end test); the other four are marked ``slow`` to keep ``make test`` within its time
+(their subjects also have faster tests in the suite: tests/workflows/test_two_workers.py,
+tests/gateway/routers/test_migrations_stream.py, tests/activities/test_grouped.py);
 ``pytest -m slow tests/integration/test_faults.py`` runs them.
 """
 
@@ -65,6 +67,7 @@ def stack_for(
     )
 
 
+@pytest.mark.slow
 async def test_worker_sigkilled_mid_version_a_new_worker_finishes_the_run(
     postgres: EmbeddedPostgres,
     temporal_server: TemporalDevServer,
@@ -231,6 +234,7 @@ async def test_catalog_unreachable_for_10_s_answers_503_then_works_again(
         await proxy.close()
 
 
+@pytest.mark.slow
 async def test_gateway_killed_and_restarted_the_stream_resumes_from_last_event_id(
     postgres: EmbeddedPostgres,
     temporal_server: TemporalDevServer,

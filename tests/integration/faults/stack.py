@@ -17,12 +17,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 import httpx
-from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 
 from cli.stack import CATALOG_DATABASE, EmbeddedPostgres, ManagedProcess, free_port
+from tests.pollers import wait_for_pollers
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -112,19 +110,13 @@ class FaultStack:
 
     async def wait_worker_polling(self, within: float = 90.0) -> None:
         """Until a worker polls the stack's task queue (the worker process must live)."""
-        client = await Client.connect(self.temporal_address)
-        request = DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=self.queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        await wait_for_pollers(
+            await Client.connect(self.temporal_address),
+            self.queue,
+            alive=lambda: self.worker is not None and self.worker.running(),
+            why=lambda: self.log_tail("worker"),
+            within=within,
         )
-        deadline = time.monotonic() + within
-        while not (await client.workflow_service.describe_task_queue(request)).pollers:
-            assert self.worker is not None and self.worker.running(), (
-                f"the worker exited:\n{self.log_tail('worker')}"
-            )
-            assert time.monotonic() < deadline, f"no worker polls:\n{self.log_tail('worker')}"
-            await asyncio.sleep(0.2)
 
     def log_tail(self, role: str, chars: int = 3000) -> str:
         path = self.work_dir / f"{role}.log"

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cli.stack import EmbeddedPostgres, free_port
+from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.settings import Settings
 from common.temporal_client import connect_temporal
 from gateway.app import create_app
@@ -82,9 +84,14 @@ async def start_own_gateway(
     name = f"sec_{uuid.uuid4().hex[:10]}"
     await postgres.create_database(name)
     dsn = postgres.dsn(name)
+    # A Temporal server of its own too: the fuzzer reads run ids from the run listing, and the
+    # shared server's runs of earlier tests (their workers gone) answer 503 "no poller seen".
+    work = Path(tempfile.mkdtemp(prefix="sec-temporal-"))
+    temporal = TemporalDevServer(work, free_port(), None)
+    await asyncio.to_thread(temporal.start)
     own = make_settings(
         postgres,
-        settings.temporal.address,
+        temporal.address,
         auth=settings.auth,
         catalog={"dsn": dsn, "startup_retry_seconds": 5},
         # Fuzzing sends hundreds of requests per route and many failed password logins: the
@@ -122,6 +129,8 @@ async def start_own_gateway(
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+            await asyncio.to_thread(temporal.stop)
+            shutil.rmtree(work, ignore_errors=True)
 
 
 @pytest.fixture

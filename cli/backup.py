@@ -23,7 +23,8 @@ import asyncpg
 import typer
 
 from cli.pg_tools import PgToolFailed, find_tool, first_error_line, run_tool, split_password
-from common.errors import DependencyUnavailable, TenantflowError
+from common.catalog import catalog_unreachable
+from common.errors import TenantflowError
 from common.settings import CatalogSettings, Settings
 
 SCHEMA_TABLE = "tenantflow_catalog_schema"
@@ -93,15 +94,7 @@ async def connect_catalog(settings: CatalogSettings) -> asyncpg.Connection:
             settings.dsn.get_secret_value(), timeout=settings.connect_timeout_seconds
         )
     except (OSError, TimeoutError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        # The text of a failed connect can echo the DSN: only its class is named.
-        raise DependencyUnavailable(
-            "the catalog database is unreachable",
-            details={
-                "dependency": "catalog",
-                "dsn": settings.redacted_dsn(),
-                "cause": type(e).__name__,
-            },
-        ) from None
+        raise catalog_unreachable(settings, e) from None
     return conn
 
 

@@ -140,14 +140,7 @@ async def create_catalog_pool(settings: CatalogSettings) -> asyncpg.Pool:
         except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
             # The exception text of a failed connect can echo the DSN: log only its class.
             if time.monotonic() >= deadline:
-                raise DependencyUnavailable(
-                    "the catalog database is unreachable",
-                    details={
-                        "dependency": "catalog",
-                        "dsn": settings.redacted_dsn(),
-                        "cause": type(exc).__name__,
-                    },
-                ) from None
+                raise catalog_unreachable(settings, exc) from None
             log.warning(
                 "catalog not reachable yet, retrying",
                 extra={"cause": type(exc).__name__, "retry_in_seconds": delay},
@@ -179,3 +172,16 @@ async def ping_catalog(pool: asyncpg.Pool, within_seconds: float) -> None:
             "the catalog database does not answer",
             details={"dependency": "catalog", "cause": type(exc).__name__},
         ) from None
+
+
+def catalog_unreachable(settings: CatalogSettings, exc: BaseException) -> DependencyUnavailable:
+    """The error for a catalog that cannot be reached: the DSN only redacted and the cause's
+    class only (the text of a failed connect can echo the DSN)."""
+    return DependencyUnavailable(
+        "the catalog database is unreachable",
+        details={
+            "dependency": "catalog",
+            "dsn": settings.redacted_dsn(),
+            "cause": type(exc).__name__,
+        },
+    )

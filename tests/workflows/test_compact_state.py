@@ -58,8 +58,9 @@ async def test_up_to_date_targets_are_settled_from_their_ledgers_and_the_rest_ru
     fleet: Fleet, make_target: TargetFactory
 ) -> None:
     """A batch that finds every target up to date turns the run to settle-only batches: one
-    activity reads many ledgers (the window's connections at once) and counts the up-to-date
-    targets; those with work left run in ordinary batches."""
+    activity reads many ledgers (its share of the window's connections at once) and counts the
+    up-to-date targets, with up to SETTLE_LANES such batches side by side; those with work left
+    run in ordinary batches."""
     await fleet.add(await make_target(), first=True)
     for _ in range(8):
         await fleet.add(await make_target())
@@ -72,17 +73,28 @@ async def test_up_to_date_targets_are_settled_from_their_ledgers_and_the_rest_ru
     assert result.counts.pending == result.counts.running == 0
     for target in fleet.targets:
         assert len(await ledger_times(target)) == 2  # every version once
-    batches = [
-        event.activity_task_scheduled_event_attributes
-        for event in (await handle.fetch_history()).events
+    events = (await handle.fetch_history()).events
+    batches = {
+        event.event_id: event.activity_task_scheduled_event_attributes
+        for event in events
         if event.HasField("activity_task_scheduled_event_attributes")
         and event.activity_task_scheduled_event_attributes.activity_type.name == "run_target_batch"
-    ]
-    settling = [b for b in batches if b'"settle_only":true' in b.input.payloads[0].data]
+    }
+    settling = [i for i, b in batches.items() if b'"settle_only":true' in b.input.payloads[0].data]
     assert settling, "no settle-only batch ran"
     # Fewer activities than targets: the up-to-date ones never had a batch of their own.
     assert len(batches) < 12
-    await replay_and_record(handle, "migrate_fleet_settle.json")
+    # Two settle-only batches side by side: the second was scheduled before the first ended,
+    # each with its share (one) of the window's two connections.
+    first_done = min(
+        e.event_id
+        for e in events
+        if e.HasField("activity_task_completed_event_attributes")
+        and e.activity_task_completed_event_attributes.scheduled_event_id == settling[0]
+    )
+    assert len(settling) >= 2 and settling[1] < first_done
+    assert all(b'"connections":1' in batches[i].input.payloads[0].data for i in settling)
+    await replay_and_record(handle, "migrate_fleet_settle_lanes.json")
 
 
 async def test_a_run_past_its_history_size_continues_as_new_and_finishes_every_target(

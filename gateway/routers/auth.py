@@ -84,15 +84,13 @@ def _oauth_error(exc: KeycloakError) -> str:
     return code if isinstance(code, str) else ""
 
 
-def _unavailable(exc: Exception) -> DependencyUnavailable:
-    if isinstance(exc, KeycloakError):
-        return DependencyUnavailable(
-            "the identity provider did not answer",
-            details={"dependency": "keycloak", "status": getattr(exc, "response_code", None)},
-        )
+def _unavailable(exc: KeycloakError) -> DependencyUnavailable:
+    """python-keycloak wraps every failure to reach the realm (refused connection, timeout)
+    in a ``KeycloakConnectionError`` (no status) and an unexpected answer in a
+    ``KeycloakError`` with its status."""
     return DependencyUnavailable(
-        "the identity provider is unreachable",
-        details={"dependency": "keycloak", "cause": type(exc).__name__},
+        "the identity provider did not answer",
+        details={"dependency": "keycloak", "status": getattr(exc, "response_code", None)},
     )
 
 
@@ -192,8 +190,6 @@ async def token(
             extra={"grant_type": body.grant_type, "client_id": client_id, "client": client_ip},
         )
         raise AuthenticationRequired(REFUSED) from None
-    except OSError as exc:
-        raise _unavailable(exc) from None
     return TokenResponse.model_validate(issued)
 
 
@@ -231,8 +227,6 @@ async def device(
                 details={"client_id": client_id, "oauth_error": _oauth_error(exc)},
             ) from None
         raise _unavailable(exc) from None
-    except OSError as exc:
-        raise _unavailable(exc) from None
     return DeviceAuthorization.model_validate(started)
 
 
@@ -264,8 +258,6 @@ async def logout(
             raise AuthenticationRequired(
                 REFUSED, details={"oauth_error": _oauth_error(exc)}
             ) from None
-    except OSError as exc:
-        raise _unavailable(exc) from None
     return Response(status_code=204)
 
 

@@ -14,10 +14,13 @@ from pydantic import SecretStr, ValidationError
 from common.settings import (
     DEV_CATALOG_DSN,
     DEV_ENCRYPTION_KEY,
+    AuthSettings,
     CatalogSettings,
+    CryptoSettings,
     GatewaySettings,
     LogSettings,
     Profile,
+    RateLimitSettings,
     Settings,
     get_settings,
     is_dev_encryption_key,
@@ -546,3 +549,30 @@ def test_network_settings_refuse_what_is_not_a_cidr_list(
     monkeypatch.setenv("TENANTFLOW_NETWORK__ALLOWED_NETWORKS", value)
     with pytest.raises((ValidationError, ValueError), match="allowed_networks"):
         Settings(_env_file=None)
+
+
+# --- security sections ----------------------------------------------------------------------------
+
+
+def test_an_issuer_url_without_a_realm_is_refused() -> None:
+    with pytest.raises(ValidationError, match="issuer_url must look like"):
+        AuthSettings(issuer_url="https://sso.example.com/tenantflow")
+
+
+@pytest.mark.parametrize("name", ["per_subject", "auth_endpoints", "failed_auth"])
+def test_a_rate_limit_that_does_not_parse_is_refused_by_name(name: str) -> None:
+    with pytest.raises(ValidationError, match=f"{name}: not a rate limit"):
+        RateLimitSettings.model_validate({name: "lots per minute"})
+    assert getattr(RateLimitSettings.model_validate({name: "5/second"}), name) == "5/second"
+
+
+def test_the_active_key_must_be_one_of_the_keys() -> None:
+    with pytest.raises(ValidationError, match="active_key_id 'k2' is not among the keys"):
+        CryptoSettings.model_validate({"keys": {"k1": PRODUCTION_KEY}, "active_key_id": "k2"})
+
+
+def test_key_ids_must_be_short_words() -> None:
+    with pytest.raises(ValidationError, match=r"key ids must match"):
+        CryptoSettings.model_validate(
+            {"keys": {"k1": PRODUCTION_KEY, "bad id!": PRODUCTION_KEY}, "active_key_id": "k1"}
+        )

@@ -367,3 +367,131 @@ def test_lint_set_counts_and_leaves_withdrawn_versions_out() -> None:
         "ban-drop-table",
         "require-concurrent-index-deletion",
     ]
+
+
+ALTER = "ALTER TABLE orders ADD COLUMN note text;"
+
+
+@pytest.mark.parametrize(
+    "before",
+    [
+        "SAVEPOINT s;",  # neither BEGIN nor COMMIT: the transaction goes on
+        "SET lock_timeout = '2s'; RESET ALL;",  # RESET ALL is back to the run's 0
+        "SET statement_timeout = '2s';",  # another setting
+        "SELECT set_config('search_path', 'app', true);",  # set_config of another setting
+    ],
+)
+def test_what_does_not_turn_the_lock_timeout_on(before: str) -> None:
+    assert rules_of(f"{before} {ALTER}", lock_timeout_ms=0) == ["require-lock-timeout"]
+
+
+def test_a_plain_set_outside_a_transaction_covers_the_rest_of_the_version() -> None:
+    assert (
+        rules_of(f"SET lock_timeout = '2s';\n{ALTER}", lock_timeout_ms=0, no_transaction=True) == []
+    )
+    # A SET inside BEGIN..COMMIT of a no-transaction version outlives the COMMIT (session-wide).
+    sql = f"BEGIN; SET lock_timeout = '1s'; COMMIT; {ALTER}"
+    assert rules_of(sql, lock_timeout_ms=0, no_transaction=True) == []
+
+
+def test_select_into_creates_a_table_that_is_not_busy() -> None:
+    assert rules_of("SELECT * INTO copy FROM orders; CREATE INDEX i ON copy (a);") == []
+
+
+def test_an_unnamed_index_on_a_busy_table_still_needs_concurrently() -> None:
+    assert rules_of("CREATE INDEX ON orders (a);") == ["require-concurrent-index-creation"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "DROP VIEW v;",
+        "ALTER INDEX i RENAME TO j;",
+        "ALTER INDEX i SET (fillfactor = 50);",
+        "VACUUM orders;",
+    ],
+)
+def test_statements_on_other_objects_are_quiet(sql: str) -> None:
+    assert rules_of(sql, lock_timeout_ms=0) == []
+
+
+@pytest.mark.parametrize(
+    ("busy", "new"),
+    [
+        ("CLUSTER orders USING i;", "CREATE TABLE n (a int); CLUSTER n USING i;"),
+        ("VACUUM FULL orders;", "VACUUM orders;"),
+    ],
+)
+def test_rewrites_of_a_busy_table(busy: str, new: str) -> None:
+    (risk,) = lint_sql(busy)
+    assert risk.rule == "rewriting-table"
+    assert busy.split()[0] in risk.message
+    assert rules_of(new) == []
+
+
+@pytest.mark.parametrize(
+    ("busy", "new"),
+    [
+        ("LOCK TABLE orders;", None),
+        ("TRUNCATE orders;", "CREATE TABLE n (a int); TRUNCATE n;"),
+        (
+            "CREATE TRIGGER t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION f();",
+            "CREATE TABLE n (a int); "
+            "CREATE TRIGGER t BEFORE INSERT ON n FOR EACH ROW EXECUTE FUNCTION f();",
+        ),
+    ],
+)
+def test_strong_locks_need_a_lock_timeout(busy: str, new: str | None) -> None:
+    (risk,) = lint_sql(busy, lock_timeout_ms=0)
+    assert risk.rule == "require-lock-timeout"
+    assert "the run's lock_timeout_ms is 0" in risk.message
+    assert rules_of(busy) == []  # the run's 5000 ms covers it
+    if new is not None:
+        assert rules_of(new, lock_timeout_ms=0) == []
+
+
+def test_a_not_null_constraint_is_not_a_validation_risk() -> None:
+    sql = "ALTER TABLE orders ADD CONSTRAINT nn NOT NULL total;"
+    assert rules_of(sql, lock_timeout_ms=0) == ["require-lock-timeout"]
+    assert rules_of(sql) == []
+
+
+def test_a_comment_that_is_not_an_ignore_silences_nothing() -> None:
+    found = lint_sql("-- just a note about lint-ignore\nCREATE INDEX i ON orders (a);")
+    assert [(r.rule, r.line) for r in found] == [("require-concurrent-index-creation", 2)]
+
+
+def test_the_cache_forgets_the_least_recently_used_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    real = lint.lint_sql
+
+    def counting(sql: str, **options: object) -> object:
+        calls.append(sql)
+        return real(sql, **options)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(lint, "lint_sql", counting)
+    cache = LintCache(size=1)
+    one = _migration("1", "CREATE INDEX i ON orders (a);")
+    two = _migration("2", "DROP TABLE orders;")
+    cache.lint("core", one)
+    cache.lint("core", two)  # evicts 1
+    assert [r.rule for r in cache.lint("core", two)] == ["ban-drop-table"]
+    assert len(calls) == 2
+    assert [r.rule for r in cache.lint("core", one)] == ["require-concurrent-index-creation"]
+    assert len(calls) == 3
+
+
+def test_an_ignore_comment_inside_a_statement_silences_that_statement() -> None:
+    sql = (
+        "CREATE INDEX i ON orders -- tenantflow:lint-ignore require-concurrent-index-creation\n"
+        "  (a);\n"
+        "CREATE INDEX j ON orders (b);"
+    )
+    assert [(r.rule, r.line) for r in lint_sql(sql)] == [("require-concurrent-index-creation", 3)]
+
+
+def test_the_cache_lints_as_told_when_the_caller_says_how_the_script_runs() -> None:
+    cache = LintCache()
+    version = _migration("5", "CREATE INDEX CONCURRENTLY i ON orders (a);")
+    assert [r.rule for r in cache.lint("core", version)] == ["concurrently-in-transaction"]
+    assert cache.lint("core", version, no_transaction=True) == []

@@ -12,6 +12,7 @@ from common.migrations.sql import (
     IndexBuild,
     convergence,
     has_marker,
+    refusals,
     split_statements,
 )
 
@@ -156,3 +157,32 @@ def test_how_a_statement_run_again_converges() -> None:
     # A drop mixed with an addition is not safely "done" when something is missing.
     assert convergence("ALTER TABLE t DROP COLUMN a, ADD COLUMN b int").done_codes == ALREADY_THERE
     assert convergence("SELEC 1").done_codes == ALREADY_THERE
+
+
+def test_empty_statements_between_semicolons_are_dropped() -> None:
+    assert [s.text for s in split_statements("SELECT 1;;\n;SELECT 2;")] == ["SELECT 1", "SELECT 2"]
+    assert [(s.text, s.offset) for s in split_statements("SELEC 1;; SELEC 2;")] == [
+        ("SELEC 1", 0),
+        ("SELEC 2", 10),
+    ]
+
+
+def test_text_the_scanner_refuses_is_one_statement_for_postgresql_to_judge() -> None:
+    unterminated = "  SELECT 'no end; SELECT 2"
+    assert [(s.text, s.offset, s.line) for s in split_statements(unterminated)] == [
+        ("SELECT 'no end; SELECT 2", 0, 1)
+    ]
+    assert refusals(unterminated, no_transaction=False) == []
+
+
+def test_a_savepoint_does_not_close_a_no_transaction_versions_begin() -> None:
+    (refusal,) = refusals("SELECT 1;\nBEGIN;\nSAVEPOINT a;\n", no_transaction=True)
+    assert refusal.line == 2
+    assert "never committed" in refusal.message
+    assert refusals("BEGIN;\nSAVEPOINT a;\nCOMMIT;", no_transaction=True) == []
+
+
+def test_more_than_one_statement_converges_as_already_there() -> None:
+    both = convergence("CREATE INDEX CONCURRENTLY ix ON t (a); DROP TABLE u")
+    assert both.index is None
+    assert both.done_codes == ALREADY_THERE

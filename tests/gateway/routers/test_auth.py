@@ -365,3 +365,41 @@ async def test_device_and_logout_with_the_issuer_down_are_503(
             response = await client.post(path, json=body)
             assert response.status_code == 503, response.text
             assert response.json()["error"]["details"]["dependency"] == "keycloak"
+
+
+async def test_a_device_login_not_approved_in_time_has_expired(
+    gateway: httpx.AsyncClient, dev_issuer: DevIssuer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dev_issuer._devices, "lifetime_seconds", 0)
+    started = await gateway.post(DEVICE, json={})
+    assert started.status_code == 200, started.text
+    poll = {"grant_type": DEVICE_GRANT, "device_code": started.json()["device_code"]}
+    expired = await gateway.post(TOKEN, json=poll)
+    assert expired.status_code == 401, expired.text
+    error = expired.json()["error"]
+    assert error["type"] == "unauthenticated"
+    assert error["message"] == "the device login expired before it was approved: start it again"
+
+
+async def test_an_issuer_that_cannot_be_reached_did_not_answer_whatever_the_route(
+    postgres: EmbeddedPostgres, temporal_server: TemporalDevServer, dev_issuer: DevIssuer
+) -> None:
+    auth = AuthSettings(
+        issuer_url=f"http://127.0.0.1:{free_port()}/realms/tenantflow",
+        client_secret=dev_issuer.client_secret(),
+    )
+    async for client in serve(
+        create_app(make_settings(postgres, temporal_server.address, auth=auth))
+    ):
+        for path, body in [
+            (TOKEN, {"grant_type": "refresh_token", "refresh_token": "r"}),
+            (DEVICE, {}),
+            (LOGOUT, {"refresh_token": "r"}),
+        ]:
+            response = await client.post(path, json=body)
+            assert response.status_code == 503, (path, response.text)
+            assert response.json()["error"] == {
+                "type": "dependency_unavailable",
+                "message": "the identity provider did not answer",
+                "details": {"dependency": "keycloak", "status": None},
+            }

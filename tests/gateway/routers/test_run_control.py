@@ -1,0 +1,115 @@
+"""A fleet run's controls (``gateway.routers.run_control``) on a run held paused after its
+canary: concurrency changes, a rollback refused while it runs, controls refused once it has
+been terminated from outside. Real worker, Temporal and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from common.errors import Conflict, DependencyUnavailable
+from gateway.routers.migrations import workflow_id_for
+from gateway.routers.run_control import _closed_meanwhile
+from tests.conftest import TargetFactory, Tokens
+
+FILES = {"V1__a.sql": "CREATE TABLE a (id int);", "U1__a.sql": "DROP TABLE a;"}
+
+
+async def paused_run(
+    api: httpx.AsyncClient, tokens: Tokens, make_target: TargetFactory, count: int = 3
+) -> dict[str, Any]:
+    """A run over ``count`` fresh targets, paused after a canary of one: the accepted run."""
+    operator = tokens.headers("infra-operator")
+    label = uuid.uuid4().hex[:8]
+    set_name = f"ctl-{label}"
+    answer = await api.post(
+        "/api/v1/migration-sets", json={"name": set_name, "files": FILES}, headers=operator
+    )
+    assert answer.status_code == 201, answer.text
+    for _ in range(count):
+        target = await make_target()
+        body = target.create_body(name=f"c-{uuid.uuid4().hex[:8]}", labels={"ctl": label})
+        assert (await api.post("/api/v1/databases", json=body, headers=operator)).status_code == 201
+    started = await api.post(
+        "/api/v1/migrations",
+        json={
+            "set": set_name,
+            "selector": {"labels": {"ctl": label}},
+            "canary": 1,
+            "canary_wait_for_resume": True,
+        },
+        headers=operator,
+    )
+    assert started.status_code == 202, started.text
+    run: dict[str, Any] = started.json()
+    await until_status(api, tokens, run["status_url"], {"paused"})
+    return run
+
+
+async def until_status(
+    api: httpx.AsyncClient, tokens: Tokens, url: str, statuses: set[str]
+) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for _ in range(600):
+        answer = await api.get(url, params={"targets": "none"}, headers=tokens.headers())
+        state = answer.json()
+        if answer.status_code == 200 and state["status"] in statuses:
+            return state
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the run stayed {state}")
+
+
+def test_a_refused_signal_is_409_when_the_run_is_gone_else_503() -> None:
+    gone = _closed_meanwhile(RPCError("workflow not found", RPCStatusCode.NOT_FOUND, b""), "r1")
+    assert isinstance(gone, Conflict)
+    assert (gone.message, gone.details) == ("run r1 has finished", {"run_id": "r1"})
+    away = _closed_meanwhile(RPCError("x" * 400, RPCStatusCode.UNAVAILABLE, b""), "r1")
+    assert isinstance(away, DependencyUnavailable)
+    assert away.details == {"dependency": "temporal", "cause": "x" * 300}
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_controls_of_a_paused_run_and_of_one_terminated_from_outside(
+    api: httpx.AsyncClient,
+    tokens: Tokens,
+    make_target: TargetFactory,
+    temporal_client: Client,
+) -> None:
+    run = await paused_run(api, tokens, make_target)
+    url = run["status_url"]
+    operator = tokens.headers("infra-operator")
+
+    changed = await api.patch(url, json={"concurrency": 7}, headers=operator)
+    assert changed.status_code == 200, changed.text
+    assert changed.json() == {"concurrency": 7}
+    viewer = await api.patch(url, json={"concurrency": 2}, headers=tokens.headers("infra-viewer"))
+    assert viewer.status_code == 403
+    assert viewer.json()["error"]["type"] == "forbidden"
+
+    running = await api.post(f"{url}/rollback", json={"to_version": "0"}, headers=operator)
+    assert running.status_code == 409, running.text
+    error = running.json()["error"]
+    assert error["type"] == "conflict"
+    assert "still running; cancel it first" in error["message"]
+    assert error["details"] == {"run_id": run["run_id"]}
+
+    await temporal_client.get_workflow_handle(workflow_id_for(run["run_id"])).terminate(
+        reason="test"
+    )
+    for _ in range(100):
+        late = await api.patch(url, json={"concurrency": 3}, headers=operator)
+        if late.status_code != 200:
+            break
+        await asyncio.sleep(0.1)
+    assert late.status_code == 409, late.text
+    assert late.json()["error"]["details"] == {"run_id": run["run_id"]}
+    for control in ("pause", "resume", "cancel"):
+        refused = await api.post(f"{url}/{control}", headers=operator)
+        assert refused.status_code == 409, (control, refused.text)
+        assert f"cannot be {control}d" in refused.json()["error"]["message"]

@@ -40,7 +40,6 @@ import asyncpg
 from activities.engine import TargetEngine
 from activities.ledger import RESET_SESSION, RETRYABLE_SQLSTATES, LockTimeout, ledger_name
 from activities.reconnect import ConnectionLost, Unreachable, connection_lost, reconnect_pause
-from common.errors import TenantflowError
 from common.network_policy import NetworkRefused
 from common.sql import quote_ident
 from models.migrations import (
@@ -311,8 +310,6 @@ class GroupRunner:
             if connection_lost(exc):
                 raise ConnectionLost(exc) from None
             return error_result(params, "unreachable", describe(exc))
-        except TenantflowError as exc:
-            return error_result(params, exc.error_type, exc.message)
 
 
 class Lane:
@@ -329,7 +326,9 @@ class Lane:
         runner, results = self.runner, self.results
         remaining = members
         delay = 1.0
-        for attempt in range(LOCK_ATTEMPTS):
+        attempt = 0
+        while True:
+            attempt += 1
             busy: list[tuple[uuid.UUID, str, LockTimeout]] = []
             for index, (database_id, schema) in enumerate(remaining):
                 outcome = await self._member(database_id, schema)
@@ -347,7 +346,7 @@ class Lane:
                 await self._clean_up()
             if not busy:
                 return
-            if attempt == LOCK_ATTEMPTS - 1:
+            if attempt >= LOCK_ATTEMPTS:
                 for database_id, _, timed_out in busy:
                     results[database_id] = error_result(
                         runner.for_target(database_id), "lock_timeout", str(timed_out)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from activities.alerts import (
+    AlertActivities,
     add_samples,
     difference,
     gateway_conditions,
@@ -14,7 +15,7 @@ from activities.alerts import (
     parse_gateway_metrics,
 )
 from common.settings import AlertSettings
-from models.alerts import AlertName, GatewaySample
+from models.alerts import AlertName, EvaluateAlertsInput, GatewaySample
 
 _DB = 'method="GET",route="/api/v1/databases"'
 _STREAM = 'method="GET",route="/api/v1/migrations/{run_id}/stream"'
@@ -78,3 +79,22 @@ def test_gateway_conditions_use_the_rule_thresholds() -> None:
     # Too few requests to judge: nothing fires, whatever the ratio.
     few = GatewaySample(requests=3, errors=3, buckets={"2.5": 3, "+Inf": 3})
     assert not any(c.firing for c in gateway_conditions(GatewaySample(), few, settings))
+
+
+def test_a_histogram_that_went_down_while_the_counters_did_not_counts_from_zero() -> None:
+    """A gateway restarted and has answered more requests since than before, but its
+    histogram buckets started again: the current sample is what happened."""
+    before = GatewaySample(requests=10, errors=1, buckets={"0.5": 8, "+Inf": 10})
+    after = GatewaySample(requests=12, errors=1, buckets={"0.5": 2, "+Inf": 12})
+    assert difference(before, after) == after
+
+
+def test_a_rank_on_a_bucket_boundary_answers_that_bound() -> None:
+    # The 0-quantile ranks at 0, which the first (empty) bucket already holds.
+    assert histogram_quantile(0.0, {"0.5": 0, "1.0": 4, "+Inf": 4}) == 0.5
+
+
+async def test_evaluating_alerts_needs_a_temporal_client() -> None:
+    activities = AlertActivities(None, AlertSettings())
+    with pytest.raises(RuntimeError, match="needs a Temporal client"):
+        await activities.evaluate_alerts(EvaluateAlertsInput())

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities import grouped, reconnect
 from activities.grouped import (
     NEUTRAL_SEARCH_PATH,
     GroupRunner,
@@ -25,6 +27,7 @@ from activities.grouped import (
     no_hold,
 )
 from activities.migrations import _connect
+from cli.stack import free_port
 from common.migrations.loader import parse_files
 from common.settings import Settings
 from models.databases import DatabaseCreate
@@ -56,9 +59,11 @@ class Group(Harness):
         self.set_name = f"g-{uuid.uuid4().hex[:8]}"
         self.ids: dict[str, uuid.UUID] = {}
 
-    async def add(self, *schemas: str) -> None:
+    async def add(self, *schemas: str, **overrides: object) -> None:
         for schema in schemas:
-            body = self.target.create_body(name=f"t-{uuid.uuid4().hex[:8]}", schema=schema)
+            body = self.target.create_body(
+                name=f"t-{uuid.uuid4().hex[:8]}", schema=schema, **overrides
+            )
             created = await self.databases.create(DatabaseCreate.model_validate(body))
             self.ids[schema] = created.id
 
@@ -439,3 +444,167 @@ async def test_a_lost_connection_mid_version_is_opened_again_and_the_group_finis
     for schema in group.ids:
         assert await group.ledger(schema) == ["1", "2"]  # each version once
         assert await group.fetch(f'SELECT count(*) FROM "{schema}".slow') == [(0,)]
+
+
+def test_a_schema_named_twice_or_an_unreadable_target_keeps_a_connection_of_its_own() -> None:
+    a, twice, b, unreadable, unknown, alone = (uuid.uuid4() for _ in range(6))
+    shared = {"host": "h", "port": 5432, "database": "d", "user": "u", "password": "p"}
+    groups, singles = group_schemas(
+        [a, twice, b, unreadable, unknown, alone],
+        {
+            a: {**shared, "schema": "s_a"},
+            twice: {**shared, "schema": "s_a"},
+            b: {**shared, "schema": None},  # the default schema
+            unreadable: ValueError("cannot decrypt"),
+            alone: {**shared, "database": "other", "schema": "s_a"},
+        },
+    )
+    assert [g.members for g in groups] == [[(a, "s_a"), (b, "public")]]
+    assert groups[0].params == shared
+    assert singles == [twice, unreadable, unknown, alone]
+
+
+async def test_a_schema_busy_through_every_attempt_fails_alone_with_lock_timeout(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(grouped, "LOCK_ATTEMPTS", 2)  # one pause of a second, not seven
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("k_a", "k_busy")
+    conn = await group.target.connect()
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('tenantflow:k_busy', 0))"
+            )
+            results = await group.run(lock_timeout_ms=100)
+    finally:
+        await conn.close()
+    assert _versions(results["k_a"]) == ["1"]
+    failure = results["k_busy"].failure
+    assert failure is not None and failure.reason == "lock_timeout"
+    assert "target busy (55P03)" in failure.message
+    assert await group.fetch("SELECT to_regclass('k_busy.a'), to_regnamespace('k_busy')") == [
+        (None, None)
+    ]
+
+
+async def test_a_refused_password_fails_every_schema_of_the_group_as_unreachable(
+    group: Group,
+) -> None:
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("p_a", "p_b", "p_c", password="not-the-password")
+    results = await group.run()
+    for schema, result in results.items():
+        assert result.failure is not None, schema
+        assert result.failure.reason == "unreachable"
+        assert result.failure.message.startswith("InvalidPasswordError")
+        assert "not-the-password" not in result.failure.message
+        assert result.applied == []
+    assert await group.fetch("SELECT to_regnamespace('p_a'), to_regnamespace('p_c')") == [
+        (None, None)
+    ]
+
+
+async def test_a_server_refusing_connections_is_tried_again_then_unreachable(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on the port: a lost connection for all the lane knows (a server
+    restarting), connected again with growing pauses for RECONNECT_SECONDS, then unreachable."""
+    monkeypatch.setattr(reconnect, "RECONNECT_SECONDS", 1.0)
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("q_a", "q_b", port=free_port())
+    began = time.monotonic()
+    results = await group.run()
+    assert time.monotonic() - began >= 1.0  # 0.5 s, then the 0.5 s left
+    for result in results.values():
+        assert result.failure is not None
+        assert result.failure.reason == "unreachable"
+        assert "Connect" in result.failure.message or "refused" in result.failure.message
+
+
+async def test_a_schema_that_loses_its_connection_every_time_ends_unreachable_alone(
+    group: Group, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A version that terminates its own backend (each attempt): its schema is run again on
+    new connections for RECONNECT_SECONDS, then fails; the schemas after it still run."""
+    monkeypatch.setattr(reconnect, "RECONNECT_SECONDS", 1.0)
+    files = {
+        "V1__a.sql": "CREATE TABLE a (id int);\n"
+        "SELECT pg_terminate_backend(pg_backend_pid()) WHERE current_schema() = 'x_dies';"
+    }
+    await group.sets.register(group.set_name, parse_files(files))
+    await group.add("x_dies", "x_b", "x_c")
+    results = await group.run()
+    failure = results["x_dies"].failure
+    assert failure is not None and failure.reason == "unreachable"
+    assert results["x_dies"].applied == []
+    for schema in ("x_b", "x_c"):
+        assert results[schema].failure is None, results[schema].failure
+        assert await group.ledger(schema) == ["1"]
+    assert await group.fetch("SELECT to_regclass('x_dies.a')") == [(None,)]
+
+
+async def test_an_unexpected_error_fails_the_members_without_a_result_and_no_others(
+    group: Group,
+) -> None:
+    await group.sets.register(group.set_name, parse_files({"V1__a.sql": "CREATE TABLE a ();"}))
+    await group.add("e_a", "e_b")
+    batch = group.batch()
+    members = [(group.ids[s], s) for s in ("e_a", "e_b")]
+
+    async def broken() -> asyncpg.Connection:
+        raise RuntimeError("the connection factory is broken")
+
+    runner = GroupRunner(
+        SchemaGroup({}, members),
+        batch.for_target,
+        parse_files({"V1__a.sql": "CREATE TABLE a ();"}),
+        "tenantflow_schema_history",
+        broken,
+    )
+    results = await runner.run()
+    assert set(results) == set(group.ids.values())
+    for result in results.values():
+        assert result.failure is not None
+        assert (result.failure.reason, result.failure.message) == (
+            "internal",
+            "RuntimeError: the connection factory is broken",
+        )
+
+
+async def test_a_cancelled_group_stops_every_chunk_and_leaves_nothing_half_done(
+    group: Group,
+) -> None:
+    files = {"V1__slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);"}
+    migrations = parse_files(files)
+    await group.sets.register(group.set_name, migrations)
+    await group.add("z_a", "z_b", "z_c")
+    opened: list[int] = []
+    runner = _runner(group, migrations, [], opened=opened)
+    runner.chunk_size = 1  # three chunks, three connections at once
+    task = asyncio.create_task(runner.run())
+    sleeping: list[tuple[Any, ...]] = []
+    for _ in range(500):
+        sleeping = await group.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+            "AND pid <> pg_backend_pid()"
+        )
+        if len(sleeping) == 3:
+            break
+        await asyncio.sleep(0.02)
+    assert len(sleeping) == 3, sleeping
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # Every chunk was stopped: no backend of the run is left working.
+    for _ in range(250):
+        left = await group.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' "
+            "AND state = 'active' AND pid <> pg_backend_pid()"
+        )
+        if not left:
+            break
+        await asyncio.sleep(0.02)
+    assert left == []
+    for schema in ("z_a", "z_b", "z_c"):
+        assert await group.fetch(f"SELECT to_regclass('{schema}.slow')") == [(None,)]

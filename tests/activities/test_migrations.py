@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -11,12 +12,16 @@ import asyncpg
 import pytest
 from temporalio.testing import ActivityEnvironment
 
+from activities import migrations as migrations_module
+from activities import reconnect
 from activities.migrations import LEDGER_TABLE, MigrationActivities
+from cli.stack import free_port
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from models.databases import DatabaseCreate
+from models.fleet import TargetBatchInput
 from models.migrations import Migration, TargetRunInput, TargetRunKind, TargetRunResult
 from tests.conftest import TargetDatabase
 
@@ -369,3 +374,77 @@ async def test_a_unique_violation_of_the_migration_itself_is_a_failure(engine: E
         assert await conn.fetchval(f"SELECT to_regclass('{LEDGER_TABLE}')") is None
     finally:
         await conn.close()
+
+
+def _batch(engine: Engine, *database_ids: uuid.UUID, **options: object) -> TargetBatchInput:
+    return TargetBatchInput(
+        run_id=uuid.uuid4().hex[:8],
+        set_name=engine.set_name,
+        kind=TargetRunKind.APPLY,
+        target_version=None,
+        database_ids=list(database_ids),
+        dry_run=False,
+        lock_timeout_ms=int(str(options.pop("lock_timeout_ms", 5000))),
+        statement_timeout_ms=60000,
+    )
+
+
+async def test_a_batch_target_busy_through_every_attempt_fails_with_lock_timeout(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(migrations_module, "BATCH_LOCK_ATTEMPTS", 2)  # one pause, not three
+    await engine.sets.register(engine.set_name, BASE[:1])
+    assert engine.database_id is not None
+    conn = await engine.connect()
+    try:
+        async with conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended('tenantflow:public', 0))"
+            )
+            results = await ActivityEnvironment().run(
+                engine.activities.run_target_batch,
+                _batch(engine, engine.database_id, lock_timeout_ms=100),
+            )
+        [result] = results
+        assert result.failure is not None
+        assert result.failure.reason == "lock_timeout"
+        assert "target busy (55P03)" in result.failure.message
+        assert await conn.fetchval("SELECT to_regclass($1)", LEDGER_TABLE) is None
+    finally:
+        await conn.close()
+
+
+async def test_a_batch_target_refusing_connections_is_tried_again_then_unreachable(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing listens on its port (a server restarting, for all the worker knows): connected
+    again with growing pauses for RECONNECT_SECONDS, then unreachable; the others finish."""
+    monkeypatch.setattr(reconnect, "RECONNECT_SECONDS", 1.0)
+    await engine.sets.register(engine.set_name, BASE[:1])
+    good = engine.database_id
+    assert good is not None
+    body = engine.target.create_body(name=f"t-{uuid.uuid4().hex[:8]}", port=free_port())
+    refusing = (await engine.databases.create(DatabaseCreate.model_validate(body))).id
+    began = time.monotonic()
+    results = await ActivityEnvironment().run(
+        engine.activities.run_target_batch, _batch(engine, refusing, good)
+    )
+    assert time.monotonic() - began >= 1.0
+    by_id = {r.database_id: r for r in results}
+    assert by_id[good].failure is None and by_id[good].to_version == "1"
+    failure = by_id[refusing].failure
+    assert failure is not None and failure.reason == "unreachable"
+    assert engine.target.password not in failure.message
+
+
+async def test_a_batch_names_a_target_missing_from_the_catalog(engine: Engine) -> None:
+    await engine.sets.register(engine.set_name, BASE[:1])
+    missing = uuid.uuid4()
+    [result] = await ActivityEnvironment().run(
+        engine.activities.run_target_batch, _batch(engine, missing)
+    )
+    assert result.failure is not None
+    assert (result.failure.reason, result.failure.message) == (
+        "not_found",
+        f"no database {missing}",
+    )

@@ -4,6 +4,8 @@ one connection, and a target that cannot be read is None."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
@@ -12,12 +14,14 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import ActivityEnvironment
 
+from activities import outcomes as outcomes_module
 from activities.outcomes import OutcomeActivities
-from cli.stack import free_port
+from cli.stack import EmbeddedPostgres, free_port
+from common import network_policy
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.crypto import CredentialCipher, KeyRing
-from common.settings import Settings
+from common.settings import NetworkSettings, Settings
 from models.databases import DatabaseCreate
 from models.fleet import FleetRunInput, FleetSelector, FleetStatus
 from models.outcomes import RunOutcomesRequest
@@ -159,3 +163,52 @@ async def test_a_target_without_a_ledger_is_up_to_date_and_an_unreadable_one_non
     other = await fleet.outcomes("no-such-run", [ran, alone])
     assert other == {ran: TargetState.UP_TO_DATE, alone: TargetState.UP_TO_DATE}
     assert fleet.activities.statements == 2
+
+
+async def test_a_database_the_set_never_reached_is_up_to_date_and_a_silent_one_is_not_waited_for(
+    fleet: Fleet, make_target: TargetFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ledger at all: nothing of the run there. A host that accepts the connection and
+    never answers is left unread (None) once the read's deadline passes."""
+    monkeypatch.setattr(outcomes_module, "READ_DEADLINE_SECONDS", 1.0)
+    stalled: list[asyncio.StreamWriter] = []
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        stalled.append(writer)
+
+    silent = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    try:
+        port = silent.sockets[0].getsockname()[1]
+        untouched = await fleet.add(await make_target())
+        mute = await fleet.add(await make_target(), port=port)
+        began = time.monotonic()
+        found = await fleet.outcomes("any-run", [untouched, mute])
+        assert time.monotonic() - began < 4.0  # the deadline, not the connect timeout
+    finally:
+        for writer in stalled:
+            writer.close()
+        silent.close()
+        await silent.wait_closed()
+    assert found == {untouched: TargetState.UP_TO_DATE, mute: None}
+
+
+async def test_a_ledger_the_target_may_not_read_and_a_refused_address_are_unread(
+    fleet: Fleet, make_target: TargetFactory, postgres: EmbeddedPostgres
+) -> None:
+    locked_out = await make_target()
+    admin = await asyncpg.connect(postgres.dsn(locked_out.database))
+    try:
+        # The set's ledger exists but belongs to someone else: permission denied, not absent.
+        await admin.execute("CREATE TABLE public.o_ledger (version text, run_id text)")
+    finally:
+        await admin.close()
+    unreadable = await fleet.add(locked_out)
+    refused = await fleet.add(await make_target(), host="localhost")
+    try:
+        network_policy.configure(
+            NetworkSettings.model_validate({"denied_networks": ["127.0.0.0/8", "::1/128"]})
+        )
+        found = await fleet.outcomes("any-run", [unreadable, refused])
+    finally:
+        network_policy.configure(None)
+    assert found == {unreadable: None, refused: None}

@@ -112,3 +112,21 @@ async def test_a_fleet_run_never_holds_more_connections_to_a_server_than_its_bud
         await admin.close()
     assert result.counts.succeeded == 8, result
     assert 1 <= peak <= 2, peak
+
+
+async def test_a_session_frees_the_slots_it_still_holds_and_a_target_without_budget_waits_for_none(
+    catalog_pool: asyncpg.Pool,
+) -> None:
+    budget = Budget(uuid.uuid4(), 1)
+    async with slot_session(catalog_pool, True) as session:
+        assert session is not None
+        # A slot entered and never left (its holder gone without its own release).
+        await session.slot(budget).__aenter__()
+        assert session.held == {(budget.server_id, 0)}
+        async with session.slot(None):  # no budget: straight through, nothing taken
+            assert session.held == {(budget.server_id, 0)}
+    # The session's end released it: another session takes it at once.
+    async with slot_session(catalog_pool, True) as other:
+        assert other is not None
+        async with asyncio.timeout(2), other.slot(budget):
+            assert other.held == {(budget.server_id, 0)}

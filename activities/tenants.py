@@ -121,11 +121,20 @@ class TenantActivities:
     @activity.defn(name="create_tenant_role")
     async def create_role(self, job: TenantJob) -> None:
         """The tenant's login role with a generated password (kept encrypted in the catalog
-        until it reaches the target row); a retry sets the same password again."""
+        until it reaches the target row); a retry sets the same password again, and so does a
+        run again once the target is registered (its row holds the password then)."""
         tenant = await self.tenants.get(job.tenant_id)
-        password = await self.tenants.pending_password(
-            job.tenant_id, lambda: secrets.token_urlsafe(32)
-        )
+        password = None
+        if tenant.database_id is not None:
+            # The pending password moved to the target row and was cleared: a new one here
+            # would leave the target unable to log in (InvalidPasswordError at migrate).
+            with contextlib.suppress(NotFound):
+                params = await self.databases.connection_params(tenant.database_id)
+                password = str(params["password"])
+        if password is None:
+            password = await self.tenants.pending_password(
+                job.tenant_id, lambda: secrets.token_urlsafe(32)
+            )
         verifier = quote_literal(scram_sha256_verifier(password))
         role = quote_ident(tenant.role)
         async with self._admin(tenant) as conn:

@@ -5,6 +5,7 @@ undone; every history replays (``TENANTFLOW_RECORD_HISTORIES=1`` records them)."
 from __future__ import annotations
 
 import asyncio
+import uuid
 from typing import Any
 
 import asyncpg
@@ -49,7 +50,8 @@ async def test_the_first_run_starts_the_build_and_the_next_copies_it(
     await _replay(build, "build_tenant_template.json")
 
     # A second tenant of the same set on the same server: a copy.
-    second = f"w2{job.tenant_id[2:]}"
+    # Never the first tenant's id (``w2`` + its tail was, when that id began with w2).
+    second = f"w{uuid.uuid4().hex[:10]}"
     spec_job = TenantJob(tenant_id=second, run_id=f"provision-{second}-t")
     await saga.tenants.claim(
         TenantCreate.model_validate(

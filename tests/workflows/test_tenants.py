@@ -20,6 +20,7 @@ from temporalio.worker import Replayer
 
 from activities.migrations import LEDGER_TABLE
 from cli.stack import EmbeddedPostgres
+from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
 from common.catalog.servers import ServerRepository
 from common.catalog.tenants import TenantRepository
@@ -291,3 +292,34 @@ async def test_deprovisioning_a_schema_tenant_drops_what_its_migrations_granted(
     outcome = await asyncio.wait_for(gone.result(), timeout=60)
     assert outcome.status is TenantStatus.DEPROVISIONED
     assert await saga.leftovers(job.tenant_id) == []
+
+
+@pytest.mark.usefixtures("running_worker")
+async def test_provisioning_an_active_tenant_again_keeps_its_role_and_target_password_alike(
+    saga: Saga, catalog_pool: asyncpg.Pool
+) -> None:
+    """The same provisioning job run again after it finished (a workflow reset, or a second
+    start of the same job: the template test once made its second tenant's id equal to the
+    first's, 1 time in 16) must not give the role a new password: the target row keeps the one
+    it was given, and the migrate step failed with InvalidPasswordError, undoing the tenant."""
+    job, handle = await saga.start("database", list(BASE))
+    assert (await handle.result()).status is TenantStatus.ACTIVE
+    again = await saga.client.start_workflow(
+        ProvisionTenantWorkflow.run,
+        job,
+        id=f"{job.run_id}-again",
+        task_queue=saga.settings.temporal.task_queue,
+    )
+    outcome = await asyncio.wait_for(again.result(), timeout=90)
+    assert outcome.status is TenantStatus.ACTIVE, outcome.error
+    tenant = await saga.tenants.get(job.tenant_id)
+    assert tenant.database_id is not None
+    cipher = CredentialCipher(KeyRing.from_settings(saga.settings.crypto))
+    params = await DatabaseRepository(catalog_pool, cipher).connection_params(tenant.database_id)
+    conn = await asyncpg.connect(  # the target's password opens the role
+        **{key: params[key] for key in ("host", "port", "database", "user", "password")}
+    )
+    try:
+        assert await conn.fetchval("SELECT current_user") == tenant.role
+    finally:
+        await conn.close()

@@ -4,10 +4,12 @@ Real PostgreSQL; the activity is run directly."""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
-from activities.migrations import LEDGER_TABLE
+from activities.migrations import LEDGER_TABLE, LockTimeout
 from models.migrations import Migration, TargetRunKind
 from tests.activities.test_migrations import BASE, Engine, _ledger, engine, migration
 
@@ -269,3 +271,58 @@ async def test_a_failure_inside_the_versions_own_transaction_leaves_nothing_of_i
         assert await _rows(conn) == {"1": True, "2": True}
     finally:
         await conn.close()
+
+
+async def test_a_version_that_begins_a_transaction_and_never_commits_it_fails_leaving_nothing(
+    engine: Engine,
+) -> None:
+    """psql would end the session and lose the open transaction: so does the engine, naming
+    the version, and the connection is left usable (its lock released)."""
+    unfinished = migration(
+        "2",
+        MARK + "BEGIN;\nCREATE TABLE drafts (id int);\n",
+        "DROP TABLE drafts;",
+        no_transaction=True,
+    )
+    await engine.sets.register(engine.set_name, [BASE[0], unfinished])
+    result = await engine.run()
+    assert result.failure is not None
+    assert (result.failure.version, result.failure.sqlstate) == ("2", "25000")
+    assert "a BEGIN without its COMMIT" in result.failure.message
+    conn = await engine.connect()
+    try:
+        assert await conn.fetchval("SELECT to_regclass('drafts')") is None
+        assert await _rows(conn) == {"1": True, "2": False}
+        # The target's session lock went with the failed version: another session takes it.
+        assert await conn.fetchval(
+            "SELECT pg_try_advisory_lock(hashtextextended('tenantflow:public', 0))"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_no_transaction_version_whose_predecessor_left_the_ledger_plans_again(
+    engine: Engine,
+) -> None:
+    await engine.sets.register(engine.set_name, BASE[:1])
+    assert (await engine.run()).failure is None
+    await engine.sets.register(engine.set_name, [TWO_INDEXES])
+    holder = await engine.connect()
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended('tenantflow:public', 0))")
+        run = asyncio.create_task(engine.run(lock_timeout_ms=20_000))
+        for _ in range(500):
+            if await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # A rollback (by hand) takes version 1 away while version 2 waits for the lock.
+        await holder.execute(f"DELETE FROM {LEDGER_TABLE} WHERE version = '1'")
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended('tenantflow:public', 0))")
+        with pytest.raises(LockTimeout, match="left the ledger"):
+            await run
+        assert await _rows(holder) == {}
+        assert await _valid_indexes(holder) == {}
+    finally:
+        await holder.close()

@@ -11,19 +11,19 @@ from temporalio.client import Client
 from common.settings import Settings
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     """The settings the app was built with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_temporal(request: Request) -> Client:
+async def get_temporal(request: Request) -> Client:
     """The Temporal client opened in the lifespan."""
     client: Client = request.app.state.temporal
     return client
 
 
-def get_catalog(request: Request) -> asyncpg.Pool:
+async def get_catalog(request: Request) -> asyncpg.Pool:
     """The catalog pool opened in the lifespan."""
     pool: asyncpg.Pool = request.app.state.catalog
     return pool

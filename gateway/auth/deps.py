@@ -97,7 +97,7 @@ class Authenticator:
             raise
 
 
-def get_authenticator(request: Request) -> Authenticator:
+async def get_authenticator(request: Request) -> Authenticator:
     """The authenticator built in the lifespan."""
     authenticator: Authenticator = request.app.state.authenticator
     return authenticator

@@ -18,7 +18,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_assignments(request: Request) -> AssignmentRepository:
+async def get_assignments(request: Request) -> AssignmentRepository:
     """The repository built in the lifespan."""
     repository: AssignmentRepository = request.app.state.assignments
     return repository

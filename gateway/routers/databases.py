@@ -39,7 +39,7 @@ NETWORK_REFUSED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_repository(request: Request) -> DatabaseRepository:
+async def get_repository(request: Request) -> DatabaseRepository:
     """The repository built in the lifespan (catalog pool + credential cipher)."""
     repository: DatabaseRepository = request.app.state.databases
     return repository

@@ -43,7 +43,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_sets(request: Request) -> MigrationSetRepository:
+async def get_sets(request: Request) -> MigrationSetRepository:
     """The repository built in the lifespan."""
     repository: MigrationSetRepository = request.app.state.migration_sets
     return repository

@@ -83,7 +83,7 @@ def workflow_id_for(run_id: str) -> str:
     return f"migrate-fleet-{run_id}"
 
 
-def get_progress_cache(request: Request) -> ProgressCache:
+async def get_progress_cache(request: Request) -> ProgressCache:
     """One cache per gateway process."""
     cache: ProgressCache = request.app.state.progress_cache
     return cache
@@ -282,6 +282,14 @@ def _run_handle(temporal: TemporalDep, run_id: str) -> FleetHandle:
     return temporal.get_workflow_handle_for(MigrateFleetWorkflow.run, workflow_id_for(run_id))
 
 
+def temporal_unreachable(exc: RuntimeError) -> DependencyUnavailable:
+    """The lazy Temporal client's connect failing (a gateway started while Temporal was away
+    raises ``RuntimeError`` on each call until it connects): 503, as an ``RPCError`` is."""
+    return DependencyUnavailable(
+        "Temporal did not answer", details={"dependency": "temporal", "cause": str(exc)[:300]}
+    )
+
+
 async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool]:
     """The run's handle and whether it is still running (404 when unknown)."""
     handle = _run_handle(temporal, run_id)
@@ -293,6 +301,8 @@ async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool
         raise DependencyUnavailable(
             "Temporal did not answer", details={"cause": exc.message}
         ) from None
+    except RuntimeError as exc:
+        raise temporal_unreachable(exc) from None
     return handle, description.status is WorkflowExecutionStatus.RUNNING
 
 
@@ -320,6 +330,8 @@ async def _progress(handle: FleetHandle, run_id: str) -> FleetProgress:
         raise DependencyUnavailable(
             "the run's progress could not be read", details={"cause": str(exc)[:300]}
         ) from None
+    except RuntimeError as exc:
+        raise temporal_unreachable(exc) from None
 
 
 @router.get(

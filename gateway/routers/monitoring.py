@@ -60,7 +60,7 @@ def install_monitoring(app: FastAPI, settings: Settings) -> None:
     )
 
 
-def get_monitoring(request: Request) -> Monitoring:
+async def get_monitoring(request: Request) -> Monitoring:
     """The process's monitoring state."""
     monitoring: Monitoring = request.app.state.monitoring
     return monitoring

@@ -24,7 +24,7 @@ NAME_TAKEN: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_server_repository(request: Request) -> ServerRepository:
+async def get_server_repository(request: Request) -> ServerRepository:
     """The repository built in the lifespan (catalog pool + credential cipher)."""
     repository: ServerRepository = request.app.state.servers
     return repository

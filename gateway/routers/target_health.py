@@ -21,7 +21,7 @@ from workflows.health import FleetHealthWorkflow
 router = APIRouter(prefix="/api/v1", tags=["health"])
 
 
-def get_health(request: Request) -> HealthRepository:
+async def get_health(request: Request) -> HealthRepository:
     """Health snapshots, read from the catalog pool opened in the lifespan."""
     return HealthRepository(request.app.state.catalog)
 

@@ -61,7 +61,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_tenants(request: Request) -> TenantRepository:
+async def get_tenants(request: Request) -> TenantRepository:
     """The tenants repository built in the lifespan."""
     repository: TenantRepository = request.app.state.tenants
     return repository

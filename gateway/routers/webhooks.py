@@ -39,7 +39,7 @@ NOT_FOUND: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_repository(request: Request) -> WebhookRepository:
+async def get_repository(request: Request) -> WebhookRepository:
     """The repository built in the lifespan (catalog pool + credential cipher)."""
     repository: WebhookRepository = request.app.state.webhooks
     return repository

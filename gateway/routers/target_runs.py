@@ -17,6 +17,7 @@ from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollb
 from gateway.deps import SettingsDep, TemporalDep
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
+from gateway.routers.migrations import temporal_unreachable
 from gateway.runs import run_and_wait
 from models.errors import ErrorResponse
 from models.migrations import (
@@ -191,6 +192,8 @@ async def get_run(
         raise DependencyUnavailable(
             "Temporal did not answer", details={"cause": exc.message}
         ) from None
+    except RuntimeError as exc:
+        raise temporal_unreachable(exc) from None
     state = TargetRunState(run_id=run_id, workflow_id=workflow_id, status=TargetRunStatus.RUNNING)
     if description.status is WorkflowExecutionStatus.COMPLETED:
         return state.model_copy(

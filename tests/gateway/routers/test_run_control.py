@@ -47,7 +47,7 @@ async def paused_run(
         headers=operator,
     )
     assert started.status_code == 202, started.text
-    run: dict[str, Any] = started.json()
+    run: dict[str, Any] = started.json() | {"set": set_name}
     await until_status(api, tokens, run["status_url"], {"paused"})
     return run
 
@@ -85,6 +85,14 @@ async def test_controls_of_a_paused_run_and_of_one_terminated_from_outside(
     url = run["status_url"]
     operator = tokens.headers("infra-operator")
 
+    plain = await api.get(url, headers={**operator, "Accept-Encoding": "identity"})
+    assert plain.status_code == 200
+    assert "Content-Encoding" not in plain.headers
+    assert plain.json()["status"] == "paused"
+    zipped = await api.get(url, headers={**operator, "Accept-Encoding": "gzip"})
+    assert zipped.headers["Content-Encoding"] == "gzip"
+    assert zipped.json() == plain.json() | {"updated_at": zipped.json()["updated_at"]}
+
     changed = await api.patch(url, json={"concurrency": 7}, headers=operator)
     assert changed.status_code == 200, changed.text
     assert changed.json() == {"concurrency": 7}
@@ -109,6 +117,19 @@ async def test_controls_of_a_paused_run_and_of_one_terminated_from_outside(
         await asyncio.sleep(0.1)
     assert late.status_code == 409, late.text
     assert late.json()["error"]["details"] == {"run_id": run["run_id"]}
+    # Terminated through Temporal: listed as terminated, not as cancelled.
+    for _ in range(100):
+        listed = await api.get("/api/v1/migrations", params={"set": run["set"]}, headers=operator)
+        if [r["status"] for r in listed.json()["items"]] == ["terminated"]:
+            break
+        await asyncio.sleep(0.1)
+    assert [r["run_id"] for r in listed.json()["items"]] == [run["run_id"]]
+    assert [r["status"] for r in listed.json()["items"]] == ["terminated"]
+    cancelled = await api.get(
+        "/api/v1/migrations", params={"set": run["set"], "status": "cancelled"}, headers=operator
+    )
+    assert cancelled.status_code == 200, cancelled.text
+    assert cancelled.json()["items"] == []
     for control in ("pause", "resume", "cancel"):
         refused = await api.post(f"{url}/{control}", headers=operator)
         assert refused.status_code == 409, (control, refused.text)

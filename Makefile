@@ -55,9 +55,17 @@ system-packages:
 	apt-get install -y --no-install-recommends $(SYSTEM_PACKAGES) >/dev/null 2>&1 \
 		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); }
 
+# The suite runs on pytest-xdist workers, each with its own PostgreSQL, Temporal dev server and dev
+# issuer (tests/conftest.py's session fixtures run per worker). 2 workers: the suite mostly waits on
+# those servers (load ~1.4 on 2 cores with one worker), and the CI machine has 2 cores; a third
+# worker's servers would compete for them. `--dist load` balances test by test (a file's
+# module-scoped fixtures are cheap enough to start once per worker). TEST_WORKERS=0 runs in one
+# process.
+TEST_WORKERS ?= 2
+
 test: lint system-packages
 	rm -f .coverage .coverage.*
-	$(BIN)/coverage run -m pytest -m "not slow"
+	$(BIN)/coverage run -m pytest -m "not slow" -n $(TEST_WORKERS) --dist load
 	$(BIN)/coverage combine --quiet || true
 	$(BIN)/coverage report
 

@@ -326,15 +326,50 @@ def _capture_run_logs() -> Iterator[None]:
     root.setLevel(previous)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Fail the run when a registered secret appears in any log line."""
-    del exitstatus
+def _scan_logs() -> tuple[int, int, int]:
+    """(secrets registered, log lines, secrets found in them) for this process's run."""
     text = _RUN_LOG.getvalue()
-    leaked = sorted(c for c in LEAK_CANARIES if c in text)
+    leaked = sum(1 for c in LEAK_CANARIES if c in text)
+    return len(LEAK_CANARIES), text.count(chr(10)), leaked
+
+
+# Under pytest-xdist every worker process runs its own session (its own PostgreSQL, Temporal,
+# canaries and logs): each worker scans its own logs and hands the counts to the controller
+# (workeroutput), which adds them up, prints the one line and fails the run on any leak.
+_WORKER_SCANS: list[tuple[int, int, int]] = []
+_WORKERS_WITHOUT_SCAN: list[str] = []
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """Controller side (xdist): keep the scan a worker sent when it finished."""
+    del error
+    scan = getattr(node, "workeroutput", {}).get("log_scan")
+    if scan is None:
+        _WORKERS_WITHOUT_SCAN.append(str(getattr(node, "gateway", node)))
+    else:
+        _WORKER_SCANS.append(tuple(scan))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run when a registered secret appears in any log line (every worker's)."""
+    del exitstatus
+    scan = _scan_logs()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller reports
+        workeroutput["log_scan"] = scan
+        return
+    scans = [scan, *_WORKER_SCANS]
+    secrets, lines, leaked = (sum(column) for column in zip(*scans, strict=True))
+    where = f" in {len(_WORKER_SCANS)} workers" if _WORKER_SCANS else ""
     if leaked:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
-        sys.stderr.write(f"\nSECRETS LEAKED INTO LOGS: {len(leaked)} of {len(LEAK_CANARIES)}\n")
-    elif LEAK_CANARIES:
+        sys.stderr.write(f"\nSECRETS LEAKED INTO LOGS{where}: {leaked} of {secrets}\n")
+    elif secrets:
+        sys.stderr.write(f"\nlog scan: {secrets} secrets, {lines} log lines{where}, no leak\n")
+    if _WORKERS_WITHOUT_SCAN:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
         sys.stderr.write(
-            f"\nlog scan: {len(LEAK_CANARIES)} secrets, {text.count(chr(10))} log lines, no leak\n"
+            f"\nlog scan: no scan from {len(_WORKERS_WITHOUT_SCAN)} worker(s) (crashed?):"
+            f" {', '.join(_WORKERS_WITHOUT_SCAN)}\n"
         )

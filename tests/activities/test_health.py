@@ -304,3 +304,38 @@ async def test_without_a_reference_the_majority_of_peers_decides_and_behind_is_s
         )
         == 0
     )
+
+
+async def test_a_batch_skips_deleted_targets_and_reports_unreadable_credentials_and_no_version(
+    health_activities: HealthActivities, catalog_pool: asyncpg.Pool, make_target: TargetFactory
+) -> None:
+    databases = health_activities._databases
+    label, name = uuid.uuid4().hex[:8], f"nv-{uuid.uuid4().hex[:8]}"
+    await MigrationSetRepository(catalog_pool).register(
+        name, [migration("1", "CREATE TABLE items (id int);")]
+    )
+    await AssignmentRepository(catalog_pool).put(name, AssignmentSpec(selector={"nv": label}))
+    ids: list[uuid.UUID] = []
+    for _ in range(2):
+        target = await make_target()
+        body = target.create_body(name=f"nv-{uuid.uuid4().hex[:8]}", labels={"nv": label})
+        ids.append((await databases.create(DatabaseCreate.model_validate(body))).id)
+    fresh, undecryptable = ids
+    await catalog_pool.execute(
+        "UPDATE databases SET password_encrypted = password_encrypted || 'x' WHERE id = $1",
+        undecryptable,
+    )
+    deleted = uuid.uuid4()  # gone from the catalog since the page was read
+
+    outcomes = await health_activities.check_health_batch(
+        HealthBatchInput(run_id="nv", database_ids=[fresh, deleted, undecryptable])
+    )
+    assert {o.database_id for o in outcomes} == {fresh, undecryptable}
+    health = HealthRepository(catalog_pool)
+    never_migrated = await health.latest(fresh)
+    assert never_migrated.reachable
+    assert never_migrated.drift.set_name == name and not never_migrated.drift.drifted
+    assert never_migrated.drift.reason == "no version in the ledger yet"
+    locked_out = await health.latest(undecryptable)
+    assert not locked_out.reachable
+    assert locked_out.error is not None and locked_out.error.startswith("credentials: ")

@@ -95,14 +95,21 @@ def _zip_members(data: bytes, budget: _Budget) -> Iterator[tuple[str, bytes]]:
             try:
                 with bundle.open(info) as stream:
                     yield info.filename, budget.read(info.filename, stream, info.file_size)
-            except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError) as exc:
-                raise InvalidInput(
-                    f"{info.filename} cannot be extracted: {exc}",
-                    details={"file": info.filename},
-                ) from None
-            except NotImplementedError as exc:
+            except NotImplementedError as exc:  # a RuntimeError too: caught first
                 raise InvalidInput(
                     f"{info.filename} uses an unsupported compression: {exc}",
+                    details={"file": info.filename},
+                ) from None
+            except (
+                zipfile.BadZipFile,
+                zlib.error,
+                EOFError,
+                OSError,
+                RuntimeError,
+                ValueError,  # a member offset before the archive's start: "negative seek"
+            ) as exc:
+                raise InvalidInput(
+                    f"{info.filename} cannot be extracted: {exc}",
                     details={"file": info.filename},
                 ) from None
 

@@ -145,8 +145,9 @@ def _parse(request: Request, body: bytes) -> CloudEvent:
             "malformed CloudEvent",
             details={"mode": "binary" if binary else "structured", "cause": str(exc)[:300]},
         ) from None
-    if not isinstance(event, CloudEvent) or event.get_specversion() != "1.0":
-        raise InvalidInput("only CloudEvents specversion 1.0 is accepted")
+    # ``_received_event`` builds a 1.0 event, whose constructor refuses any other specversion
+    # (a malformed event above).
+    assert isinstance(event, CloudEvent)
     return event
 
 
@@ -194,10 +195,13 @@ async def receive_event(
             run_id = await starter(temporal, settings, workflow_id, data)
         except WorkflowAlreadyStartedError:  # delivered before, and that run has ended
             run_id = await _existing_run(temporal, workflow_id)
-    except RPCError as exc:
+    except (RPCError, RuntimeError) as exc:  # RuntimeError: the lazy client's connect failed
         raise DependencyUnavailable(
             "Temporal did not accept the event's run",
-            details={"dependency": "temporal", "cause": exc.status.name},
+            details={
+                "dependency": "temporal",
+                "cause": exc.status.name if isinstance(exc, RPCError) else type(exc).__name__,
+            },
         ) from None
     finally:
         CURRENT_EVENT.reset(token)

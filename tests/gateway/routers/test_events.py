@@ -15,7 +15,9 @@ import pytest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ActivityError, ApplicationError
 
+from cli.stack import free_port
 from common.settings import Settings
+from gateway.app import create_app
 from gateway.event_types import (
     EVENT_STARTERS,
     event_start_options,
@@ -23,7 +25,7 @@ from gateway.event_types import (
 )
 from models.events import RegisterDatabaseResult
 from models.system import SystemCheckInput
-from tests.conftest import TargetDatabase, TargetFactory, Tokens
+from tests.conftest import TargetDatabase, TargetFactory, Tokens, serve
 from workflows.events import RegisterDatabaseWorkflow
 from workflows.system import SystemCheckWorkflow
 
@@ -411,3 +413,69 @@ async def test_permissions_and_paging(api: httpx.AsyncClient, tokens: Tokens) ->
     assert len(page.json()["items"]) <= 1
     bad = await api.get(URL, params={"next_page": "AAAAAAAA"}, headers=tokens.headers())
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize("binary", [False, True], ids=["structured", "binary"])
+async def test_another_specversion_is_a_malformed_event_naming_it(
+    api: httpx.AsyncClient, tokens: Tokens, binary: bool
+) -> None:
+    if binary:
+        headers = {**binary_headers("database.created", event_id="1", source="/s")}
+        headers["ce-specversion"] = "0.3"
+        body = b"{}"
+    else:
+        headers = STRUCTURED
+        body = json.dumps(
+            {"specversion": "0.3", "id": "1", "source": "/s", "type": "database.created"}
+        ).encode()
+    response = await api.post(URL, content=body, headers={**tokens.headers(), **headers})
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["message"] == "malformed CloudEvent"
+    assert error["details"]["mode"] == ("binary" if binary else "structured")
+    assert "specversion" in error["details"]["cause"]
+
+
+async def test_an_event_without_data_reaches_its_starter_as_an_empty_object(
+    api: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def start(client: Client, settings: Settings, event_id: str, data: dict[str, Any]) -> str:
+        del client, settings, event_id
+        seen.append(data)
+        return "run-1"
+
+    monkeypatch.setitem(EVENT_STARTERS, "tenant.created", start)
+    body = json.dumps(
+        {"specversion": "1.0", "id": uuid.uuid4().hex, "source": "/s", "type": "tenant.created"}
+    ).encode()
+    answer = await api.post(
+        URL, content=body, headers={**tokens.headers("infra-operator"), **STRUCTURED}
+    )
+    assert answer.status_code == 202, answer.text
+    assert answer.json()["run_id"] == "run-1"
+    assert seen == [{}]
+
+
+async def test_an_event_temporal_cannot_take_is_a_503(
+    settings: Settings, tokens: Tokens, target_database: TargetDatabase
+) -> None:
+    temporal = settings.temporal.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
+    async for client in serve(create_app(settings.model_copy(update={"temporal": temporal}))):
+        body = structured(
+            "database.created",
+            target_database.create_body(name=f"ev-{uuid.uuid4().hex[:8]}"),
+            event_id=uuid.uuid4().hex,
+            source="/s",
+        )
+        answer = await client.post(
+            URL, content=body, headers={**tokens.headers("infra-operator"), **STRUCTURED}
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"]
+        assert answer.json()["error"] == {
+            "type": "dependency_unavailable",
+            "message": "Temporal did not accept the event's run",
+            "details": {"dependency": "temporal", "cause": "RuntimeError"},
+        }

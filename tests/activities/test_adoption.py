@@ -381,3 +381,59 @@ async def test_adoption_waits_for_the_engines_lock_on_the_target(
     assert await ledger_rows(conn) == []
     done = await runner.run(set_name, TargetRunKind.ADOPT, adopt_from=AdoptSource.DBMATE)
     assert [a.version for a in done.applied] == ["1", "2"]
+
+
+async def test_a_baseline_at_no_version_number_is_refused(adopting: Any) -> None:
+    runner, conn, set_name = adopting
+    result = await runner.run(set_name, TargetRunKind.BASELINE, target_version="latest")
+    assert result.failure is not None
+    assert (result.failure.reason, result.failure.version) == ("unknown_version", None)
+    assert await ledger_rows(conn) == []
+
+
+async def test_an_adopt_run_needs_the_tool_it_adopts_from(adopting: Any) -> None:
+    runner, conn, set_name = adopting
+    await migrate_as(conn, AdoptSource.FLYWAY, CORE[:2])
+    result = await runner.run(set_name, TargetRunKind.ADOPT)
+    assert result.failure is not None and result.failure.reason == "unknown_version"
+    assert 'needs "from"' in result.failure.message
+    assert await ledger_rows(conn) == []
+
+
+async def test_a_history_row_that_is_no_version_number_is_refused(adopting: Any) -> None:
+    runner, conn, set_name = adopting
+    await migrate_as(conn, AdoptSource.FLYWAY, CORE[:2])
+    await conn.execute("UPDATE flyway_schema_history SET version = 'two' WHERE version = '2'")
+    failure = (await _refused(runner, conn, set_name, AdoptSource.FLYWAY)).failure
+    assert failure is not None and failure.reason == "unknown_version"
+    assert "records version 'two', not a version number" in failure.message
+
+
+async def test_a_schema_migrations_table_that_is_not_golang_migrates_is_refused(
+    adopting: Any,
+) -> None:
+    runner, conn, set_name = adopting
+    await conn.execute("CREATE TABLE schema_migrations (version bigint)")  # no dirty column
+    await conn.execute("INSERT INTO schema_migrations VALUES (2)")
+    failure = (await _refused(runner, conn, set_name, AdoptSource.GOLANG_MIGRATE)).failure
+    assert failure is not None and failure.reason == "no_history"
+    assert "no dirty column" in failure.message
+    # golang-migrate's own shape, but with two rows where it keeps exactly one.
+    await conn.execute("ALTER TABLE schema_migrations ADD COLUMN dirty boolean DEFAULT false")
+    await conn.execute("INSERT INTO schema_migrations VALUES (3, false)")
+    failure = (await _refused(runner, conn, set_name, AdoptSource.GOLANG_MIGRATE)).failure
+    assert failure is not None and failure.reason == "no_history"
+    assert "has 2 rows" in failure.message
+
+
+async def test_an_empty_golang_migrate_table_adopts_nothing(adopting: Any) -> None:
+    runner, conn, set_name = adopting
+    await conn.execute("CREATE TABLE schema_migrations (version bigint, dirty boolean)")
+    result = await runner.run(set_name, TargetRunKind.ADOPT, adopt_from=AdoptSource.GOLANG_MIGRATE)
+    assert result.failure is None, result.failure
+    assert result.applied == []
+    assert [r["version"] for r in await ledger_rows(conn)] == []
+    # The next apply runs every version, as on a fresh target.
+    applied = await runner.run(set_name)
+    assert applied.failure is None
+    assert [a.version for a in applied.applied] == [m.version for m in CORE]

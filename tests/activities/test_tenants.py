@@ -154,3 +154,60 @@ async def test_a_schema_of_the_tenants_name_with_another_owner_is_left_alone(
         )
     finally:
         await admin.close()
+
+
+async def test_compensation_leaves_a_database_and_a_role_someone_else_made(
+    provisioner: Provisioner,
+) -> None:
+    tenant, job = await provisioner.claim()
+    admin = await provisioner.admin()
+    try:
+        await admin.execute(f'CREATE ROLE "{tenant.role}" NOLOGIN')
+        provisioner.made.append(f'DROP ROLE IF EXISTS "{tenant.role}"')
+        await admin.execute(f'CREATE DATABASE "{tenant.database}"')
+        provisioner.made.insert(0, f'DROP DATABASE IF EXISTS "{tenant.database}" WITH (FORCE)')
+        run = ActivityEnvironment().run
+        await run(provisioner.activities.drop_storage, job)
+        await run(provisioner.activities.drop_role, job)
+        assert await admin.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", tenant.database
+        )
+        assert await admin.fetchval("SELECT count(*) FROM pg_roles WHERE rolname = $1", tenant.role)
+    finally:
+        await admin.close()
+
+
+async def test_compensating_a_schema_tenant_whose_shared_database_never_came_is_a_no_op(
+    provisioner: Provisioner,
+) -> None:
+    tenant, job = await provisioner.claim("schema")
+    await ActivityEnvironment().run(provisioner.activities.drop_storage, job)
+    admin = await provisioner.admin()
+    try:
+        assert not await admin.fetchval(
+            "SELECT count(*) FROM pg_database WHERE datname = $1", tenant.database
+        )
+    finally:
+        await admin.close()
+
+
+async def test_a_tenant_still_provisioning_gets_no_new_password(provisioner: Provisioner) -> None:
+    _, job = await provisioner.claim()
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(provisioner.activities.rotate_password, job)
+    assert (raised.value.type, raised.value.non_retryable) == ("Conflict", True)
+    assert "is provisioning" in str(raised.value)
+
+
+async def test_a_target_is_not_registered_without_the_roles_generated_password(
+    provisioner: Provisioner, catalog_pool: asyncpg.Pool
+) -> None:
+    tenant, job = await provisioner.claim()
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(provisioner.activities.register_target, job)
+    assert (raised.value.type, raised.value.non_retryable) == ("NotFound", True)
+    assert "role step did not run" in str(raised.value)
+    assert (await provisioner.tenants.get(tenant.tenant_id)).database_id is None
+    assert not await catalog_pool.fetchval(
+        "SELECT count(*) FROM databases WHERE tenant_id = $1", tenant.tenant_id
+    )

@@ -10,12 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, Request
+from fastapi.responses import StreamingResponse
 from fastapi.testclient import TestClient
 
 from common.errors import NotFound
 from common.logging import request_id_var
 from gateway.errors import install_error_handlers
-from gateway.middleware import RequestContextMiddleware
+from gateway.middleware import RequestContextMiddleware, _BodyTooLarge
 
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
@@ -329,3 +330,102 @@ def test_streamed_bodies_without_content_length_are_counted() -> None:
         response = limited.post("/api/v1/echo", content=chunks())
     assert response.status_code == 413
     assert response.json()["error"]["type"] == "payload_too_large"
+
+
+# --- raw ASGI: what a test client cannot send -----------------------------------------------------
+
+
+async def _call(
+    app: Any,
+    path: str,
+    body: bytes,
+    headers: list[tuple[bytes, bytes]],
+    sent: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """``app`` called as a server would, ``body`` in two chunks; the messages it sent (also
+    into ``sent`` as they go, for a call that raises)."""
+    chunks = [body[: len(body) // 2], body[len(body) // 2 :]]
+    sent = [] if sent is None else sent
+
+    async def receive() -> dict[str, Any]:
+        if chunks:
+            chunk = chunks.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 1234),
+        "server": ("gateway", 80),
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+async def test_an_unreadable_content_length_leaves_counting_to_the_body() -> None:
+    app = build_app(max_body_bytes=10)
+    small = await _call(app, "/api/v1/echo", b"x" * 10, [(b"content-length", b"ten")])
+    assert small[0]["status"] == 200
+    assert small[-1]["body"] == b'{"size":10}'
+    large = await _call(app, "/api/v1/echo", b"x" * 11, [(b"content-length", b"ten")])
+    assert large[0]["status"] == 413
+    assert b"payload_too_large" in large[-1]["body"]
+
+
+def _streaming_app(max_body_bytes: int | None = None) -> Any:
+    """An app whose route starts its response, then reads the body (or fails)."""
+    app = FastAPI()
+
+    @app.post("/api/v1/late-read")
+    async def late_read(request: Request) -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"started"
+            async for part in request.stream():
+                yield part
+
+        return StreamingResponse(chunks())
+
+    @app.post("/api/v1/late-crash")
+    async def late_crash() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"started"
+            raise RuntimeError("mid-stream")
+
+        return StreamingResponse(chunks())
+
+    return RequestContextMiddleware(app, max_body_bytes=max_body_bytes)
+
+
+async def test_a_body_over_the_limit_after_the_response_started_aborts_it() -> None:
+    sent: list[dict[str, Any]] = []
+    app = _streaming_app(max_body_bytes=4)
+    with pytest.raises(ExceptionGroup) as caught:  # raised inside the response's task group
+        await _call(app, "/api/v1/late-read", b"x" * 10, [], sent)
+    assert caught.value.subgroup(_BodyTooLarge) is not None
+    # The status line is gone: no 413 can follow it, the connection is dropped instead.
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+
+
+async def test_an_error_after_the_response_started_is_not_answered_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.ERROR)
+    sent: list[dict[str, Any]] = []
+    with pytest.raises(RuntimeError, match="mid-stream"):
+        await _call(_streaming_app(), "/api/v1/late-crash", b"", [], sent)
+    assert [m["status"] for m in sent if m["type"] == "http.response.start"] == [200]
+    assert b"internal_error" not in b"".join(m.get("body", b"") for m in sent)
+    (logged,) = [r for r in caplog.records if r.name == "tenantflow.gateway"]
+    assert vars(logged)["path"] == "/api/v1/late-crash"

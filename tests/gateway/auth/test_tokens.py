@@ -38,8 +38,9 @@ from common.settings import (
     production_problems,
 )
 from gateway.app import create_app
+from gateway.auth import tokens as token_module
 from gateway.auth.jwks import JwksCache
-from gateway.auth.tokens import InvalidToken, TokenValidator
+from gateway.auth.tokens import InvalidToken, TokenValidator, roles_from_claims
 from models.auth import ADMIN_PERMISSIONS, OPERATOR_PERMISSIONS, VIEWER_PERMISSIONS
 from tests.conftest import ThreadedServer, Tokens, make_settings, serve
 
@@ -596,3 +597,58 @@ async def test_id_and_refresh_tokens_are_refused(
             assert_refused(response, message="only access tokens")
         ok = await client.get(ME, headers=tokens.headers("infra-viewer"))
         assert ok.status_code == 200
+
+
+async def test_token_without_a_key_id_is_refused(
+    gateway: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    genuine = tokens.token("infra-viewer")
+    for header in ({"alg": "RS256", "typ": "JWT"}, {"alg": "RS256", "typ": "JWT", "kid": ""}):
+        forged = with_header(genuine, header)
+        assert_refused(await gateway.get(ME, headers=bearer(forged)), message="no key id")
+
+
+@pytest.mark.parametrize(
+    ("claims", "roles"),
+    [
+        ({}, []),
+        ({"realm_access": ["infra-admin"], "resource_access": "infra-admin"}, []),
+        ({"resource_access": {"tenantflow-api": ["infra-admin"]}}, []),
+        ({"resource_access": {"other": {"roles": ["infra-admin"]}}}, []),
+        (
+            {
+                "realm_access": {"roles": ["infra-viewer", 7]},
+                "resource_access": {"tenantflow-api": {"roles": ["infra-operator", None]}},
+            },
+            ["infra-operator", "infra-viewer"],
+        ),
+    ],
+    ids=["none", "not-objects", "client-not-an-object", "another-client", "both"],
+)
+def test_roles_come_only_from_well_formed_claims(claims: dict[str, Any], roles: list[str]) -> None:
+    assert roles_from_claims(claims, "tenantflow-api") == roles
+
+
+async def test_remembered_tokens_are_bounded(
+    settings: Settings, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(token_module, "VERIFIED_MAX_ENTRIES", 2)
+    fetched: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        fetched.append(str(request.url))
+
+    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+        jwks = JwksCache(
+            settings.auth.resolved_jwks_url, max_age=300, min_refresh_interval=0, http=http
+        )
+        validator = TokenValidator(settings.auth, jwks, refuse_dev_keys=False)
+        first = tokens.token("a")
+        for role in ("a", "b", "c"):
+            token = first if role == "a" else tokens.token(role)
+            assert (await validator.validate(token)).subject == f"user-{role}"
+        assert len(validator._verified) == 2
+        # The first was forgotten: it is verified again (and still valid), the others are not.
+        assert (await validator.validate(first)).subject == "user-a"
+        assert len(validator._verified) == 2
+    assert fetched == [settings.auth.resolved_jwks_url]

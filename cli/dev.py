@@ -88,6 +88,28 @@ def _wait_ready(url: str, children: list[ManagedProcess], timeout: float) -> Non
     )
 
 
+def _watch(
+    stop: threading.Event,
+    temporal: TemporalDevServer,
+    children: list[ManagedProcess],
+    interval: float = 0.5,
+) -> int:
+    """Watch the running stack until ``stop`` is set (exit code 0) or a child process exits (1).
+
+    Temporal exiting is reported once and the stack keeps serving: the gateway then reports
+    itself not ready, naming Temporal."""
+    temporal_down_reported = False
+    while not stop.wait(interval):
+        if not temporal_down_reported and not temporal.running():
+            typer.secho(f"Temporal exited; see {temporal.log_path}", fg="red", err=True)
+            temporal_down_reported = True
+        dead = [c for c in children if not c.running()]
+        if dead:
+            typer.secho(f"the {dead[0].name} exited; see {dead[0].log_path}", fg="red", err=True)
+            return 1
+    return 0
+
+
 def run_dev_stack(settings: Settings) -> int:
     """Run the stack until a stop signal; return the exit code."""
     dev = settings.dev
@@ -158,19 +180,7 @@ def run_dev_stack(settings: Settings) -> int:
         typer.echo("\nadmin token (1 h; more with `tenantflow token --role infra-operator`):")
         typer.echo(issuer.mint(subject="dev-admin", roles=["infra-admin"], username="admin"))
         typer.echo("press Ctrl-C to stop; data is kept for the next start")
-        temporal_down_reported = False
-        while not stop.wait(0.5):
-            if not temporal_down_reported and not temporal.running():
-                # Keep serving: the gateway reports itself not ready, naming Temporal.
-                typer.secho(f"Temporal exited; see {temporal.log_path}", fg="red", err=True)
-                temporal_down_reported = True
-            dead = [c for c in children if not c.running()]
-            if dead:
-                typer.secho(
-                    f"the {dead[0].name} exited; see {dead[0].log_path}", fg="red", err=True
-                )
-                code = 1
-                break
+        code = _watch(stop, temporal, children)
     finally:
         typer.echo("stopping...")
         for child in reversed(children):

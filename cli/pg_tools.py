@@ -15,7 +15,7 @@ import importlib.util
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
@@ -213,7 +213,7 @@ def first_error_line(text: str) -> str:
 
 async def copy_blocks(
     pg_restore: PgTool, archive: Path, *, tables: Sequence[str] = ()
-) -> AsyncIterator[tuple[str, list[str], list[str | None]]]:
+) -> AsyncGenerator[tuple[str, list[str], list[str | None]], None]:
     """The rows of an archive's table data: ``(table, columns, row)`` for every row, read from
     ``pg_restore --data-only -f -`` as it streams (``tables``: only those, by name).
 

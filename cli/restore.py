@@ -68,6 +68,14 @@ _CONTEXTS: dict[tuple[str, str], tuple[str, Callable[[str], str]]] = {
     ),
 }
 _TOC_TABLE = re.compile(r"^\d+; \d+ \d+ TABLE (?!DATA )(?P<schema>\S+) (?P<name>\S+) ")
+_UNSUPPORTED = re.compile(r"unsupported version \((?P<major>\d+)\.\d+\)")
+
+
+def _too_new(failure: str) -> bool:
+    """Whether pg_restore refused the archive's format version as one it does not know yet. A
+    version below 1.0 is no format at all: a damaged header, not a newer pg_dump."""
+    match = _UNSUPPORTED.search(failure)
+    return match is not None and int(match["major"]) >= 1
 
 
 class RestoreRefused(TenantflowError):
@@ -117,7 +125,7 @@ async def _pick_pg_restore(archive: Path, pg_bin: Path | None) -> tuple[PgTool, 
             found = (_TOC_TABLE.match(line) for line in out.splitlines())
             return tool, {f"{m['schema']}.{m['name']}" for m in found if m}
         failures.append(f"{tool.path} ({tool.version}): {first_error_line(err)}")
-    readable = [f for f in failures if "unsupported version" not in f]
+    readable = [f for f in failures if not _too_new(f)]
     if failures and not readable:
         raise RestoreRefused(
             f"{archive} was written by a newer pg_dump than any pg_restore found: install that "

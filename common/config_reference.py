@@ -147,9 +147,10 @@ def _name_of(annotation: Any) -> str:
 def _plural(inner: Any) -> str:
     if inner is IPvAnyNetwork:
         return "CIDR networks"
-    name = _name_of(inner)
     if get_origin(inner) is list:
-        return f"{name}s"
+        (element,) = get_args(inner)
+        return f"JSON lists of {_plural(element)}"
+    name = _name_of(inner)
     return {"str": "str", "float": "floats", "int": "ints"}.get(name, name)
 
 

@@ -21,7 +21,8 @@ import pytest
 from temporalio.client import Client
 
 from activities.ledger import LEDGER_TABLE
-from cli.backup import BackupFailed, backup_catalog
+from cli.backup import BackupFailed, CatalogContents, backup_catalog, echo_contents, human_size
+from cli.pg_tools import PgToolFailed
 from cli.restore import RestoreRefused, restore_catalog
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog import open_catalog
@@ -413,3 +414,49 @@ async def test_backup_names_what_to_install_without_client_tools(
     assert "apt-get install postgresql-client-" in result.stderr
     assert "tenantflow[embedded]" in result.stderr
     assert not (tmp_path / "x.dump").exists()
+
+
+def test_sizes_are_human_readable() -> None:
+    assert [human_size(n) for n in (0, 1023, 1024, 1536, 3 * 1024**2, 5 * 1024**3)] == [
+        "0 B",
+        "1023 B",
+        "1.0 KiB",
+        "1.5 KiB",
+        "3.0 MiB",
+        "5.0 GiB",
+    ]
+    assert human_size(3 * 1024**4) == "3072.0 GiB"  # GiB is the largest unit
+
+
+def test_contents_without_credentials_say_so(capsys: pytest.CaptureFixture[str]) -> None:
+    echo_contents(CatalogContents(tables={"public.audit_events": 2, "ops.notes": 1}))
+    assert capsys.readouterr().out.splitlines() == [
+        "  2 tables, 3 rows:",
+        "    audit_events  2",
+        "    ops.notes     1",
+        "  credentials: none",
+    ]
+
+
+async def test_a_failing_pg_dump_is_reported_without_the_password(
+    own: OwnCatalog, make_target: TargetFactory, tmp_path: Path
+) -> None:
+    await own.register(await make_target())
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    fake = tools / "pg_dump"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = --version ]; then echo "pg_dump (PostgreSQL) 18.1"; exit 0; fi\n'
+        'echo "pg_dump: error: server said: bad password $PGPASSWORD" >&2\n'
+        "exit 1\n"
+    )
+    fake.chmod(0o755)
+    destination = tmp_path / "out" / "x.dump"
+    destination.parent.mkdir()
+    with pytest.raises(PgToolFailed) as caught:
+        await backup_catalog(own.settings, destination, pg_bin=tools)
+    assert caught.value.message == "pg_dump failed: pg_dump: error: server said: bad password ***"
+    assert caught.value.details["tool"] == str(fake)
+    assert own.postgres.password not in str(caught.value.details)
+    assert list(destination.parent.iterdir()) == []  # no partial archive left behind

@@ -2,24 +2,31 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import socket
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import asyncpg
 import pytest
 
+from cli import stack
 from cli.stack import (
     EmbeddedPostgres,
     ManagedProcess,
     TemporalDevServer,
+    _run_as,
     ensure_ports_free,
     free_port,
     port_is_free,
+    temporal_binary,
+    wait_for_port,
 )
-from common.errors import PortInUse
+from common.errors import ConfigurationError, DependencyUnavailable, PortInUse
 
 
 @pytest.fixture
@@ -116,3 +123,166 @@ def test_temporal_dev_server_command_line(tmp_path: Path) -> None:
     headless = TemporalDevServer(tmp_path, 7333, None).argv()
     assert "--headless" in headless
     assert server.ui_url == "http://127.0.0.1:8333"
+
+
+# -- helpers and failure branches, without starting another whole stack ------------------------
+def test_wait_for_port_gives_up_on_a_port_nobody_opens() -> None:
+    started = time.monotonic()
+    assert wait_for_port(free_port(), timeout=0.3) is False
+    assert time.monotonic() - started >= 0.3
+
+
+def test_run_as_drops_to_the_named_user_only() -> None:
+    assert _run_as(None) == {}
+    assert _run_as("root") == {"user": 0, "group": 0, "extra_groups": []}
+
+
+def _never_started(process: ManagedProcess) -> bool:
+    return process.pid is None and process.process is None and not process.running()
+
+
+def test_a_process_without_a_log_inherits_output_and_stops_cleanly() -> None:
+    idle = ManagedProcess("idle", [sys.executable, "-c", "pass"])
+    assert _never_started(idle)
+    idle.stop()  # never started: nothing to do
+    assert _never_started(idle)
+    idle.start()
+    process = idle.process
+    assert process is not None and idle.pid == process.pid
+    assert process.wait(30) == 0
+    idle.stop()
+    assert not idle.running()
+
+
+def test_missing_embedded_wheel_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only cli.stack's view of importlib: the wheel is not found.
+    no_wheel = SimpleNamespace(util=SimpleNamespace(find_spec=lambda _name: None))
+    monkeypatch.setattr(stack, "importlib", no_wheel)
+    with pytest.raises(ConfigurationError, match=r"pip install 'tenantflow\[embedded\]'"):
+        EmbeddedPostgres.bin_dir()
+
+
+def test_a_data_directory_that_is_no_cluster_fails_initdb_clearly(service_dir: Path) -> None:
+    server = EmbeddedPostgres(service_dir / "pg", free_port())
+    server.pgdata.mkdir(parents=True)
+    (server.pgdata / "stray.txt").write_text("not a cluster\n")
+    with pytest.raises(ConfigurationError) as caught:
+        server.start()
+    assert caught.value.message.startswith("initdb failed: ")
+    assert "not empty" in caught.value.details["output"]
+    # No password was kept, and the temporary password file is gone.
+    assert not (server.data_dir / "password").exists()
+    assert not (server.data_dir / ".pwfile").exists()
+    assert not server.running()
+    server.stop()  # not initialised: nothing to stop
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="initdb refuses root only")
+def test_initdb_refuses_root_without_the_system_user(service_dir: Path) -> None:
+    # Run as an unprivileged user no system user is involved; as root that is refused, and
+    # the refusal is what the error shows.
+    server = EmbeddedPostgres(service_dir / "pg", free_port())
+    server._system_user = None
+    with pytest.raises(ConfigurationError) as caught:
+        server.start()
+    assert caught.value.message.startswith("initdb failed: ")
+    assert "cannot be run as root" in caught.value.details["output"]
+    assert not (server.data_dir / "password").exists()
+    assert not server.initialised()
+
+
+def test_postgres_on_a_taken_port_fails_with_its_server_log(
+    service_dir: Path, taken_port: int
+) -> None:
+    server = EmbeddedPostgres(service_dir / "pg", taken_port)
+    try:
+        with pytest.raises(DependencyUnavailable) as caught:
+            server.start(timeout=30)
+        assert caught.value.message == f"PostgreSQL did not start on port {taken_port}"
+        assert "could not" in caught.value.details["server_log"]
+        assert server.initialised() and not server.running()
+    finally:
+        server.stop()
+
+
+def test_starting_a_running_postgres_again_keeps_it(
+    postgres: EmbeddedPostgres, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = postgres.password
+    with caplog.at_level(logging.INFO, logger="cli.stack"):
+        postgres.start()
+    assert "postgres already running" in caplog.messages
+    assert postgres.running() and postgres.password == password
+
+
+def test_temporal_binary_falls_back_to_path_then_names_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "venv" / "bin" / "python"))
+    on_path = tmp_path / "path"
+    on_path.mkdir()
+    fake = on_path / "temporal"
+    fake.write_text("#!/bin/sh\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", str(on_path))
+    assert temporal_binary() == str(fake)
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(ConfigurationError, match="the temporal CLI is not installed"):
+        temporal_binary()
+
+
+def test_the_ui_codec_endpoint_is_passed_on(tmp_path: Path) -> None:
+    server = TemporalDevServer(tmp_path, 7333, 8333, codec_endpoint="http://127.0.0.1:8888/codec")
+    argv = server.argv()
+    assert argv[argv.index("--ui-codec-endpoint") + 1] == "http://127.0.0.1:8888/codec"
+    assert "--namespace" not in argv  # the default namespace needs no flag
+    assert server.log_path == tmp_path.resolve() / "temporal.log"
+    headless = TemporalDevServer(tmp_path, 7333, None, codec_endpoint="http://x/codec").argv()
+    assert "--ui-codec-endpoint" not in headless  # no UI, no codec for it
+    server.stop()  # never started: nothing to stop
+    assert not server.running()
+
+
+def _fake_temporal(bin_dir: Path, script: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``temporal`` next to the interpreter that runs ``script`` (Python) instead."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    fake = bin_dir / "temporal"
+    fake.write_text(f"#!{sys.executable}\n{script}")
+    fake.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(bin_dir / "python"))
+
+
+def test_temporal_that_never_opens_its_port_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_temporal(tmp_path / "bin", "import time\ntime.sleep(60)\n", monkeypatch)
+    port = free_port()
+    server = TemporalDevServer(tmp_path / "data", port, None)
+    with pytest.raises(DependencyUnavailable) as caught:
+        server.start(timeout=0.5)
+    assert caught.value.message == f"Temporal did not open port {port}"
+    assert caught.value.details["log"] == str(server.log_path)
+    assert not server.running()  # the half-started server was stopped
+
+
+def test_temporal_that_exits_after_opening_its_port_is_not_healthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    script = (
+        "import socket, sys, time\n"
+        "s = socket.socket()\n"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+        f"s.bind(('127.0.0.1', {port}))\n"
+        "s.listen(8)\n"
+        "time.sleep(1)\n"
+        "sys.exit(3)\n"
+    )
+    _fake_temporal(tmp_path / "bin", script, monkeypatch)
+    server = TemporalDevServer(tmp_path / "data", port, None)
+    with pytest.raises(DependencyUnavailable) as caught:
+        server.start(timeout=20)
+    assert caught.value.message == "Temporal dev server did not become healthy"
+    assert caught.value.details["log"] == str(server.log_path)
+    assert caught.value.details["cause"] != ""
+    assert not server.running()

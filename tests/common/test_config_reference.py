@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from enum import Enum
+from ipaddress import IPv4Network
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, IPvAnyNetwork, SecretStr
 
 from common.config_reference import (
     COMMAND,
@@ -122,3 +126,95 @@ def test_check_fails_on_a_stale_page_and_the_generator_fixes_it(
     fixed = page.read_text(encoding="utf-8")
     assert fixed == "# Hand-written title\n\n" + current  # the prose is kept
     assert main(["--check", "--path", str(page)]) == 0
+
+
+class _Color(Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class _Odd(BaseModel):
+    color: _Color = Field(default=_Color.RED, description="An enum.")
+    weights: dict[str, int] = Field(
+        default_factory=lambda: {"a": 1}, description="A map of plain values."
+    )
+    either: int | str | None = Field(default=None, description="A wider union.")
+    grid: list[list[int]] = Field(default_factory=lambda: [[1, 2]], description="Nested lists.")
+    below: float = Field(default=0.25, lt=1, description="Strictly below one.")
+    window: float = Field(default=2.0, gt=1, lt=5, description="Open on both sides.")
+    whole: float = Field(default=3.0, le=10.0, description="At most ten.")
+    colors: list[_Color] = Field(default_factory=lambda: [_Color.BLUE], description="Enums.")
+    paths: dict[str, Path] = Field(
+        default_factory=lambda: {"logs": Path("/var/log")}, description="Paths by name."
+    )
+    sizes: dict[str, float] = Field(default_factory=lambda: {"s": 1.0}, description="Floats.")
+    mixed: int | str = Field(default=1, description="Either, never unset.")
+    network: IPvAnyNetwork = Field(default=IPv4Network("10.0.0.0/8"), description="One network.")
+
+
+class _OddModel(BaseModel):
+    odd: _Odd = Field(default_factory=_Odd)
+
+
+def test_enums_maps_unions_and_nested_lists_are_rendered() -> None:
+    odd = {d.variable.rsplit("__", 1)[1]: d for d in describe_settings(_OddModel)["odd"]}
+    assert odd["COLOR"].type == "`red` \\| `blue`"
+    assert odd["COLOR"].default == "`red`"
+    assert odd["WEIGHTS"].type == "JSON map of str → int"
+    assert odd["WEIGHTS"].default == '`{"a": 1}`'
+    # A union of more than one type besides None is shown as it is, and optional.
+    assert odd["EITHER"].type.endswith(", optional")
+    assert "int" in odd["EITHER"].type and "str" in odd["EITHER"].type
+    assert odd["GRID"].type == "JSON list of JSON lists of ints"  # not "JSON list of intss"
+    assert odd["BELOW"].type == "float, < 1"
+    assert odd["WINDOW"].type == "float, 1 < x < 5"
+    assert odd["WHOLE"].type == "float, \u2264 10"
+    assert odd["COLORS"].default == '`["blue"]`'
+    assert odd["PATHS"].type == "JSON map of str → path"
+    assert odd["PATHS"].default == '`{"logs": "/var/log"}`'
+    assert odd["SIZES"].default == '`{"s": 1}`'
+    assert odd["MIXED"].type == "int | str"  # as it is, and not optional
+    assert odd["NETWORK"].type == "CIDR network"
+    assert odd["NETWORK"].default == "`10.0.0.0/8`"
+
+
+def test_a_mismatched_page_exits_2_naming_the_blocks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    page = tmp_path / "configuration.md"
+    text = DOCUMENT.read_text(encoding="utf-8")
+    repeated = text + (
+        "\n<!-- generated: settings.catalog -->\n<!-- end generated: settings.catalog -->\n"
+    )
+    page.write_text(repeated, encoding="utf-8")
+    assert main(["--path", str(page)]) == 2
+    assert "repeated blocks catalog" in capsys.readouterr().err
+    assert page.read_text(encoding="utf-8") == repeated  # not rewritten
+
+
+def test_the_module_runs_as_the_documented_command(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "common.config_reference", "--check"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    stale = tmp_path / "configuration.md"
+    stale.write_text(
+        DOCUMENT.read_text(encoding="utf-8").replace("| `TENANTFLOW_PROFILE` |", "| `X` |"),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "common.config_reference", "--check", "--path", str(stale)],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == (f"{stale} is out of date with common/settings.py: run {COMMAND}\n")

@@ -131,3 +131,51 @@ async def test_extraction_runs_in_a_worker_thread(
     response = await _upload(api, tokens, _tgz({"V1__a.sql": UP}))
     assert response.status_code == 201, response.text
     assert seen and seen[0] is not threading.main_thread()
+
+
+async def test_an_archive_over_the_upload_limit_is_413_before_it_is_opened(
+    api: httpx.AsyncClient, tokens: Tokens, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _tgz({"V1__a.sql": UP})
+    monkeypatch.setattr(archives, "MAX_ARCHIVE_BYTES", len(data) - 1)
+    response = await _upload(api, tokens, data)
+    assert response.status_code == 413, response.text
+    error = response.json()["error"]
+    assert error["type"] == "payload_too_large"
+    assert error["message"] == f"archives are limited to {len(data) - 1} bytes"
+    monkeypatch.setattr(archives, "MAX_ARCHIVE_BYTES", len(data))
+    assert (await _upload(api, tokens, data)).status_code == 201
+
+
+async def test_a_zip_whose_directory_points_before_its_start_is_400_not_500(
+    api: httpx.AsyncClient, tokens: Tokens
+) -> None:
+    data = _zip({"V1__a.sql": UP})
+    end = data.rindex(b"PK\x05\x06")
+    moved = data[: end + 16] + (1_000_000).to_bytes(4, "little") + data[end + 20 :]
+    _assert_400(await _upload(api, tokens, moved, "set.zip"), "V1__a.sql cannot be extracted")
+
+
+async def test_reading_one_version(api: httpx.AsyncClient, tokens: Tokens) -> None:
+    name = _name()
+    operator = tokens.headers("infra-operator")
+    registered = await api.post(
+        "/api/v1/migration-sets",
+        json={"name": name, "files": {"V1__a.sql": UP.decode(), "U1__a.sql": "DROP TABLE t;"}},
+        headers=operator,
+    )
+    assert registered.status_code == 201, registered.text
+    base = f"/api/v1/migration-sets/{name}/versions"
+    found = await api.get(f"{base}/01", headers=tokens.headers("infra-viewer"))
+    assert found.status_code == 200, found.text
+    assert (found.json()["version"], found.json()["down_sql"]) == ("1", "DROP TABLE t;")
+    missing = await api.get(f"{base}/2", headers=tokens.headers("infra-viewer"))
+    assert missing.status_code == 404, missing.text
+    assert missing.json()["error"] == {
+        "type": "not_found",
+        "message": f"set {name!r} has no version 2",
+        "details": {"set": name},
+    }
+    bad = await api.get(f"{base}/not-a-version", headers=tokens.headers("infra-viewer"))
+    assert bad.status_code == 400
+    assert bad.json()["error"]["type"] == "invalid_input"

@@ -243,6 +243,18 @@ async def test_bad_requests_get_clear_errors(
             400,
         ),
     ]
+    malformed = await _provision(
+        api,
+        tokens,
+        {
+            "tenant_id": _tenant_id(),
+            "server": fleet.server,
+            "sets": [{"name": fleet.set_name, "version": "one.two!"}],
+        },
+    )
+    assert malformed.status_code == 400, malformed.text
+    assert malformed.json()["error"]["type"] == "invalid_input"
+    assert malformed.json()["error"]["details"] == {"set": fleet.set_name}
     for body, status in cases:
         answer = await _provision(api, tokens, body)
         assert answer.status_code == status, (body, answer.text)
@@ -353,6 +365,20 @@ async def test_deprovision_drops_database_and_role_and_keeps_the_record(
     finally:
         await admin.close()
     assert await _catalog_targets(catalog_pool, tenant_id) == 0
+    # A deprovisioned tenant has no credentials to read or rotate.
+    creds = await api.get(
+        f"/api/v1/tenants/{tenant_id}/credentials", headers=tokens.headers("tenant-credentials")
+    )
+    assert creds.status_code == 404, creds.text
+    assert creds.json()["error"]["details"] == {"tenant_id": tenant_id, "status": "deprovisioned"}
+    rotate = await api.post(
+        f"/api/v1/tenants/{tenant_id}/credentials/rotate",
+        headers=tokens.headers("tenant-credentials"),
+    )
+    assert rotate.status_code == 400, rotate.text
+    assert rotate.json()["error"]["message"] == (
+        f"tenant {tenant_id!r} is deprovisioned; only an active tenant rotates"
+    )
     listed = await api.get(
         "/api/v1/tenants?status=deprovisioned&limit=500", headers=tokens.headers("infra-viewer")
     )

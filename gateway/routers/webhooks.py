@@ -14,6 +14,7 @@ from common.catalog.webhooks import WebhookRepository
 from common.errors import DependencyUnavailable, NotFound
 from gateway.auth.deps import WebhooksManage
 from gateway.deps import TemporalDep
+from gateway.routers.migrations import temporal_unreachable
 from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
 from models.webhooks import (
@@ -178,6 +179,8 @@ async def get_delivery(
         raise DependencyUnavailable(
             "Temporal did not answer", details={"cause": exc.message[:300]}
         ) from None
+    except RuntimeError as exc:
+        raise temporal_unreachable(exc) from None
     return DeliveryDetail(
         event_id=event_id,
         workflow_id=workflow_id,

@@ -10,10 +10,12 @@ import asyncpg
 import httpx
 import pytest
 
+from cli.stack import free_port
 from common.catalog.webhooks import secret_context
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
-from tests.conftest import LEAK_CANARIES, Tokens
+from gateway.app import create_app
+from tests.conftest import LEAK_CANARIES, Tokens, serve
 
 URL = "/api/v1/webhooks"
 
@@ -183,3 +185,22 @@ async def test_permissions(
     )
     assert denied.status_code == 403
     assert denied.json()["error"]["details"]["required"] == "webhooks:manage"
+
+
+async def test_a_delivery_with_temporal_away_is_a_503(settings: Settings, tokens: Tokens) -> None:
+    temporal = settings.temporal.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
+    async for client in serve(create_app(settings.model_copy(update={"temporal": temporal}))):
+        created = await _create(client, tokens)
+        assert created.status_code == 201, created.text
+        answer = await client.get(
+            f"{URL}/{created.json()['id']}/deliveries/evt-1",
+            headers=tokens.headers("infra-operator"),
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"]
+        error = answer.json()["error"]
+        assert (error["type"], error["message"]) == (
+            "dependency_unavailable",
+            "Temporal did not answer",
+        )
+        assert error["details"]["dependency"] == "temporal"

@@ -161,13 +161,6 @@ class DatabaseRepository:
         )
         return {str(row["id"]): row["name"] for row in rows}
 
-    async def count(self, *, labels: dict[str, str] | None = None) -> int:
-        """How many targets carry every label in ``labels`` (all of them without)."""
-        found: int = await self.pool.fetchval(
-            "SELECT count(*) FROM databases WHERE labels @> $1::jsonb", json.dumps(labels or {})
-        )
-        return found
-
     async def _server_and_sslmode(
         self, name: str | None, server_id: uuid.UUID | None, sslmode: str | None
     ) -> tuple[uuid.UUID | None, str | None]:

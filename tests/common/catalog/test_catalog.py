@@ -115,3 +115,23 @@ async def test_ping_reports_a_closed_pool_as_down(fresh_database: str) -> None:
     await pool.close()
     with pytest.raises(DependencyUnavailable, match="does not answer"):
         await ping_catalog(pool, 2)
+
+
+async def test_open_catalog_closes_its_pool_when_the_schema_is_refused(fresh_database: str) -> None:
+    pool = await open_catalog(CatalogSettings(dsn=fresh_database))
+    await pool.close()
+    conn = await asyncpg.connect(fresh_database)
+    try:
+        await conn.execute(
+            "UPDATE tenantflow_catalog_schema SET checksum = 'edited' WHERE version = 1"
+        )
+        with pytest.raises(CatalogSchemaError, match="changed after it was applied"):
+            await open_catalog(CatalogSettings(dsn=fresh_database))
+        # Nothing of the refused pool stays connected: only this connection is left.
+        others = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    assert others == 0

@@ -13,7 +13,7 @@ import pytest
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository, password_context
 from common.crypto import CredentialCipher, CredentialDecryptionError, KeyRing
-from common.errors import Conflict, InvalidInput, NotFound
+from common.errors import Conflict, InvalidInput, NotFound, TenantflowError
 from common.settings import CatalogSettings
 from models.databases import DatabaseCreate
 
@@ -117,3 +117,31 @@ async def test_rotate_keys_re_encrypts_under_the_active_key(
 def test_key_fixture_is_32_bytes() -> None:
     assert len(base64.b64encode(KEY_A)) == 44
     assert isinstance(asyncpg.Pool, type)
+
+
+async def test_connection_params_of_an_unknown_target_are_not_found(
+    repository: DatabaseRepository,
+) -> None:
+    missing = uuid.uuid4()
+    with pytest.raises(NotFound) as caught:
+        await repository.connection_params(missing)
+    assert caught.value.details == {"id": str(missing)}
+
+
+async def test_one_undecryptable_password_fails_only_its_own_target(
+    repository: DatabaseRepository,
+) -> None:
+    good = await repository.create(spec("tenant-good", password="pw-good"))
+    bad = await repository.create(spec("tenant-bad"))
+    # The good row's ciphertext on the bad row: bound to another id, it does not decrypt there.
+    await repository.pool.execute(
+        "UPDATE databases SET password_encrypted = "
+        "(SELECT password_encrypted FROM databases WHERE id = $1) WHERE id = $2",
+        good.id,
+        bad.id,
+    )
+    missing = uuid.uuid4()
+    found = await repository.connection_params_each([good.id, bad.id, missing])
+    assert set(found) == {good.id, bad.id}  # the unknown id is left out
+    assert isinstance(found[good.id], dict) and found[good.id]["password"] == "pw-good"
+    assert isinstance(found[bad.id], TenantflowError)

@@ -143,5 +143,7 @@ async def test_one_undecryptable_password_fails_only_its_own_target(
     missing = uuid.uuid4()
     found = await repository.connection_params_each([good.id, bad.id, missing])
     assert set(found) == {good.id, bad.id}  # the unknown id is left out
-    assert isinstance(found[good.id], dict) and found[good.id]["password"] == "pw-good"
+    good_params = found[good.id]
+    assert isinstance(good_params, dict)
+    assert good_params["password"] == "pw-good"
     assert isinstance(found[bad.id], TenantflowError)

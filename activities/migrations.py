@@ -43,7 +43,6 @@ from activities.server_slots import SlotSession, budgets, slot_session
 from common import network_policy
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository
-from common.errors import TenantflowError
 from common.migrations.lint import CACHE as LINT_CACHE
 from common.sql import quote_ident
 from common.telemetry import recording
@@ -158,8 +157,6 @@ class MigrationActivities:
                     delay *= 2
                 except network_policy.NetworkRefused as exc:
                     return _error_result(params, "network_refused", exc.message)
-                except TenantflowError as exc:
-                    return _error_result(params, exc.error_type, exc.message)
                 except (
                     asyncpg.PostgresError,
                     OSError,

@@ -339,3 +339,15 @@ async def test_a_batch_skips_deleted_targets_and_reports_unreadable_credentials_
     locked_out = await health.latest(undecryptable)
     assert not locked_out.reachable
     assert locked_out.error is not None and locked_out.error.startswith("credentials: ")
+
+
+async def test_a_replay_that_loses_its_connection_has_no_reference_and_leaves_no_scratch(
+    health_activities: HealthActivities, catalog_pool: asyncpg.Pool
+) -> None:
+    name = f"ref-{uuid.uuid4().hex[:8]}"
+    steps = [migration("1", "SELECT pg_terminate_backend(pg_backend_pid());")]
+    await MigrationSetRepository(catalog_pool).register(name, steps)
+    found = await health_activities.reference(name, "1", steps)
+    assert found.fingerprint is None
+    assert found.error is not None and found.error.startswith("replay failed: ")
+    assert await _scratch_databases(catalog_pool) == []

@@ -120,8 +120,8 @@ async def test_a_session_frees_the_slots_it_still_holds_and_a_target_without_bud
     budget = Budget(uuid.uuid4(), 1)
     async with slot_session(catalog_pool, True) as session:
         assert session is not None
-        # A slot entered and never left (its holder gone without its own release).
-        await session.slot(budget).__aenter__()
+        # A slot taken and never given back (its holder gone without its own release).
+        assert await session._take(budget) == 0
         assert session.held == {(budget.server_id, 0)}
         async with session.slot(None):  # no budget: straight through, nothing taken
             assert session.held == {(budget.server_id, 0)}

@@ -156,17 +156,7 @@ async def rollback_run(
             details={"run_id": run_id, "kind": progress.kind.value},
         )
     if progress.targets_complete:
-        # Only what the run changed: an up-to-date target was left as it was, and a failed one
-        # may have committed versions before its failure (each version commits with its ledger
-        # row).
-        touched = [
-            uuid.UUID(key)
-            for key, target in progress.targets.items()
-            if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
-        ]
-        if not touched:
-            raise Conflict(f"run {run_id} changed no target", details={"run_id": run_id})
-        selector, rollback_of = FleetSelector(database_ids=touched), None
+        selector, rollback_of = touched_targets(progress), None
     else:
         selector, rollback_of = await _compact_scope(handle, run_id, progress)
     version = _version(body.to_version)
@@ -183,6 +173,22 @@ async def rollback_run(
         requester=principal.subject,
     )
     return await _start(temporal, settings, cache, params, version=version)
+
+
+def touched_targets(progress: FleetProgress) -> FleetSelector:
+    """A run from before compact state (every target in its progress): only what it changed.
+    An up-to-date target was left as it was, and a failed one may have committed versions
+    before its failure (each version commits with its ledger row); 409 when it changed none."""
+    touched = [
+        uuid.UUID(key)
+        for key, target in progress.targets.items()
+        if target.state in (TargetState.SUCCEEDED, TargetState.FAILED)
+    ]
+    if not touched:
+        raise Conflict(
+            f"run {progress.run_id} changed no target", details={"run_id": progress.run_id}
+        )
+    return FleetSelector(database_ids=touched)
 
 
 async def _compact_scope(

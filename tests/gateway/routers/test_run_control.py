@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -15,7 +16,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from common.errors import Conflict, DependencyUnavailable
 from gateway.routers.migrations import workflow_id_for
-from gateway.routers.run_control import _closed_meanwhile
+from gateway.routers.run_control import _closed_meanwhile, touched_targets
+from models.fleet import FleetCounts, FleetProgress, FleetStatus
+from models.run_state import TargetProgress, TargetState
 from tests.conftest import TargetFactory, Tokens
 
 FILES = {"V1__a.sql": "CREATE TABLE a (id int);", "U1__a.sql": "DROP TABLE a;"}
@@ -134,3 +137,46 @@ async def test_controls_of_a_paused_run_and_of_one_terminated_from_outside(
         refused = await api.post(f"{url}/{control}", headers=operator)
         assert refused.status_code == 409, (control, refused.text)
         assert f"cannot be {control}d" in refused.json()["error"]["message"]
+
+
+def legacy_progress(states: dict[str, TargetState]) -> FleetProgress:
+    """The progress of a run from before compact state: every target in it."""
+    now = datetime.now(UTC)
+    return FleetProgress(
+        run_id="legacy1",
+        set_name="core",
+        status=FleetStatus.COMPLETED,
+        paused_reason=None,
+        total=len(states),
+        total_known=True,
+        counts=FleetCounts(),
+        concurrency=10,
+        targets={key: TargetProgress(state=state) for key, state in states.items()},
+        targets_complete=True,
+        started_at=now,
+        updated_at=now,
+        throughput_per_minute=0.0,
+        eta_seconds=None,
+    )
+
+
+def test_a_legacy_run_rolls_back_the_targets_it_succeeded_or_failed_on() -> None:
+    ids = [uuid.uuid4() for _ in range(4)]
+    states = [
+        TargetState.SUCCEEDED,
+        TargetState.FAILED,
+        TargetState.UP_TO_DATE,
+        TargetState.PENDING,
+    ]
+    progress = legacy_progress({str(i): s for i, s in zip(ids, states, strict=True)})
+    assert touched_targets(progress).database_ids == ids[:2]
+
+
+def test_a_legacy_run_that_changed_nothing_has_nothing_to_roll_back() -> None:
+    progress = legacy_progress({str(uuid.uuid4()): TargetState.UP_TO_DATE})
+    with pytest.raises(Conflict) as caught:
+        touched_targets(progress)
+    assert (caught.value.message, caught.value.details) == (
+        "run legacy1 changed no target",
+        {"run_id": "legacy1"},
+    )

@@ -4,6 +4,8 @@ page, though the run itself keeps only a bounded part of them (in flight, failed
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import uuid
 from typing import Any
 
@@ -286,6 +288,15 @@ async def test_bad_cursor_unknown_run_and_who_may_read(
         )
         assert answer.status_code == 400, (bad, answer.text)
         assert answer.json()["error"]["type"] == "invalid_input"
+    # Well-formed cursors of ours whose position is not one of the run's explicit ids.
+    for position in ("x", "99"):
+        raw = json.dumps({"s": "all", "a": position}, separators=(",", ":")).encode()
+        crafted = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        answer = await api.get(
+            f"{url}/targets", params={"state": "all", "cursor": crafted}, headers=viewer
+        )
+        assert answer.status_code == 400, (position, answer.text)
+        assert answer.json()["error"]["message"] == "invalid cursor"
     # A cursor of another state's listing is refused too.
     other = await api.get(
         f"{url}/targets", params={"state": "done", "cursor": cursor}, headers=viewer

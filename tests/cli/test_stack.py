@@ -23,6 +23,7 @@ from cli.stack import (
     ensure_ports_free,
     free_port,
     port_is_free,
+    run_sync,
     temporal_binary,
     wait_for_port,
 )
@@ -286,3 +287,11 @@ def test_temporal_that_exits_after_opening_its_port_is_not_healthy(
     assert caught.value.details["log"] == str(server.log_path)
     assert caught.value.details["cause"] != ""
     assert not server.running()
+
+
+def test_temporal_that_never_answers_is_not_healthy_in_time(tmp_path: Path) -> None:
+    server = TemporalDevServer(tmp_path, free_port(), None)  # nothing listens there
+    with pytest.raises(DependencyUnavailable) as caught:
+        run_sync(server._wait_healthy(time.monotonic() + 1))
+    assert caught.value.message == "Temporal dev server did not become healthy"
+    assert caught.value.details["cause"] not in ("", "exited")  # the last connect error's class

@@ -93,14 +93,15 @@ async def test_an_active_run_no_worker_answers_for_is_listed_with_its_error(
             assert run["set_name"] == set_name
             assert run["progress_error"], run
             assert run["counts"] is None and run["total"] is None
-            # Its targets page needs the run's selector, which no worker answers for either.
+            # Its targets page needs the run's progress, which no worker answers for either.
             targets = await api.get(
                 f"/api/v1/migrations/{run_id}/targets",
                 params={"state": "pending"},
                 headers=tokens.headers("infra-viewer"),
             )
             assert targets.status_code == 503, targets.text
-            assert targets.json()["error"]["message"] == "the run's selector could not be read"
+            assert targets.json()["error"]["type"] == "dependency_unavailable"
+            assert targets.json()["error"]["message"].endswith("could not be read")
         finally:
             await temporal_client.get_workflow_handle(workflow_id_for(run_id)).terminate(
                 reason="test over"

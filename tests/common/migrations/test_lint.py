@@ -8,10 +8,11 @@ import re
 from pathlib import Path
 
 import pytest
+from pglast import ast
 
 from common.migrations import lint
 from common.migrations.lint import LintCache, lint_set, lint_sql
-from common.migrations.lint_rules import RULES
+from common.migrations.lint_rules import RULES, name_key, table_key
 from models.lint import LockRiskSeverity
 from models.migrations import Migration
 
@@ -495,3 +496,13 @@ def test_the_cache_lints_as_told_when_the_caller_says_how_the_script_runs() -> N
     version = _migration("5", "CREATE INDEX CONCURRENTLY i ON orders (a);")
     assert [r.rule for r in cache.lint("core", version)] == ["concurrently-in-transaction"]
     assert cache.lint("core", version, no_transaction=True) == []
+
+
+def test_names_the_parser_leaves_out_are_no_table() -> None:
+    assert table_key(None) is None
+    assert table_key(ast.RangeVar(relname="")) is None
+    assert table_key(ast.RangeVar(schemaname="app", relname="orders")) == ("app", "orders")
+    assert name_key([]) is None
+    assert name_key([ast.Integer(ival=1)]) is None
+    assert name_key([ast.String(sval="app"), ast.String(sval="orders")]) == ("app", "orders")
+    assert name_key([ast.String(sval="orders")]) == (None, "orders")

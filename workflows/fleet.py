@@ -404,12 +404,13 @@ class MigrateFleetWorkflow:
                 for result in results:
                     state.targets[str(result.database_id)] = outcome(result, with_repeatables)
         except ActivityError as exc:
+            landed = state.land(batch) if state.compact else set()
             for database_id in batch:
                 failed = TargetProgress(
                     state=TargetState.FAILED, error=f"activity failed: {exc.cause or exc}"[:1000]
                 )
                 if state.compact:
-                    state.finish(database_id, failed)
+                    state.finish(database_id, failed, in_flight=database_id in landed)
                 else:
                     state.targets[str(database_id)] = failed
         finally:
@@ -463,11 +464,12 @@ class MigrateFleetWorkflow:
         (half a settle-only batch had work)."""
         params, state = self._require_params(), self._require_state()
         reported = {result.database_id: result for result in results}
+        landed = state.land(batch)
         deferred = 0
         for database_id in batch:
             result = reported.get(database_id)
             if result is not None and result.deferred:
-                state.defer(database_id)
+                state.defer(database_id, in_flight=database_id in landed)
                 deferred += 1
                 continue
             state.finish(
@@ -475,6 +477,7 @@ class MigrateFleetWorkflow:
                 outcome(result, True)
                 if result is not None
                 else TargetProgress(state=TargetState.FAILED, error="the batch reported no result"),
+                in_flight=database_id in landed,
             )
         if settle:
             state.settling = deferred * 2 <= len(batch)

@@ -105,3 +105,32 @@ def test_a_hundred_thousand_targets_keep_the_state_small() -> None:
 def test_a_selector_names_each_target_once() -> None:
     [a, b] = ids(2)
     assert FleetSelector(database_ids=[a, b, a, b, a]).database_ids == [a, b]
+
+
+def test_a_landed_batch_leaves_flight_in_one_pass_and_the_rest_keep_their_order() -> None:
+    """Four settle-only batches of 500 in flight: one batch lands, the others stay in flight in
+    their order, and its targets finish or are deferred with the counts right."""
+    state = compact()
+    state.queue_page(ids(2000))
+    batches = [state.queue[i : i + 500] for i in range(0, 2000, 500)]
+    state.queue = []
+    for batch in batches:
+        state.start(batch)
+    landing = batches[1]
+    landed = state.land([*landing, uuid.UUID(int=99_999)])  # one id never in flight
+    assert landed == set(landing)
+    assert state.in_flight == batches[0] + batches[2] + batches[3]
+    for database_id in landing[:400]:
+        state.finish(
+            database_id,
+            TargetProgress(state=TargetState.UP_TO_DATE, to_version="2"),
+            in_flight=database_id in landed,
+        )
+    for database_id in landing[400:]:
+        state.defer(database_id, in_flight=database_id in landed)
+    assert state.counts == FleetCounts(pending=100, running=1500, up_to_date=400)
+    assert state.checked == landing[400:]
+    assert state.started == 1900
+    # A finish of a target no batch had in flight counts it without touching the others.
+    state.finish(uuid.UUID(int=99_999), TargetProgress(state=TargetState.FAILED, error="x"))
+    assert (state.counts.running, state.counts.failed, len(state.in_flight)) == (1500, 1, 1500)

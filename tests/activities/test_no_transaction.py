@@ -326,3 +326,36 @@ async def test_a_no_transaction_version_whose_predecessor_left_the_ledger_plans_
         assert await _valid_indexes(holder) == {}
     finally:
         await holder.close()
+
+
+async def test_a_no_transaction_version_another_runner_rolled_back_meanwhile_is_skipped(
+    engine: Engine,
+) -> None:
+    await engine.sets.register(engine.set_name, [BASE[0], TWO_INDEXES])
+    assert (await engine.run()).failure is None
+    holder = await engine.connect()
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended('tenantflow:public', 0))")
+        # The rollback plans to undo version 2 and waits for the target's lock ...
+        run = asyncio.create_task(
+            engine.run(TargetRunKind.ROLLBACK, target_version="1", lock_timeout_ms=20_000)
+        )
+        for _ in range(500):
+            if await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # ... while another runner undoes it first.
+        await holder.execute(
+            "DROP INDEX customers_id_name; DROP INDEX customers_name; "
+            f"DELETE FROM {LEDGER_TABLE} WHERE version = '2'"
+        )
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended('tenantflow:public', 0))")
+        result = await run
+        assert result.failure is None, result.failure
+        assert result.applied == []  # nothing undone twice
+        assert result.to_version == "1"
+        assert await _rows(holder) == {"1": True}
+    finally:
+        await holder.close()

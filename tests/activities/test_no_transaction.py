@@ -359,3 +359,45 @@ async def test_a_no_transaction_version_another_runner_rolled_back_meanwhile_is_
         assert await _rows(holder) == {"1": True}
     finally:
         await holder.close()
+
+
+async def test_a_no_transaction_repeatable_another_runner_applied_meanwhile_is_not_run_again(
+    engine: Engine,
+) -> None:
+    await engine.sets.register(engine.set_name, BASE[:1])
+    assert (await engine.run()).failure is None
+    repeatable = migration(
+        "R:names",
+        MARK + "CREATE INDEX CONCURRENTLY IF NOT EXISTS customers_name ON customers (name);\n",
+        repeatable=True,
+        no_transaction=True,
+        description="names",
+    )
+    await engine.sets.register(engine.set_name, [repeatable])
+    holder = await engine.connect()
+    try:
+        await holder.execute("SELECT pg_advisory_lock(hashtextextended('tenantflow:public', 0))")
+        run = asyncio.create_task(engine.run(lock_timeout_ms=20_000))
+        for _ in range(500):
+            if await holder.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                break
+            await asyncio.sleep(0.02)
+        # Another runner applies this very content first.
+        await holder.execute(
+            f"INSERT INTO {LEDGER_TABLE} (version, description, checksum, execution_ms, run_id) "
+            "VALUES ('R:names', 'names', $1, 1, 'other-runner')",
+            repeatable.checksum,
+        )
+        await holder.execute("SELECT pg_advisory_unlock(hashtextextended('tenantflow:public', 0))")
+        result = await run
+        assert result.failure is None, result.failure
+        assert result.applied == []
+        assert (
+            await holder.fetchval(f"SELECT run_id FROM {LEDGER_TABLE} WHERE version = 'R:names'")
+            == "other-runner"
+        )
+        assert await _valid_indexes(holder) == {}  # its SQL never ran here
+    finally:
+        await holder.close()

@@ -20,11 +20,10 @@ async def _temporal(settings: Settings) -> str | None:
 
 
 async def _catalog(settings: Settings) -> str | None:
+    # No connection at start (min_pool_size 0): creating the pool cannot fail on an unreachable
+    # catalog, the ping below is what finds out.
     quick = settings.catalog.model_copy(update={"startup_retry_seconds": 0, "min_pool_size": 0})
-    try:
-        pool = await create_catalog_pool(quick)
-    except DependencyUnavailable as exc:
-        return exc.message
+    pool = await create_catalog_pool(quick)
     try:
         await ping_catalog(pool, settings.catalog.connect_timeout_seconds)
     except DependencyUnavailable as exc:

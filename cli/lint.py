@@ -36,14 +36,15 @@ def _file_line(directory: Path, migration: Migration, sql: str, down: bool) -> t
     source = migration.source or f"version {migration.version}"
     candidates = [source]
     if down and migration.source:
-        candidates = [
-            "U" + source[1:] if source.startswith("V") else source,
-            source.replace(".up.sql", ".down.sql"),
-            source,
-        ]
+        # Flyway pairs V<version>__a.sql with U<version>__<any description>.sql.
+        prefix, sep, _ = source.partition("__")
+        undo = sorted(p.name for p in directory.glob(f"U{prefix[1:]}__*.sql")) if sep else []
+        candidates = [*undo, source.replace(".up.sql", ".down.sql"), source]
     for name in candidates:
         try:
-            text = (directory / name).read_text("utf-8").removeprefix("\ufeff")
+            # Bytes decoded as they are: reading as text would turn CRLF into LF, and a script
+            # with CRLF line ends (run byte for byte) would then be found in no file.
+            text = (directory / name).read_bytes().decode("utf-8").removeprefix("\ufeff")
         except (OSError, UnicodeDecodeError):
             continue
         at = text.find(sql) if sql else -1
@@ -99,13 +100,6 @@ def sets_lint(
         raise typer.Exit(1)
 
 
-def _key(version: str) -> tuple[int, ...]:
-    try:
-        return version_key(version)
-    except ValueError:  # not a number (a repeatable migration): below every version
-        return ()
-
-
 def print_fleet_risks(lint: Mapping[str, Any], state: Mapping[str, Any], to: str | None) -> None:
     """After a fleet dry run: the findings of the versions some target would apply (newer than
     the oldest version a planning target was at, up to ``to``), and of the repeatable
@@ -115,13 +109,13 @@ def print_fleet_risks(lint: Mapping[str, Any], state: Mapping[str, Any], to: str
         return  # every target up to date (or failed): nothing would be applied
     starts = [t.get("from_version") for t in planning]
     again = {r for t in planning for r in t.get("repeatables") or ()}
-    floor = min((_key(v) for v in starts if v), default=()) if None not in starts else ()
-    ceiling = _key(to) if to else None
+    floor = min((version_key(v) for v in starts if v), default=()) if None not in starts else ()
+    ceiling = version_key(to) if to else None
 
     def planned(version: str) -> bool:
         if version in again:
             return True
-        return _key(version) > floor and (ceiling is None or _key(version) <= ceiling)
+        return version_key(version) > floor and (ceiling is None or version_key(version) <= ceiling)
 
     shown = [v for v in lint.get("versions", []) if v["warnings"] and planned(v["version"])]
     if not shown:

@@ -46,10 +46,8 @@ def read_secret(env_var: str | None, prompt: str) -> str:
         if not value:
             raise typer.BadParameter(f"${env_var} is not set or empty", param_hint="--password-env")
         return value
-    value = str(typer.prompt(prompt, hide_input=True))
-    if not value:
-        raise typer.BadParameter("the password must not be empty")
-    return value
+    # click's prompt asks again until something is typed: the answer is never empty.
+    return str(typer.prompt(prompt, hide_input=True))
 
 
 def _describe(server: dict[str, Any]) -> str:

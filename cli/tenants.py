@@ -48,14 +48,15 @@ def _describe(tenant: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _wait(client: Any, tenant_id: str, timeout: float) -> dict[str, Any]:
-    """Polls the tenant and keeps one progress line up to date until it settles."""
+def _wait(client: Any, tenant_id: str, timeout: float, quiet: bool = False) -> dict[str, Any]:
+    """Polls the tenant and keeps one progress line up to date until it settles (``quiet``: no
+    progress lines, so that ``--json`` prints the JSON alone)."""
     deadline = time.monotonic() + timeout
     shown = ""
     while True:
         tenant: dict[str, Any] = _call(client, "GET", f"/api/v1/tenants/{quote(tenant_id)}")
         line = f"tenant {tenant_id}: {tenant['status']}"
-        if line != shown:
+        if line != shown and not quiet:
             console.print(line)
             shown = line
         if tenant["status"] in SETTLED or time.monotonic() > deadline:
@@ -106,7 +107,7 @@ def tenant_create(
         if as_json:
             _print_json(accepted)
         return
-    tenant = _wait(client, tenant_id, timeout)
+    tenant = _wait(client, tenant_id, timeout, quiet=as_json)
     if as_json:
         _print_json(tenant)
     else:

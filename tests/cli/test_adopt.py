@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
@@ -9,7 +10,7 @@ import httpx
 
 from models.adoption import AdoptSource
 from tests.activities.test_adoption import CORE, migrate_as
-from tests.cli.test_commands import EXAMPLE, gateway_url, run_cli  # noqa: F401 - a fixture
+from tests.cli.test_commands import EXAMPLE, gateway_url, invoke, run_cli  # noqa: F401 - a fixture
 from tests.conftest import TargetDatabase, TargetFactory, Tokens
 
 
@@ -78,3 +79,36 @@ async def test_adopt_and_baseline_from_the_command_line(
         "--database", database_id,
     )  # fmt: skip
     assert unknown.returncode == 1 and "version 9 is not in set" in unknown.stderr
+
+
+async def test_detach_prints_the_run_and_returns(
+    gateway_url: str,  # noqa: F811 - the fixture
+    tokens: Tokens,
+    target_database: TargetDatabase,
+) -> None:
+    token = tokens.token("infra-admin")
+    name = f"core-{uuid.uuid4().hex[:6]}"
+    registered = await invoke(gateway_url, token, "sets", "register", str(EXAMPLE), "--name", name)
+    assert registered.exit_code == 0, registered.output
+    database_id = await _register(gateway_url, token, target_database, uuid.uuid4().hex[:8])
+    common = ["--set", name, "--database", database_id, "--dry-run", "--detach"]
+    plain = await invoke(gateway_url, token, "migrate", "baseline", "--version", "2", *common)
+    assert plain.exit_code == 0, plain.output
+    run_ids = [plain.stdout.strip()]
+    assert len(run_ids[0].split()) == 1 and "started" not in plain.stdout
+    raw = await invoke(
+        gateway_url, token, "migrate", "adopt", "--from", "dbmate", *common, "--json"
+    )
+    assert raw.exit_code == 0, raw.output
+    run_ids.append(json.loads(raw.stdout)["run_id"])
+    # Both runs are real: they end (a dry run changes nothing) and are found by their ids.
+    for run_id, kind in zip(run_ids, ("baseline", "adopt"), strict=True):
+        for _ in range(120):
+            state = json.loads(
+                (await invoke(gateway_url, token, "migrate", "status", run_id, "--json")).stdout
+            )
+            if state["status"] in ("completed", "cancelled"):
+                break
+            await asyncio.sleep(0.5)
+        assert state["status"] == "completed", state
+        assert (state["kind"], state["dry_run"]) == (kind, True)

@@ -7,7 +7,7 @@ import uuid
 
 import asyncpg
 
-from tests.cli.test_commands import EXAMPLE, gateway_url, run_cli  # noqa: F401 - fixture
+from tests.cli.test_commands import EXAMPLE, gateway_url, invoke, run_cli  # noqa: F401 - fixture
 from tests.conftest import Tokens
 
 
@@ -39,5 +39,28 @@ async def test_assign_and_list_from_the_command_line(
         bad = await run_cli(gateway_url, admin, "sets", "assign", name, "--selector", "tier")
         assert bad.returncode != 0
         assert "Traceback" not in bad.stderr
+    finally:
+        await catalog_pool.execute("DELETE FROM set_assignments WHERE set_name = $1", name)
+
+
+async def test_assign_as_json_and_the_assignments_table(
+    gateway_url: str,  # noqa: F811 - the imported fixture
+    tokens: Tokens,
+    catalog_pool: asyncpg.Pool,
+) -> None:
+    admin = tokens.token("infra-admin")
+    name = f"cli-asg-{uuid.uuid4().hex[:6]}"
+    registered = await invoke(gateway_url, admin, "sets", "register", str(EXAMPLE), "--name", name)
+    assert registered.exit_code == 0, registered.output
+    try:
+        assigned = await invoke(gateway_url, admin, "sets", "assign", name, "--json")
+        assert assigned.exit_code == 0, assigned.output
+        answer = json.loads(assigned.stdout)
+        assert (answer["set_name"], answer["selector"], answer["version"]) == (name, {}, "latest")
+        table = await invoke(gateway_url, admin, "sets", "assignments")
+        assert table.exit_code == 0, table.output
+        [row] = [line for line in table.stdout.splitlines() if f" {name} " in line]
+        cells = [cell.strip() for cell in row.split("│")[1:4]]
+        assert cells == [name, "(every target)", "latest"]
     finally:
         await catalog_pool.execute("DELETE FROM set_assignments WHERE set_name = $1", name)

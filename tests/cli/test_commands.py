@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner, Result
 
 from cli.stack import free_port
 from common.settings import Settings
@@ -35,6 +36,21 @@ def gateway_url(settings: Settings, running_worker: None) -> Iterator[str]:
 async def run_cli(*args: object, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """The CLI off the event loop: the session's worker runs on that loop and must keep going."""
     return await asyncio.to_thread(cli, *args, **kwargs)  # type: ignore[arg-type]
+
+
+async def invoke(
+    url: str, token: str, *args: str, input: str | None = None, env: dict[str, str] | None = None
+) -> Result:
+    """The CLI in this process (typer's runner), off the event loop: as ``run_cli`` without the
+    interpreter start-up, and measured by the test process's coverage."""
+    from cli.main import app
+
+    full_env = {"TENANTFLOW_API_URL": url, "TENANTFLOW_TOKEN": token, **(env or {})}
+
+    def run() -> Result:
+        return CliRunner().invoke(app, list(args), input=input, env=full_env)
+
+    return await asyncio.to_thread(run)
 
 
 def cli(

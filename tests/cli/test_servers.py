@@ -12,6 +12,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from cli.keys import rotate_credentials
@@ -22,7 +23,7 @@ from common.crypto import CredentialCipher, KeyRing, generate_key
 from common.settings import Settings
 from gateway.app import create_app
 from models.servers import ServerCreate
-from tests.cli.test_commands import ROOT, run_cli
+from tests.cli.test_commands import ROOT, invoke, run_cli
 from tests.conftest import LEAK_CANARIES, TargetDatabase, ThreadedServer, Tokens, make_settings
 
 
@@ -317,3 +318,67 @@ async def test_keys_rotate_reencrypts_server_admin_passwords(
         assert params["password"] == "rotating-admin-pw"
     finally:
         await pool.close()
+
+
+async def test_server_options_json_pages_and_confirmation(
+    gateway_url: str, tokens: Tokens, postgres: EmbeddedPostgres, catalog_pool: asyncpg.Pool
+) -> None:
+    token = tokens.token("infra-operator")
+    # Refused before any request: nothing to change; a removal not confirmed.
+    nothing = await invoke(gateway_url, token, "server", "update", "pg-none")
+    assert nothing.exit_code == 2
+    assert "nothing to change: pass at least one option" in nothing.stderr
+    kept = await invoke(gateway_url, token, "server", "rm", "pg-none", input="n\n")
+    assert kept.exit_code == 1
+    assert "Forget server pg-none?" in kept.output and "removed" not in kept.output
+
+    tag = uuid.uuid4().hex[:8]
+    server = f"pg-{tag}"
+    added = await invoke(
+        gateway_url, token, "server", "add", "--name", server, "--host", postgres.host,
+        "--port", str(postgres.port), "--admin-user", postgres.user, "--password-env", "PW",
+        "--sslmode", "disable", "--label", f"page={tag}",
+        env={"PW": postgres.password},
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    shown = await invoke(gateway_url, token, "server", "show", server, "--json")
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.stdout)["labels"] == {"page": tag}
+    updated = await invoke(
+        gateway_url, token, "server", "update", server, "--label", f"page={tag}",
+        "--label", "tier=gold", "--max-connections", "5",
+    )  # fmt: skip
+    assert updated.exit_code == 0, updated.output
+    assert updated.stdout == f"updated server {server}\n"
+    raw = await invoke(gateway_url, token, "server", "update", server, "--port",
+                       str(postgres.port), "--json")  # fmt: skip
+    assert raw.exit_code == 0, raw.output
+    assert (json.loads(raw.stdout)["labels"], json.loads(raw.stdout)["max_connections"]) == (
+        {"page": tag, "tier": "gold"},
+        5,
+    )
+
+    # More servers than one page (1000) carry the label: the listing follows next_cursor.
+    await catalog_pool.execute(
+        "INSERT INTO servers (id, name, host, port, admin_user, admin_password_encrypted,"
+        " admin_password_key_id, sslmode, labels)"
+        " SELECT gen_random_uuid(), name || '-' || n, host, port, admin_user,"
+        " admin_password_encrypted, admin_password_key_id, sslmode, labels"
+        " FROM servers, generate_series(1, 1000) AS n WHERE name = $1",
+        server,
+    )
+    try:
+        listed = await invoke(gateway_url, token, "server", "list", "--label", f"page={tag}",
+                              "--json")  # fmt: skip
+    finally:
+        await catalog_pool.execute("DELETE FROM servers WHERE name LIKE $1", f"{server}-%")
+    assert listed.exit_code == 0, listed.output
+    names = [s["name"] for s in json.loads(listed.stdout)["items"]]
+    assert len(names) == 1001 and len(set(names)) == 1001
+    assert server in names and f"{server}-1000" in names
+
+    removed = await invoke(gateway_url, token, "server", "rm", server, input="y\n")
+    assert removed.exit_code == 0, removed.output
+    assert f"removed server {server}" in removed.stdout
+    gone = await invoke(gateway_url, token, "server", "show", server)
+    assert gone.exit_code == 1 and "404 not_found" in gone.stderr

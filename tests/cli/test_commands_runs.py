@@ -98,6 +98,10 @@ async def test_tables_and_a_version_that_fails(
     assert listed.exit_code == 0, listed.output
     [mine] = [line for line in listed.stdout.splitlines() if f" {name} " in line]
     assert mine.split("│")[2].strip() == "2"
+    raw_list = await invoke(gateway_url, token, "sets", "list", "--json")
+    assert raw_list.exit_code == 0, raw_list.output
+    [item] = [i for i in json.loads(raw_list.stdout)["items"] if i["name"] == name]
+    assert item["latest_version"] == "2"
 
     database_id = await _add_target(gateway_url, token, await make_target())
     failed = await invoke(gateway_url, token, "migrate", "target", "--set", name,

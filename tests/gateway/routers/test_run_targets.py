@@ -313,3 +313,32 @@ async def test_bad_cursor_unknown_run_and_who_may_read(
     assert unknown.status_code == 404
     assert unknown.json()["error"]["type"] == "not_found"
     assert (await api.get(f"{url}/targets")).status_code == 401
+
+
+async def test_a_paused_run_over_explicit_ids_pages_its_pending_targets_in_the_ids_order(
+    api: httpx.AsyncClient,
+    tokens: Tokens,
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
+    make_target: TargetFactory,
+) -> None:
+    label, ids, _ = await _schema_targets(make_target, catalog_pool, settings, 8)
+    set_name = await _register(api, tokens, label)
+    chosen = list(reversed(ids))  # the selector's own order, not the names'
+    url = await _run(
+        api,
+        tokens,
+        set_name,
+        {"database_ids": chosen},
+        canary=1,
+        canary_wait_for_resume=True,
+    )
+    await _until(api, tokens, url, {"paused"})
+    pending, pages = await _walk(api, tokens, url, "pending", 3)
+    assert [i["database_id"] for i in pending] == chosen[1:]
+    assert len(pages) == 3
+    everything, _ = await _walk(api, tokens, url, "all", 3)
+    assert [i["database_id"] for i in everything] == chosen
+    cancelled = await api.post(f"{url}/cancel", headers=tokens.headers("infra-operator"))
+    assert cancelled.status_code == 202, cancelled.text
+    await _until(api, tokens, url, {"cancelled"})

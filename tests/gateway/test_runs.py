@@ -7,12 +7,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import asyncpg
 import httpx
 import pytest
 
 from cli.stack import free_port
+from common.catalog.databases import DatabaseRepository
+from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from gateway.app import create_app
+from models.databases import DatabaseCreate
 from tests.conftest import TargetDatabase, Tokens, serve
 
 
@@ -37,7 +41,10 @@ async def test_a_system_check_temporal_does_not_accept_is_a_503(
 
 
 async def test_fleet_run_controls_with_temporal_away_are_503(
-    temporal_down: httpx.AsyncClient, tokens: Tokens
+    temporal_down: httpx.AsyncClient,
+    tokens: Tokens,
+    catalog_pool: asyncpg.Pool,
+    settings: Settings,
 ) -> None:
     operator = tokens.headers("infra-operator")
     set_name = f"down-{uuid.uuid4().hex[:8]}"
@@ -56,6 +63,25 @@ async def test_fleet_run_controls_with_temporal_away_are_503(
     error = started.json()["error"]
     assert error["message"] == "Temporal did not accept the run"
     assert error["details"]["dependency"] == "temporal"
+    target = await DatabaseRepository(
+        catalog_pool, CredentialCipher(KeyRing.from_settings(settings.crypto))
+    ).create(
+        DatabaseCreate.model_validate(
+            {
+                "name": f"down-{uuid.uuid4().hex[:8]}",
+                "host": "db.internal",
+                "database": "app",
+                "user": "app",
+                "password": "pw",
+            }
+        )
+    )
+    one = await temporal_down.post(
+        f"/api/v1/databases/{target.id}/migrate", json={"set": set_name}, headers=operator
+    )
+    assert one.status_code == 503, one.text
+    assert one.json()["error"]["message"] == "Temporal did not accept the run"
+    assert one.json()["error"]["details"] == {"dependency": "temporal", "cause": "RuntimeError"}
     # A gateway started while Temporal was away: every call on a run is a 503, never a 500.
     for method, path, body in [
         ("GET", "/api/v1/migrations/abc123", None),

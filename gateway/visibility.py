@@ -37,6 +37,13 @@ async def visibility_page(
         raise DependencyUnavailable(
             "Temporal visibility did not answer", details={"cause": exc.message[:300]}
         ) from None
+    except RuntimeError as exc:
+        # The lazy client of a gateway started while Temporal was away raises this on each
+        # call until it connects: an outage too, never a 500.
+        raise DependencyUnavailable(
+            "Temporal visibility did not answer",
+            details={"dependency": "temporal", "cause": str(exc)[:300]},
+        ) from None
     following = iterator.next_page_token
     cursor = base64.urlsafe_b64encode(following).decode() if following else None
     return iterator.current_page or [], cursor

@@ -1,0 +1,56 @@
+"""The listings that page Temporal visibility (runs, events, webhook deliveries) when Temporal
+cannot be reached: a 503 envelope naming it, never a 500. A real gateway and catalog; the
+Temporal address answers nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import pytest
+
+from cli.stack import free_port
+from common.settings import Settings
+from gateway.app import create_app
+from tests.conftest import Tokens, serve
+
+
+@pytest.fixture
+async def temporal_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """A gateway whose Temporal address answers nothing (the catalog works)."""
+    temporal = settings.temporal.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
+    async for client in serve(create_app(settings.model_copy(update={"temporal": temporal}))):
+        yield client
+
+
+@pytest.mark.parametrize("path", ["/api/v1/migrations", "/api/v1/events"])
+async def test_listings_with_temporal_away_are_503(
+    temporal_down: httpx.AsyncClient, tokens: Tokens, path: str
+) -> None:
+    answer = await temporal_down.get(path, headers=tokens.headers("infra-admin"))
+    assert answer.status_code == 503, answer.text
+    error = answer.json()["error"]
+    assert error["type"] == "dependency_unavailable"
+    assert error["message"] == "Temporal visibility did not answer"
+    assert error["details"]["dependency"] == "temporal"
+
+
+async def test_an_endpoints_deliveries_with_temporal_away_are_503(
+    temporal_down: httpx.AsyncClient, tokens: Tokens, catalog_pool: asyncpg.Pool
+) -> None:
+    created = await temporal_down.post(
+        "/api/v1/webhooks",
+        json={"url": "https://receiver.example.com/hooks", "event_types": ["migration.failed"]},
+        headers=tokens.headers("infra-operator"),
+    )
+    assert created.status_code == 201, created.text
+    webhook_id = created.json()["id"]
+    try:
+        answer = await temporal_down.get(
+            f"/api/v1/webhooks/{webhook_id}/deliveries", headers=tokens.headers("infra-admin")
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["details"]["dependency"] == "temporal"
+    finally:
+        await catalog_pool.execute("DELETE FROM webhook_endpoints WHERE id = $1", webhook_id)

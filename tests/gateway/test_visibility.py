@@ -4,24 +4,14 @@ Temporal address answers nothing."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import httpx
 import pytest
 
-from cli.stack import free_port
-from common.settings import Settings
-from gateway.app import create_app
-from tests.conftest import Tokens, serve
+from tests.conftest import Tokens
+from tests.gateway.test_runs import temporal_down
 
-
-@pytest.fixture
-async def temporal_down(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A gateway whose Temporal address answers nothing (the catalog works)."""
-    temporal = settings.temporal.model_copy(update={"address": f"127.0.0.1:{free_port()}"})
-    async for client in serve(create_app(settings.model_copy(update={"temporal": temporal}))):
-        yield client
+__all__ = ["temporal_down"]  # the fixture: a gateway whose Temporal address answers nothing
 
 
 @pytest.mark.parametrize("path", ["/api/v1/migrations", "/api/v1/events"])

@@ -8,6 +8,7 @@ import asyncpg
 from fastapi import Depends, Request
 from temporalio.client import Client
 
+from common.errors import DependencyUnavailable
 from common.settings import Settings
 
 
@@ -21,6 +22,16 @@ async def get_temporal(request: Request) -> Client:
     """The Temporal client opened in the lifespan."""
     client: Client = request.app.state.temporal
     return client
+
+
+def temporal_unreachable(
+    exc: RuntimeError, message: str = "Temporal did not answer"
+) -> DependencyUnavailable:
+    """The lazy Temporal client's connect failing (a gateway started while Temporal was away
+    raises ``RuntimeError`` on each call until it connects): 503, as an ``RPCError`` is."""
+    return DependencyUnavailable(
+        message, details={"dependency": "temporal", "cause": str(exc)[:300]}
+    )
 
 
 async def get_catalog(request: Request) -> asyncpg.Pool:

@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError, RPCStatusCode
 
 from common.errors import DependencyUnavailable, InvalidInput
+from gateway.deps import temporal_unreachable
 
 
 async def visibility_page(
@@ -38,12 +39,7 @@ async def visibility_page(
             "Temporal visibility did not answer", details={"cause": exc.message[:300]}
         ) from None
     except RuntimeError as exc:
-        # The lazy client of a gateway started while Temporal was away raises this on each
-        # call until it connects: an outage too, never a 500.
-        raise DependencyUnavailable(
-            "Temporal visibility did not answer",
-            details={"dependency": "temporal", "cause": str(exc)[:300]},
-        ) from None
+        raise temporal_unreachable(exc, "Temporal visibility did not answer") from None
     following = iterator.next_page_token
     cursor = base64.urlsafe_b64encode(following).decode() if following else None
     return iterator.current_page or [], cursor

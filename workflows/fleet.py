@@ -344,9 +344,7 @@ class MigrateFleetWorkflow:
         if settle:
             self._settle_batches += 1
             self._settle_running += len(batch)
-        task = asyncio.create_task(
-            self._run_batch(batch, settle=settle, connections=connections or state.concurrency)
-        )
+        task = asyncio.create_task(self._run_batch(batch, settle=settle, connections=connections))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -370,7 +368,7 @@ class MigrateFleetWorkflow:
         state.selector_exhausted = page.after is None
 
     async def _run_batch(
-        self, batch: list[uuid.UUID], *, settle: bool = False, connections: int = 0
+        self, batch: list[uuid.UUID], *, settle: bool = False, connections: int | None = None
     ) -> None:
         params, state = self._require_params(), self._require_state()
         try:
@@ -391,7 +389,8 @@ class MigrateFleetWorkflow:
                     rollback_of=params.rollback_of,
                     # Settle-only batches exist since SETTLE_PATCH; False is the default.
                     settle_only=settle,
-                    connections=connections if settle else None,
+                    # A settle-only batch's share of the window; None for the others.
+                    connections=connections,
                 ),
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),

@@ -25,7 +25,7 @@ from common.catalog.databases import DatabaseRepository
 from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from common.migrations.loader import make_migration
 from gateway.auth.deps import MigrationsExecute, MigrationsRead
-from gateway.deps import SettingsDep, TemporalDep
+from gateway.deps import SettingsDep, TemporalDep, temporal_unreachable
 from gateway.progress import ProgressCache, accepted_progress
 from gateway.routers.migration_sets import SetsDep
 from gateway.visibility import visibility_page
@@ -280,14 +280,6 @@ async def list_runs(
 def _run_handle(temporal: TemporalDep, run_id: str) -> FleetHandle:
     """The run's workflow handle (no call to Temporal)."""
     return temporal.get_workflow_handle_for(MigrateFleetWorkflow.run, workflow_id_for(run_id))
-
-
-def temporal_unreachable(exc: RuntimeError) -> DependencyUnavailable:
-    """The lazy Temporal client's connect failing (a gateway started while Temporal was away
-    raises ``RuntimeError`` on each call until it connects): 503, as an ``RPCError`` is."""
-    return DependencyUnavailable(
-        "Temporal did not answer", details={"dependency": "temporal", "cause": str(exc)[:300]}
-    )
 
 
 async def _handle(temporal: TemporalDep, run_id: str) -> tuple[FleetHandle, bool]:

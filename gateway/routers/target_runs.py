@@ -14,10 +14,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from common.errors import DependencyUnavailable, InvalidInput, NotFound
 from gateway.auth.deps import MigrationsExecute, MigrationsRead, MigrationsRollback
-from gateway.deps import SettingsDep, TemporalDep
+from gateway.deps import SettingsDep, TemporalDep, temporal_unreachable
 from gateway.routers.databases import RepositoryDep
 from gateway.routers.migration_sets import SetsDep
-from gateway.routers.migrations import temporal_unreachable
 from gateway.runs import run_and_wait
 from models.errors import ErrorResponse
 from models.migrations import (

@@ -13,8 +13,7 @@ from activities.webhooks import EVENT_TYPE_KEY, STATUS_KEY
 from common.catalog.webhooks import WebhookRepository
 from common.errors import DependencyUnavailable, NotFound
 from gateway.auth.deps import WebhooksManage
-from gateway.deps import TemporalDep
-from gateway.routers.migrations import temporal_unreachable
+from gateway.deps import TemporalDep, temporal_unreachable
 from gateway.visibility import visibility_page
 from models.errors import ErrorResponse
 from models.webhooks import (

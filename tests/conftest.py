@@ -34,6 +34,7 @@ from common.logging import JsonFormatter
 from common.settings import DEV_REALM, AuthSettings, Settings
 from common.temporal_client import connect_temporal
 from gateway.app import create_app
+from models.servers import ServerCreate
 from worker.main import run_worker
 
 
@@ -63,6 +64,21 @@ def stack_dir(services_root: Path) -> Path:
 def service_dir(services_root: Path) -> Path:
     """A fresh directory for a test's own PostgreSQL or Temporal server."""
     return Path(tempfile.mkdtemp(dir=services_root))
+
+
+def server_spec(postgres: EmbeddedPostgres) -> ServerCreate:
+    """A server entry for the session's PostgreSQL under a fresh name, its superuser as the
+    admin (no TLS: the embedded cluster has none)."""
+    return ServerCreate.model_validate(
+        {
+            "name": f"pg-{uuid.uuid4().hex[:8]}",
+            "host": postgres.host,
+            "port": postgres.port,
+            "admin_user": postgres.user,
+            "admin_password": postgres.password,
+            "sslmode": "disable",
+        }
+    )
 
 
 @pytest.fixture(scope="session")

@@ -20,8 +20,7 @@ from common.crypto import CredentialCipher, KeyRing
 from common.errors import NotFound
 from common.settings import Settings
 from models.events import DatabaseRegistration, RegisterDatabaseInput
-from models.servers import ServerCreate
-from tests.conftest import TargetDatabase
+from tests.conftest import TargetDatabase, server_spec
 
 
 class Registrar:
@@ -69,18 +68,7 @@ async def test_a_target_on_a_registered_server_takes_its_tls_mode(
     postgres: EmbeddedPostgres,
     target_database: TargetDatabase,
 ) -> None:
-    server = await registrar.servers.create(
-        ServerCreate.model_validate(
-            {
-                "name": f"pg-{uuid.uuid4().hex[:8]}",
-                "host": postgres.host,
-                "port": postgres.port,
-                "admin_user": postgres.user,
-                "admin_password": postgres.password,
-                "sslmode": "disable",
-            }
-        )
-    )
+    server = await registrar.servers.create(server_spec(postgres))
     event = registrar.event(target_database, server=server.name)
     run = ActivityEnvironment().run
     created = await run(registrar.activities.register_database, event)

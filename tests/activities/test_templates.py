@@ -26,10 +26,10 @@ from common.catalog.templates import TemplateRepository
 from common.catalog.tenants import TenantRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
-from models.servers import ServerCreate
 from models.templates import TemplateBuild, TemplateChoice, TemplateSet
 from models.tenants import TenantCreate, TenantJob
 from tests.activities.test_migrations import migration
+from tests.conftest import server_spec
 
 
 class Templates:
@@ -51,16 +51,7 @@ class Templates:
         )
 
     async def server(self) -> uuid.UUID:
-        spec = ServerCreate.model_validate(
-            {
-                "name": f"pg-{uuid.uuid4().hex[:8]}",
-                "host": self.postgres.host,
-                "port": self.postgres.port,
-                "admin_user": self.postgres.user,
-                "admin_password": self.postgres.password,
-                "sslmode": "disable",
-            }
-        )
+        spec = server_spec(self.postgres)
         return (await self.servers.create(spec)).id
 
     async def choose(self, server_id: uuid.UUID, **request: Any) -> TemplateChoice:

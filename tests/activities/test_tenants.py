@@ -20,8 +20,8 @@ from common.catalog.servers import ServerRepository
 from common.catalog.tenants import TenantRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
-from models.servers import ServerCreate
 from models.tenants import Tenant, TenantCreate, TenantJob
+from tests.conftest import server_spec
 
 
 class Provisioner:
@@ -36,18 +36,7 @@ class Provisioner:
         self.made: list[str] = []
 
     async def claim(self, mode: str = "database") -> tuple[Tenant, TenantJob]:
-        server = await self.servers.create(
-            ServerCreate.model_validate(
-                {
-                    "name": f"pg-{uuid.uuid4().hex[:8]}",
-                    "host": self.postgres.host,
-                    "port": self.postgres.port,
-                    "admin_user": self.postgres.user,
-                    "admin_password": self.postgres.password,
-                    "sslmode": "disable",
-                }
-            )
-        )
+        server = await self.servers.create(server_spec(self.postgres))
         tenant_id = f"f{uuid.uuid4().hex[:10]}"
         spec = TenantCreate.model_validate(
             {"tenant_id": tenant_id, "mode": mode, "shared_database": f"sh_{tenant_id}"}

@@ -28,10 +28,10 @@ from common.catalog.webhooks import WebhookRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.settings import Settings
 from models.migrations import Migration
-from models.servers import ServerCreate
 from models.tenants import TenantCreate, TenantJob, TenantOutcome, TenantStatus
 from models.webhooks import WebhookEventType
 from tests.activities.test_migrations import BASE, migration
+from tests.conftest import server_spec
 from tests.workflows.test_migrations import _start_worker
 from tests.workflows.test_webhooks import (
     Receiver,
@@ -73,16 +73,7 @@ class Saga:
         self.settings = settings
 
     async def server(self) -> uuid.UUID:
-        spec = ServerCreate.model_validate(
-            {
-                "name": f"pg-{uuid.uuid4().hex[:8]}",
-                "host": self.postgres.host,
-                "port": self.postgres.port,
-                "admin_user": self.postgres.user,
-                "admin_password": self.postgres.password,
-                "sslmode": "disable",
-            }
-        )
+        spec = server_spec(self.postgres)
         return (await self.servers.create(spec)).id
 
     async def start(

@@ -10,6 +10,8 @@ taken between rounds, never inside a timing; contenders take turns at running fi
 is off, as its workers would land on whichever contender happens to be running):
 
 1. plain asyncpg at the same concurrency (the physical limit: PostgreSQL itself),
+   and the same with a ledger (the ledger table on first contact, each version's row in its
+   transaction: what any tool that records versions pays on top of the limit),
 2. a sequential per-target loop (what most teams run today),
 3. tenantflow end to end: API -> MigrateFleetWorkflow -> worker -> done, with its metrics on and
    scraped every second (the worker's endpoint and the gateway's ``/metrics``),
@@ -49,6 +51,7 @@ import httpx
 import uvicorn
 from temporalio.client import Client
 
+from activities.ledger import ledger_ddl, ledger_name
 from cli.dev_issuer import DevIssuer, create_issuer_app
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
@@ -57,7 +60,7 @@ from models.migrations import Migration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "core"
-CONTENDERS = ("plain", "seq", "tf", "tfoff")
+CONTENDERS = ("plain", "ledger", "seq", "tf", "tfoff")
 SCRAPE_SECONDS = 1.0
 TELEMETRY_ON, TELEMETRY_OFF = "tenantflow (telemetry on)", "tenantflow (telemetry off)"
 PROGRESS = "GET /api/v1/migrations/{id}"
@@ -132,6 +135,28 @@ async def apply_plain(args: dict[str, Any], migrations: list[Migration]) -> None
         for migration in migrations:
             async with conn.transaction():
                 await conn.execute(migration.up_sql)
+    finally:
+        await conn.close()
+
+
+async def apply_with_ledger(args: dict[str, Any], migrations: list[Migration]) -> None:
+    """One target the way a tool that records versions does (dbmate, golang-migrate): its
+    ledger table (tenantflow's) on first contact, then each migration in its own transaction
+    with its ledger row. What bookkeeping alone costs over ``apply_plain``."""
+    conn = await asyncpg.connect(**args)
+    try:
+        schema = args["server_settings"].get("search_path", "public")
+        await conn.execute(ledger_ddl(schema))
+        insert = (
+            f"INSERT INTO {ledger_name(schema)} "  # noqa: S608 - quoted identifier
+            "(version, description, checksum, execution_ms, run_id) VALUES ($1, $2, $3, 0, $4)"
+        )
+        for migration in migrations:
+            async with conn.transaction():
+                await conn.execute(migration.up_sql)
+                await conn.execute(
+                    insert, migration.version, migration.description, migration.checksum, "plain"
+                )
     finally:
         await conn.close()
 
@@ -379,6 +404,13 @@ async def main(options: argparse.Namespace) -> None:
         async def plain() -> None:
             await asyncio.gather(*(bounded(name) for name in targets["plain"]))
 
+        async def bounded_ledger(name: str) -> None:
+            async with semaphore:
+                await apply_with_ledger(connect_args(pg, "ledger", name, schemas), migrations)
+
+        async def with_ledger() -> None:
+            await asyncio.gather(*(bounded_ledger(name) for name in targets["ledger"]))
+
         async def sequential() -> None:
             for name in targets["seq"]:
                 await apply_plain(connect_args(pg, "seq", name, schemas), migrations)
@@ -516,6 +548,7 @@ async def main(options: argparse.Namespace) -> None:
 
             contenders: list[tuple[str, str, Callable[[], Awaitable[None]]]] = [
                 ("plain", "plain asyncpg (physical limit)", plain),
+                ("ledger", "plain asyncpg + ledger rows", with_ledger),
                 ("seq", "sequential loop", sequential),
                 ("tf", TELEMETRY_ON, tenantflow),
                 ("tfoff", TELEMETRY_OFF, tenantflow_off),
@@ -559,9 +592,21 @@ async def main(options: argparse.Namespace) -> None:
                         )
 
         medians = {prefix: statistics.median(times[prefix]) for prefix in chosen}
-        names = {"plain": "plain", "seq": "sequential", "tf": "tenantflow", "tfoff": "off"}
+        names = {
+            "plain": "plain",
+            "ledger": "plain + ledger",
+            "seq": "sequential",
+            "tf": "tenantflow",
+            "tfoff": "off",
+        }
         print("\nmedians: " + ", ".join(f"{names[k]} {v:.2f} s" for k, v in medians.items()))
-        for a, b in (("tf", "plain"), ("seq", "plain"), ("tf", "seq")):
+        for a, b in (
+            ("tf", "plain"),
+            ("ledger", "plain"),
+            ("tf", "ledger"),
+            ("seq", "plain"),
+            ("tf", "seq"),
+        ):
             if a in medians and b in medians:
                 label = f"{names[a]} / {names[b]}"
                 print(f"{label:<28} = {medians[a] / medians[b]:.2f}")
@@ -642,7 +687,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--contenders",
-        default="plain,seq,tf,tfoff",
+        default="plain,ledger,seq,tf,tfoff",
         help="which to time, e.g. tf for a scale run, tf,tfoff for the cost of telemetry",
     )
     parser.add_argument("--watch-interval", type=float, default=0.1, help="each watcher's pause")

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Sequence
 
 import asyncpg
 
+from activities.engine_rollback import roll_back
 from activities.ledger import (
     GUARD_MARKER,
     LEDGER_TABLE,
@@ -33,6 +34,7 @@ from activities.ledger import (
     VersionFailed,
     ledger_ddl,
     ledger_name,
+    sql_failure,
 )
 from activities.no_transaction import NoTransactionRunner
 from common.sql import quote_ident, quote_literal
@@ -393,124 +395,9 @@ class TargetEngine:
         needed = self.schema != "public" and not self.schema_exists
         return [*([create_schema] if needed else []), ledger_ddl(self.schema, self.ledger_table)]
 
-    async def _is_applied(self, version: str) -> bool:
-        found = await self.conn.fetchval(
-            f"SELECT 1 FROM {self.ledger_name} WHERE version = $1",  # noqa: S608 - any state
-            version,
-        )
-        return found is not None
-
     async def rollback(self) -> TargetRunResult:
-        checked = await self._preflight()
-        rollback_of = self.params.rollback_of
-        if rollback_of is not None and rollback_of not in self.ledger_runs:
-            # The run rolled back never changed this target (a compact run's rollback walks
-            # its selector): left as it is, whatever else its ledger says.
-            current = checked.from_version if isinstance(checked, TargetRunResult) else checked[1]
-            return self._result(current, to_version=current)
-        if isinstance(checked, TargetRunResult):
-            return checked
-        ledger, current, goal = checked
-        if goal is None:
-            return self._result(
-                current,
-                to_version=current,
-                failure=MigrationFailure(
-                    version=None,
-                    reason="unknown_version",
-                    message="a rollback needs a target version (0 for everything)",
-                ),
-            )
-        # A version left part-way is undone too: its down script converges.
-        to_undo = sorted(
-            (v for v in {*ledger, *self.partial} if not is_repeatable(v) and version_key(v) > goal),
-            key=version_key,
-            reverse=True,
-        )
-        # An empty down script is an explicit no-op; only a missing one (None) stops here.
-        missing = [v for v in to_undo if self.by_version[v].down_sql is None]
-        if missing:
-            return self._result(
-                current,
-                to_version=current,
-                failure=MigrationFailure(
-                    version=missing[0],
-                    reason="missing_down",
-                    message="no down script for version(s) " + ", ".join(missing),
-                ),
-            )
-        if self.params.dry_run:
-            planned = [
-                PlannedVersion(
-                    version=v,
-                    description=self.by_version[v].description,
-                    sql=self.by_version[v].down_sql or "",
-                    no_transaction=self.by_version[v].down_outside_transaction,
-                )
-                for v in to_undo
-            ]
-            return self._result(current, to_version=current, planned=planned)
-        repeated = [v for v in {*ledger, *self.partial} if is_repeatable(v)]
-        if repeated and (to_undo or goal == (0,)):
-            try:
-                await self._forget_repeatables()
-            except asyncpg.PostgresError as exc:
-                if exc.sqlstate in RETRYABLE_SQLSTATES:
-                    raise
-                return self._result(
-                    current,
-                    to_version=current,
-                    failure=_sql_failure(sorted(repeated)[0], exc),
-                )
-        undone: list[AppliedVersion] = []
-        for version in to_undo:
-            migration = self.by_version[version]
-            try:
-                took = await (
-                    self.no_transaction.rollback(migration)
-                    if migration.down_outside_transaction
-                    else self._rollback_in_transaction(migration)
-                )
-            except VersionFailed as failed:
-                return await self._stopped(failed, current, undone, version)
-            if took is not None:
-                undone.append(
-                    AppliedVersion(
-                        version=version, description=migration.description, execution_ms=took
-                    )
-                )
-        return self._result(current, to_version=self._current(await self._ledger()), applied=undone)
-
-    async def _forget_repeatables(self) -> None:
-        """Remove the repeatables' rows, under the lock: a rollback changes the schema they
-        were applied to, and they have no down, so the next apply runs them again."""
-        async with self.conn.transaction():
-            await self.conn.execute(self.lock_sql, self.lock_key)
-            await self.conn.execute(
-                f"DELETE FROM {self.ledger_name} WHERE version LIKE 'R:%'"  # noqa: S608
-            )
-        self.partial = {v for v in self.partial if not is_repeatable(v)}
-
-    async def _rollback_in_transaction(self, migration: Migration) -> float | None:
-        """The down script and the ledger row's removal in one transaction under the lock;
-        None when the version is no longer in the ledger (another runner rolled it back)."""
-        down_prefix = f"{self.session_reset};\n"
-        try:
-            async with self.conn.transaction():
-                await self.conn.execute(self.lock_sql, self.lock_key)
-                if not await self._is_applied(migration.version):
-                    return None
-                started = time.perf_counter()
-                await self.conn.execute(f"{down_prefix}{migration.down_sql or ''}")
-                took = round((time.perf_counter() - started) * 1000, 3)
-                await self.conn.execute(self.session_reset)
-                await self.conn.execute(
-                    f"DELETE FROM {self.ledger_name} WHERE version = $1",  # noqa: S608
-                    migration.version,
-                )
-        except asyncpg.PostgresError as exc:
-            raise VersionFailed(exc, len(down_prefix)) from None
-        return took
+        """Undo the versions above the target version (``activities.engine_rollback``)."""
+        return await roll_back(self)
 
     async def _stopped(
         self,
@@ -527,28 +414,5 @@ class TargetEngine:
             current,
             to_version=self._current(await self._ledger()),
             applied=done,
-            failure=_sql_failure(version, failed.error, failed.offset),
+            failure=sql_failure(version, failed.error, failed.offset),
         )
-
-
-def _sql_failure(version: str, exc: asyncpg.PostgresError, offset: int = 0) -> MigrationFailure:
-    position = _position_in_script(getattr(exc, "position", None), offset)
-    return MigrationFailure(
-        version=version,
-        reason="sql_error",
-        message=str(exc),
-        sqlstate=exc.sqlstate,
-        position=str(position) if position is not None else None,
-    )
-
-
-def _position_in_script(position: object, offset: int) -> int | None:
-    """PostgreSQL's 1-based character position within the whole message, made relative to the
-    version's own SQL (None when it points into the engine's statements around it)."""
-    if position is None:
-        return None
-    try:
-        shifted = int(str(position)) - offset
-    except ValueError:
-        return None
-    return shifted if shifted >= 1 else None

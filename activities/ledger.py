@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncpg
 
 from common.sql import quote_ident
-from models.migrations import DEFAULT_LEDGER_TABLE
+from models.migrations import DEFAULT_LEDGER_TABLE, MigrationFailure
 
 # The ledger table of a set that names none (each set may name its own: ``ledger_table``).
 LEDGER_TABLE = DEFAULT_LEDGER_TABLE
@@ -79,3 +79,28 @@ def adopted_column_ddl(ledger_name: str) -> str:
         f"to_regclass({literal}) AND attname = 'adopted_from' AND NOT attisdropped) THEN "
         f"ALTER TABLE {ledger_name} ADD COLUMN adopted_from text; END IF; END $tenantflow$"
     )
+
+
+def sql_failure(version: str, exc: asyncpg.PostgresError, offset: int = 0) -> MigrationFailure:
+    """A version's SQL error as its result's failure, with PostgreSQL's position made relative
+    to the version's own text (``offset``: where it began in the message sent)."""
+    position = position_in_script(getattr(exc, "position", None), offset)
+    return MigrationFailure(
+        version=version,
+        reason="sql_error",
+        message=str(exc),
+        sqlstate=exc.sqlstate,
+        position=str(position) if position is not None else None,
+    )
+
+
+def position_in_script(position: object, offset: int) -> int | None:
+    """PostgreSQL's 1-based character position within the whole message, made relative to the
+    version's own SQL (None when it points into the engine's statements around it)."""
+    if position is None:
+        return None
+    try:
+        shifted = int(str(position)) - offset
+    except ValueError:
+        return None
+    return shifted if shifted >= 1 else None

@@ -12,7 +12,8 @@ from typing import Any, cast
 import asyncpg
 import pytest
 
-from activities.engine import TargetEngine, _position_in_script
+from activities.engine import TargetEngine
+from activities.ledger import position_in_script
 from activities.migrations import LEDGER_TABLE, LockTimeout
 from models.migrations import Migration, TargetRunInput, TargetRunKind
 from tests.activities.test_migrations import BASE, Engine, _ledger, engine, migration
@@ -251,7 +252,7 @@ def test_anything_for_the_engine_to_do_or_report_is_not_settled(
 
 
 def test_error_positions_outside_the_versions_sql_are_dropped() -> None:
-    assert _position_in_script("120", 100) == 20
-    assert _position_in_script("50", 100) is None  # in the engine's own statements
-    assert _position_in_script(None, 0) is None
-    assert _position_in_script("near the end", 0) is None
+    assert position_in_script("120", 100) == 20
+    assert position_in_script("50", 100) is None  # in the engine's own statements
+    assert position_in_script(None, 0) is None
+    assert position_in_script("near the end", 0) is None

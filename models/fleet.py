@@ -173,6 +173,45 @@ class FleetProgress(BaseModel):
     throughput_per_minute: float
     eta_seconds: float | None
 
+    @classmethod
+    def of(
+        cls,
+        params: FleetRunInput,
+        state: FleetState,
+        counts: FleetCounts,
+        status: FleetStatus,
+        now: datetime,
+    ) -> FleetProgress:
+        """The run's progress at ``now`` (the workflow's clock: a query stays deterministic)."""
+        done = counts.succeeded + counts.failed + counts.up_to_date
+        elapsed = max((now - state.started_at).total_seconds(), 0.001)
+        rate = done / elapsed
+        remaining = counts.pending + counts.running
+        return cls(
+            run_id=params.run_id,
+            set_name=params.set_name,
+            status=status,
+            paused_reason=state.paused_reason,
+            total=state.resolved,
+            total_known=state.selector_exhausted,
+            dry_run=params.dry_run,
+            kind=params.kind,
+            adopt_from=params.adopt_from,
+            counts=counts,
+            concurrency=state.concurrency,
+            targets=state.known_targets() if state.compact else state.targets,
+            targets_complete=not state.compact,
+            failed_not_listed=state.failed_not_listed,
+            position=state.after,
+            queued=[str(i) for i in state.queue] if state.compact else [],
+            started_at=state.started_at,
+            updated_at=now,
+            throughput_per_minute=round(rate * 60, 2),
+            eta_seconds=round(remaining / rate, 1)
+            if rate > 0 and state.selector_exhausted
+            else None,
+        )
+
 
 class FleetProgressPage(FleetProgress):
     """``GET /api/v1/migrations/{id}?limit=``: the progress with one page of its targets, in id

@@ -130,38 +130,13 @@ class MigrateFleetWorkflow:
     @workflow.query
     def progress(self) -> FleetProgress:
         """Totals, counts per state, every target's state, rate and ETA."""
-        params, state = self._require_params(), self._require_state()
-        counts = self._counts()
-        done = counts.succeeded + counts.failed + counts.up_to_date
-        now = workflow.now()
-        elapsed = max((now - state.started_at).total_seconds(), 0.001)
-        rate = done / elapsed
-        remaining = counts.pending + counts.running
-        targets = state.known_targets() if state.compact else state.targets
-        return FleetProgress(
-            run_id=params.run_id,
-            set_name=params.set_name,
-            status=self._current_status(),
-            paused_reason=state.paused_reason,
-            total=state.resolved,
-            total_known=state.selector_exhausted,
-            dry_run=params.dry_run,
-            # A query's answer is not part of the history: replays are unaffected.
-            kind=params.kind,
-            adopt_from=params.adopt_from,
-            counts=counts,
-            concurrency=state.concurrency,
-            targets=targets,
-            targets_complete=not state.compact,
-            failed_not_listed=state.failed_not_listed,
-            position=state.after,
-            queued=[str(i) for i in state.queue] if state.compact else [],
-            started_at=state.started_at,
-            updated_at=now,
-            throughput_per_minute=round(rate * 60, 2),
-            eta_seconds=round(remaining / rate, 1)
-            if rate > 0 and state.selector_exhausted
-            else None,
+        # A query's answer is not part of the history: replays are unaffected.
+        return FleetProgress.of(
+            self._require_params(),
+            self._require_state(),
+            self._counts(),
+            self._current_status(),
+            workflow.now(),
         )
 
     @workflow.query

@@ -138,13 +138,10 @@ class FleetState(BaseModel):
         self.in_flight = kept
         return landed
 
-    def defer(self, database_id: uuid.UUID, *, in_flight: bool | None = None) -> None:
+    def defer(self, database_id: uuid.UUID, *, in_flight: bool) -> None:
         """A settle-only batch found work on ``database_id``: pending again, run next.
-        ``in_flight``: whether ``land`` took it out of flight (None: look it up here)."""
+        ``in_flight``: whether ``land`` took it out of flight."""
         assert self.counts is not None
-        if in_flight is None and database_id in self.in_flight:
-            self.in_flight.remove(database_id)
-            in_flight = True
         if in_flight:
             self.counts.running -= 1
             self.counts.pending += 1
@@ -158,15 +155,12 @@ class FleetState(BaseModel):
         *,
         max_failed: int = MAX_FAILED_KEPT,
         recent: int = RECENT_KEPT,
-        in_flight: bool | None = None,
+        in_flight: bool,
     ) -> None:
         """A finished target: a count, the recent ring and, when it failed, the bounded failed
         set (the rest counted in ``failed_not_listed``); nothing else stays. ``in_flight``:
-        whether ``land`` took it out of flight (None: look it up here)."""
+        whether ``land`` took it out of flight."""
         assert self.counts is not None
-        if in_flight is None and database_id in self.in_flight:
-            self.in_flight.remove(database_id)
-            in_flight = True
         if in_flight:
             self.counts.running -= 1
         state = progress.state.value

@@ -38,9 +38,17 @@ def test_counts_follow_targets_from_queue_to_finish() -> None:
     state.start(batch)
     assert state.counts == FleetCounts(pending=6, running=4)
     assert state.in_flight == batch
-    state.finish(batch[0], TargetProgress(state=TargetState.SUCCEEDED, to_version="2"))
-    state.finish(batch[1], TargetProgress(state=TargetState.UP_TO_DATE, to_version="2"))
-    state.finish(batch[2], TargetProgress(state=TargetState.FAILED, error="boom"))
+    assert state.land(batch[:3]) == set(batch[:3])
+    for database_id, progress in zip(
+        batch[:3],
+        [
+            TargetProgress(state=TargetState.SUCCEEDED, to_version="2"),
+            TargetProgress(state=TargetState.UP_TO_DATE, to_version="2"),
+            TargetProgress(state=TargetState.FAILED, error="boom"),
+        ],
+        strict=True,
+    ):
+        state.finish(database_id, progress, in_flight=True)
     assert state.counts == FleetCounts(pending=6, running=1, succeeded=1, up_to_date=1, failed=1)
     assert state.in_flight == [batch[3]]
     known = state.known_targets()
@@ -53,12 +61,14 @@ def test_failed_targets_are_kept_up_to_the_bound_and_the_rest_counted() -> None:
     state = compact()
     state.queue_page(ids(20))
     state.start(state.queue)
+    landed = state.land(ids(20))
     for database_id in ids(20):
         state.finish(
             database_id,
             TargetProgress(state=TargetState.FAILED, error="x" * 5000),
             max_failed=3,
             recent=5,
+            in_flight=database_id in landed,
         )
     assert state.counts.failed == 20 and state.counts.running == 0  # type: ignore[union-attr]
     assert list(state.failed) == [str(i) for i in ids(3)]  # the first failures, with errors
@@ -77,6 +87,7 @@ def test_a_hundred_thousand_targets_keep_the_state_small() -> None:
         while state.queue:
             batch, state.queue = state.queue[:16], state.queue[16:]
             state.start(batch)
+            state.land(batch)
             for database_id in batch:
                 failed = database_id.int % 10 == 0
                 state.finish(
@@ -89,6 +100,7 @@ def test_a_hundred_thousand_targets_keep_the_state_small() -> None:
                         from_version="2",
                         to_version="2" if failed else "3",
                     ),
+                    in_flight=True,
                 )
     assert state.counts == FleetCounts(succeeded=90_000, failed=10_000)
     assert len(state.failed) == MAX_FAILED_KEPT
@@ -132,5 +144,7 @@ def test_a_landed_batch_leaves_flight_in_one_pass_and_the_rest_keep_their_order(
     assert state.checked == landing[400:]
     assert state.started == 1900
     # A finish of a target no batch had in flight counts it without touching the others.
-    state.finish(uuid.UUID(int=99_999), TargetProgress(state=TargetState.FAILED, error="x"))
+    state.finish(
+        uuid.UUID(int=99_999), TargetProgress(state=TargetState.FAILED, error="x"), in_flight=False
+    )
     assert (state.counts.running, state.counts.failed, len(state.in_flight)) == (1500, 1, 1500)

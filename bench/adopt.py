@@ -30,7 +30,8 @@ from typing import Any
 import asyncpg
 import httpx
 
-from bench.fleet import EXAMPLE, Server, run_sql, start_tenantflow, stop_stack
+from bench.fleet import EXAMPLE
+from bench.stack import Server, run_sql, start_tenantflow, stop_stack
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory, to_format
 from models.migrations import MigrationFormat

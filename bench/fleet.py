@@ -33,30 +33,41 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, Literal
 
-import asyncpg
 import httpx
-import uvicorn
 from temporalio.client import Client
 
-from activities.ledger import ledger_ddl, ledger_name
-from cli.dev_issuer import DevIssuer, create_issuer_app
+from bench import stack
+from bench.stack import (
+    SERVICE_CPU,
+    Server,
+    Usage,
+    peak_rss_mb,
+    percentile,
+    postmaster_pid,
+    run_sql,
+    start_tenantflow,
+    stop_stack,
+    timed,
+)
+from bench.targets import (
+    apply_plain,
+    apply_with_ledger,
+    connect_args,
+    create_targets,
+    read_ledger_plain,
+    reset_targets,
+)
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
-from common.settings import DEV_REALM
-from models.migrations import Migration
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "core"
@@ -66,292 +77,6 @@ TELEMETRY_ON, TELEMETRY_OFF = "tenantflow (telemetry on)", "tenantflow (telemetr
 PROGRESS = "GET /api/v1/migrations/{id}"
 
 
-class Server(threading.Thread):
-    """uvicorn in a thread."""
-
-    def __init__(self, app: Any, port: int, lifespan: Literal["on", "off"] = "on") -> None:
-        super().__init__(daemon=True)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan
-        )
-        self.server = uvicorn.Server(config)
-
-    def run(self) -> None:
-        self.server.run()
-
-    def begin(self) -> None:
-        self.start()
-        while not self.server.started:
-            time.sleep(0.02)
-
-    def end(self) -> None:
-        self.server.should_exit = True
-        self.join(10)
-
-
-async def run_sql(pg: EmbeddedPostgres, database: str, statements: Iterable[str]) -> None:
-    """Each statement in turn on one connection to ``database`` (setup, resets: never timed)."""
-    conn = await asyncpg.connect(pg.dsn(database))
-    try:
-        for statement in statements:
-            await conn.execute(statement)
-    finally:
-        await conn.close()
-
-
-async def create_targets(pg: EmbeddedPostgres, prefix: str, count: int, schemas: bool) -> list[str]:
-    """Databases (or schemas in one database) named ``{prefix}_{i}``."""
-    names = [f"{prefix}_{i}" for i in range(count)]
-    if schemas:
-        await run_sql(pg, "postgres", [f'CREATE DATABASE "{prefix}"'])
-        await run_sql(pg, prefix, (f'CREATE SCHEMA "{name}"' for name in names))
-    else:
-        await run_sql(pg, "postgres", (f'CREATE DATABASE "{name}"' for name in names))
-    return names
-
-
-def postmaster_pid(pg: EmbeddedPostgres) -> int | None:
-    try:
-        return int((pg.pgdata / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def connect_args(pg: EmbeddedPostgres, prefix: str, name: str, schemas: bool) -> dict[str, Any]:
-    return {
-        "host": "127.0.0.1",
-        "port": pg.port,
-        "user": "postgres",
-        "password": pg.password,
-        "database": prefix if schemas else name,
-        "server_settings": {"search_path": name} if schemas else {},
-    }
-
-
-async def apply_plain(args: dict[str, Any], migrations: list[Migration]) -> None:
-    """One target the plain way: each migration in its own transaction."""
-    conn = await asyncpg.connect(**args)
-    try:
-        for migration in migrations:
-            async with conn.transaction():
-                await conn.execute(migration.up_sql)
-    finally:
-        await conn.close()
-
-
-async def apply_with_ledger(args: dict[str, Any], migrations: list[Migration]) -> None:
-    """One target the way a tool that records versions does (dbmate, golang-migrate): its
-    ledger table (tenantflow's) on first contact, then each migration in its own transaction
-    with its ledger row. What bookkeeping alone costs over ``apply_plain``."""
-    conn = await asyncpg.connect(**args)
-    try:
-        schema = args["server_settings"].get("search_path", "public")
-        await conn.execute(ledger_ddl(schema))
-        insert = (
-            f"INSERT INTO {ledger_name(schema)} "  # noqa: S608 - quoted identifier
-            "(version, description, checksum, execution_ms, run_id) VALUES ($1, $2, $3, 0, $4)"
-        )
-        for migration in migrations:
-            async with conn.transaction():
-                await conn.execute(migration.up_sql)
-                await conn.execute(
-                    insert, migration.version, migration.description, migration.checksum, "plain"
-                )
-    finally:
-        await conn.close()
-
-
-async def read_ledger_plain(args: dict[str, Any]) -> None:
-    """The no-op baseline for one target: connect and read its ledger, nothing else."""
-    conn = await asyncpg.connect(**args)
-    try:
-        schema = args["server_settings"].get("search_path", "public")
-        await conn.fetch(
-            f'SELECT version, checksum, success FROM "{schema}".tenantflow_schema_history'  # noqa: S608
-        )
-    finally:
-        await conn.close()
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu(pid: int | None) -> float:
-    """CPU seconds of a process and its reaped children (PostgreSQL's backends are reaped by
-    the postmaster), 0 when it is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(v) for v in fields[11:15]) / TICK
-
-
-def machine_cpu() -> tuple[float, float]:
-    """(busy, idle) CPU seconds of the whole machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return (sum(values) - idle) / TICK, idle / TICK
-
-
-class Usage:
-    """Who used the CPU during one timing: PostgreSQL, Temporal, the worker, this process."""
-
-    def __init__(self, pids: dict[str, Callable[[], int | None]]) -> None:
-        self.pids = pids
-
-    def snapshot(self) -> dict[str, float]:
-        taken = {name: process_cpu(pid()) for name, pid in self.pids.items()}
-        taken["bench"] = process_cpu(os.getpid())
-        taken["machine busy"], taken["machine idle"] = machine_cpu()
-        return taken
-
-    @staticmethod
-    def report(before: dict[str, float], after: dict[str, float]) -> str:
-        return ", ".join(f"{name} {after[name] - before[name]:.1f}" for name in before)
-
-
-USAGE: Usage | None = None
-# Per timing label: CPU seconds of the services (PostgreSQL, Temporal, workers, gateways). On a
-# shared machine wall time swings with the neighbours' load; the CPU a run costs does not.
-SERVICE_CPU: dict[str, list[float]] = {}
-SERVICES = ("postgres", "temporal", "worker", "gateway", "worker off", "gateway off")
-
-
-async def timed(label: str, work: Callable[[], Awaitable[None]]) -> float:
-    before = USAGE.snapshot() if USAGE else None
-    started = time.perf_counter()
-    await work()
-    elapsed = time.perf_counter() - started
-    print(f"{label:<34} {elapsed:8.2f} s", flush=True)
-    if USAGE and before:
-        after = USAGE.snapshot()
-        print(f"    CPU s: {Usage.report(before, after)}", flush=True)
-        used = sum(after[name] - before[name] for name in SERVICES if name in before)
-        SERVICE_CPU.setdefault(label, []).append(used)
-    return elapsed
-
-
-async def reset_targets(pg: EmbeddedPostgres, prefix: str, names: list[str], schemas: bool) -> None:
-    """Empty a contender's targets between rounds (not timed), then checkpoint, so no round
-    pays for the previous one's writes."""
-    if schemas:
-        await run_sql(
-            pg, prefix, (f'DROP SCHEMA "{name}" CASCADE; CREATE SCHEMA "{name}"' for name in names)
-        )
-    else:
-        semaphore = asyncio.Semaphore(16)
-
-        async def one(name: str) -> None:
-            async with semaphore:
-                await run_sql(pg, name, ["DROP SCHEMA public CASCADE; CREATE SCHEMA public"])
-
-        await asyncio.gather(*(one(name) for name in names))
-    await run_sql(pg, "postgres", ["CHECKPOINT"])
-
-
-def peak_rss_mb(pid: int) -> float:
-    """A process's peak resident memory (VmHWM) in MB."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], seconds: float = 60) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the process exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {seconds} s")
-
-
-async def start_tenantflow(
-    pg: EmbeddedPostgres,
-    temporal: TemporalDevServer,
-    work_dir: Path,
-    processes: dict[str, subprocess.Popen[bytes]],
-    threads: list[Server],
-    env: dict[str, str] | None = None,
-    suffix: str = "",
-) -> tuple[str, dict[str, str]]:
-    """tenantflow as in production: the dev issuer in a thread, worker and gateway in processes
-    of their own (added to ``threads`` and ``processes`` as they start, for the caller to stop
-    whatever happens, as ``worker{suffix}`` and ``gateway{suffix}``); ``env``: settings of the
-    benchmark's own. Returns the gateway's URL, once
-    ready, and an admin's headers."""
-    issuer_port, gateway_port = free_port(), free_port()
-    issuer = DevIssuer(work_dir / "issuer", f"http://127.0.0.1:{issuer_port}/realms/{DEV_REALM}")
-    issuer_server = Server(create_issuer_app(issuer, DEV_REALM), issuer_port, lifespan="off")
-    threads.append(issuer_server)
-    issuer_server.begin()
-    extra = env or {}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TENANTFLOW_")}
-    env.update(
-        {
-            "TENANTFLOW_CATALOG__DSN": pg.dsn(),
-            "TENANTFLOW_TEMPORAL__ADDRESS": temporal.address,
-            "TENANTFLOW_AUTH__ISSUER_URL": issuer.issuer_url,
-            "TENANTFLOW_GATEWAY__PORT": str(gateway_port),
-            "TENANTFLOW_RATE_LIMIT__ENABLED": "false",
-            "TENANTFLOW_LOG__LEVEL": "WARNING",
-            "TENANTFLOW_LOG__ACCESS_LOG": "false",
-            # No scheduled fleet health sweeps: every 5 minutes one would check every target the
-            # bench registered (8,000 schemas at --schemas --targets 2000) in each stack, and land
-            # in whichever contender's timing it overlaps (it took 5x the PostgreSQL CPU of a run).
-            "TENANTFLOW_HEALTH__INTERVAL_SECONDS": "0",
-            "PYTHONPATH": str(ROOT),
-            **extra,
-        }
-    )
-    for role in ("worker", "gateway"):
-        processes[role + suffix] = subprocess.Popen(  # noqa: ASYNC220 - started once, untimed
-            [sys.executable, "-m", "cli.main", role], env=env
-        )
-    base_url = f"http://127.0.0.1:{gateway_port}"
-    await asyncio.to_thread(
-        wait_for_http, f"{base_url}/health/ready", processes["gateway" + suffix]
-    )
-    token = issuer.mint(subject="bench", roles=["infra-admin"])
-    return base_url, {"Authorization": f"Bearer {token}"}
-
-
-def stop_stack(
-    processes: dict[str, subprocess.Popen[bytes]],
-    threads: list[Server],
-    temporal: TemporalDevServer,
-    pg: EmbeddedPostgres,
-    work_dir: Path,
-) -> None:
-    """Stop what ``start_tenantflow`` and a benchmark started, whatever happened: the worker
-    and gateway processes (killed if they do not stop within a minute), the issuer thread,
-    Temporal and PostgreSQL, then the temporary directory."""
-    for process in processes.values():
-        process.terminate()
-    for process in processes.values():
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-    for thread in threads:
-        thread.end()
-    temporal.stop()
-    pg.stop()
-    shutil.rmtree(work_dir, ignore_errors=True)
-
-
 async def main(options: argparse.Namespace) -> None:
     migrations = load_directory(EXAMPLE)
     work_dir = Path(tempfile.mkdtemp(prefix="tenantflow-bench-"))
@@ -359,11 +84,10 @@ async def main(options: argparse.Namespace) -> None:
     temporal = TemporalDevServer(work_dir / "temporal", free_port(), None)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     threads: list[Server] = []
-    global USAGE
     try:
         pg.start()
         temporal.start()
-        USAGE = Usage(
+        stack.USAGE = Usage(
             {
                 "postgres": lambda: postmaster_pid(pg),
                 "temporal": lambda: temporal.process.pid if temporal.process else None,

@@ -33,7 +33,8 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from bench.fleet import EXAMPLE, Server, percentile, run_sql, start_tenantflow, stop_stack
+from bench.fleet import EXAMPLE
+from bench.stack import Server, percentile, run_sql, start_tenantflow, stop_stack
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.migrations.loader import load_directory
 from models.migrations import Migration

@@ -48,13 +48,11 @@ from google.protobuf.message import Message
 from temporalio.client import Client
 
 from activities.ledger import ledger_name
-from bench import fleet
-from bench.fleet import (
-    EXAMPLE,
+from bench import stack
+from bench.fleet import EXAMPLE
+from bench.stack import (
     Server,
     Usage,
-    apply_plain,
-    connect_args,
     peak_rss_mb,
     percentile,
     postmaster_pid,
@@ -63,6 +61,7 @@ from bench.fleet import (
     stop_stack,
     timed,
 )
+from bench.targets import apply_plain, connect_args
 from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
 from common.catalog.databases import DatabaseRepository
 from common.crypto import CredentialCipher, KeyRing
@@ -267,7 +266,7 @@ async def main(options: argparse.Namespace) -> None:
         temporal.start()
         # bench.fleet's timings then print the CPU seconds each process used: on a shared
         # machine wall time swings with the neighbours' load, a run's CPU much less.
-        fleet.USAGE = usage = Usage(
+        stack.USAGE = usage = Usage(
             {
                 "postgres": lambda: postmaster_pid(pg),
                 "temporal": lambda: temporal.process.pid if temporal.process else None,
@@ -445,7 +444,7 @@ async def main(options: argparse.Namespace) -> None:
             raise SystemExit("ledgers not as expected:\n" + "\n".join(problems))
         print(f"ledgers of {LEDGERS_CHECKED} random schemas: every version once, by this run")
     finally:
-        fleet.USAGE = None
+        stack.USAGE = None
         stop_stack(processes, threads, temporal, pg, work_dir)
         shutil.rmtree(work_dir, ignore_errors=True)
 

@@ -118,7 +118,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:500]
 
 
-def _unrun(params: TargetRunInput, **fields: Any) -> TargetRunResult:
+def unrun(params: TargetRunInput, **fields: Any) -> TargetRunResult:
     """A target's result from outside the engine: no version read or reached."""
     return TargetRunResult(
         run_id=params.run_id,
@@ -133,12 +133,12 @@ def _unrun(params: TargetRunInput, **fields: Any) -> TargetRunResult:
 
 def deferred_result(params: TargetRunInput) -> TargetRunResult:
     """``settle_only``: a target with work left, which a batch of its own runs."""
-    return _unrun(params, deferred=True)
+    return unrun(params, deferred=True)
 
 
 def error_result(params: TargetRunInput, reason: str, message: str) -> TargetRunResult:
     """A target's result when it failed before or outside the engine."""
-    return _unrun(params, failure=MigrationFailure(version=None, reason=reason, message=message))
+    return unrun(params, failure=MigrationFailure(version=None, reason=reason, message=message))
 
 
 def schema_reset(schema: str) -> str:

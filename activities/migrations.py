@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
@@ -28,6 +28,7 @@ from activities.grouped import (
     describe,
     error_result,
     group_schemas,
+    unrun,
 )
 from activities.ledger import (
     GUARD_MARKER,
@@ -228,23 +229,48 @@ class MigrationActivities:
                 )
                 seconds[database_id] = share
 
-        # A settle-only batch is bigger than the run's window: it reads at most
-        # ``connections`` ledgers at once (each target or group, one connection).
+        # A settle-only batch is bigger than the run's window, and so is an ordinary one with
+        # batch_connections: it runs at most ``connections`` targets at once (each target or
+        # group, one connection). With ``stop_at_failure`` it starts none after a failure:
+        # those come back deferred, for the run to judge its budget first.
         at_once = asyncio.Semaphore(batch.connections or len(batch.database_ids) or 1)
+        stop = asyncio.Event()
+
+        def judge(members: Sequence[uuid.UUID]) -> None:
+            if batch.stop_at_failure and any(
+                not isinstance(found, TargetRunResult) or found.failure is not None
+                for found in (by_target.get(i) for i in members)
+            ):
+                stop.set()
+
+        def defer(members: Sequence[uuid.UUID]) -> None:
+            for database_id in members:
+                by_target[database_id] = unrun(batch.for_target(database_id), deferred=True)
 
         async def single(database_id: uuid.UUID, slots: SlotSession | None) -> None:
-            try:
-                async with at_once:
+            async with at_once:
+                if stop.is_set():
+                    return defer([database_id])
+                try:
                     by_target[database_id] = await timed(database_id, slots)
-            except Exception as exc:  # its result, below
-                by_target[database_id] = exc
+                except Exception as exc:  # its result, below
+                    by_target[database_id] = exc
+                judge([database_id])
+
+        async def group_unit(group: SchemaGroup, slots: SlotSession | None) -> None:
+            members = [database_id for database_id, _ in group.members]
+            async with at_once:
+                if stop.is_set():
+                    return defer(members)
+                await grouped(group, slots)
+                judge(members)
 
         async with heartbeating(), slot_session(self._databases.pool, bool(limits)) as slots:
             # Each target's surprise is caught as its own: it never leaves the others running
             # unseen while Temporal retries the batch against them.
             await asyncio.gather(
                 *(single(i, slots) for i in singles),
-                *(_bounded(at_once, grouped(g, slots)) for g in groups),
+                *(group_unit(g, slots) for g in groups),
             )
         outcomes = [by_target[i] for i in batch.database_ids]
         results: list[TargetRunResult] = []
@@ -338,11 +364,6 @@ class MigrationActivities:
         """The set's ledger table; the default for a set the catalog does not know (migrations
         given by the caller, as a scratch replay may be)."""
         return (await self._sets.ledger_tables([set_name])).get(set_name, LEDGER_TABLE)
-
-
-async def _bounded(semaphore: asyncio.Semaphore, work: Awaitable[None]) -> None:
-    async with semaphore:
-        await work
 
 
 async def _connect(

@@ -106,7 +106,8 @@ async def main(options: argparse.Namespace) -> None:
         kind = "schemas" if schemas else "databases"
         print(
             f"{n} {kind} x {len(migrations)} migrations, concurrency {c}, "
-            f"batch size {options.batch_size}, {rounds} round(s), {options.watchers} watcher(s)",
+            f"batch size {options.batch_size} ({options.batch_connections or 'all'} at a time), "
+            f"{rounds} round(s), {options.watchers} watcher(s)",
             flush=True,
         )
         # Background work that belongs to no contender: with 600 databases the autovacuum
@@ -237,6 +238,7 @@ async def main(options: argparse.Namespace) -> None:
                         "selector": {"labels": {"bench": f"{label}-{prefix}"}},
                         "concurrency": c,
                         "batch_size": options.batch_size,
+                        "batch_connections": options.batch_connections,
                     },
                 )
                 started.raise_for_status()
@@ -403,6 +405,12 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--schemas", action="store_true", help="schema-per-tenant targets")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument(
+        "--batch-connections",
+        type=int,
+        default=None,
+        help="each batch runs this many targets at a time (fewer, longer activities)",
+    )
     parser.add_argument(
         "--rounds", type=int, default=0, help="timed rounds (default 3, 1 above 500 targets)"
     )

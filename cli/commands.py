@@ -352,6 +352,10 @@ def migrate_apply(
     to: Annotated[str | None, typer.Option("--to", help="Version (default: latest).")] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=1000)] = 16,
     batch_size: Annotated[int, typer.Option(min=1, max=100)] = 4,
+    batch_connections: Annotated[
+        int | None,
+        typer.Option(min=1, max=100, help="Run each batch this many targets at a time."),
+    ] = None,
     canary: Annotated[int, typer.Option(min=0, help="Run these first.")] = 0,
     canary_wait: Annotated[bool, typer.Option(help="Pause after the canary.")] = False,
     max_failed: Annotated[int | None, typer.Option(help="Failure budget (targets).")] = None,
@@ -369,6 +373,7 @@ def migrate_apply(
         "selector": _selector(selector, database),
         "concurrency": concurrency,
         "batch_size": batch_size,
+        "batch_connections": batch_connections,
         "canary": canary,
         "canary_wait_for_resume": canary_wait,
         "failure_budget": {"max_failed": max_failed},

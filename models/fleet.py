@@ -79,6 +79,17 @@ class FleetRunOptions(BaseModel):
     batch_size: int = Field(
         default=4, ge=1, le=100, description="Targets per activity; the per-target unit."
     )
+    batch_connections: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Run each batch's targets at most this many at a time, so a batch takes "
+        "only this much of the window: fewer, longer activities (less Temporal work per "
+        "target) when smaller than batch_size. A pause or cancel then lets each batch in "
+        "flight finish its targets; a batch starts no new target after one of its targets "
+        "failed (the rest go back to the queue). Not used for the canary. Null: a batch runs "
+        "all its targets at once.",
+    )
     canary: int = Field(default=0, ge=0, le=100_000, description="Run these first, then decide.")
     canary_wait_for_resume: bool = False
     failure_budget: FailureBudget = Field(default_factory=FailureBudget)
@@ -253,14 +264,21 @@ class TargetBatchInput(BaseModel):
         description="Only read each ledger: settle the up-to-date targets, defer the others.",
     )
     connections: int | None = Field(
-        default=None, description="settle_only: at most this many targets at once."
+        default=None,
+        description="At most this many targets (or schema groups) at once: a settle-only "
+        "batch's share of the window, or an ordinary batch's batch_connections.",
+    )
+    stop_at_failure: bool = Field(
+        default=False,
+        description="Start no new target once one of the batch's targets failed; the ones "
+        "not started come back deferred (the run queues them again first).",
     )
 
     def for_target(self, database_id: uuid.UUID) -> TargetRunInput:
         """The engine's input for one target of the batch."""
         return TargetRunInput(
             database_id=database_id,
-            **self.model_dump(exclude={"database_ids", "connections"}),
+            **self.model_dump(exclude={"database_ids", "connections", "stop_at_failure"}),
         )
 
 

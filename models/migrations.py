@@ -294,7 +294,9 @@ class TargetRunResult(BaseModel):
     planned: list[PlannedVersion] = Field(default_factory=list)
     failure: MigrationFailure | None = None
     deferred: bool = Field(
-        default=False, description="settle_only: work is left; the target was not run."
+        default=False,
+        description="The target was not run: settle_only found work left, or its batch "
+        "stopped at another target's failure (stop_at_failure).",
     )
 
     @property

@@ -1,7 +1,8 @@
 """``MigrateFleetWorkflow``: one durable run of a migration set over many targets.
 
 A sliding window of batch activities (``batch_size`` targets each) keeps ``concurrency`` targets
-in flight. ``pause`` stops new targets (in-flight ones finish), ``resume`` continues, ``cancel``
+in flight; with ``batch_connections`` a batch runs that many of its targets at a time and fills
+only that much of the window (fewer activities per run). ``pause`` stops new targets (in-flight ones finish), ``resume`` continues, ``cancel``
 starts nothing new and ends the run once in-flight targets have finished (nothing is
 interrupted half-way: every version commits with its ledger row or not at all). The ``progress``
 query reads the live state; ``set_concurrency`` changes the window. The run continues-as-new well
@@ -80,6 +81,9 @@ class MigrateFleetWorkflow:
         self._settle_batches = 0
         self._settle_running = 0
         self._settle_lanes = False
+        # Targets of batches with batch_connections beyond the connections they hold: in
+        # flight (counted in _running) but not filling the window.
+        self._beyond = 0
         self._started = (
             self._state.started
             if self._state.compact
@@ -256,10 +260,10 @@ class MigrateFleetWorkflow:
                 allowed = min(allowed, params.canary - self._started)
                 if allowed <= 0:
                     return
-            if state.checked:  # settled as having work: they go first
-                size = min(params.batch_size, allowed, len(state.checked))
+            if state.checked:  # settled as having work (or handed back): they go first
+                size, connections = self._batch_size(allowed, len(state.checked))
                 batch, state.checked = state.checked[:size], state.checked[size:]
-                self._launch(batch, tasks)
+                self._launch(batch, tasks, connections=connections)
                 continue
             if not state.queue:
                 if state.selector_exhausted:
@@ -291,14 +295,32 @@ class MigrateFleetWorkflow:
                 batch, state.queue = state.queue[:size], state.queue[size:]
                 self._launch(batch, tasks, settle=True, connections=connections)
                 continue
-            size = min(params.batch_size, allowed, len(state.queue))
+            size, connections = self._batch_size(allowed, len(state.queue))
             batch, state.queue = state.queue[:size], state.queue[size:]
-            self._launch(batch, tasks)
+            self._launch(batch, tasks, connections=connections)
+
+    def _batch_size(self, allowed: int, available: int) -> tuple[int, int | None]:
+        """The next ordinary batch: how many targets, and on how many connections (None: all
+        at once). With batch_connections (not for the canary) a batch of batch_size takes only
+        its connections of the window's ``allowed``."""
+        params, state = self._require_params(), self._require_state()
+        per_batch = params.batch_connections
+        if (
+            per_batch is not None
+            and per_batch < params.batch_size
+            and state.compact
+            and (not params.canary or state.canary_done)
+        ):
+            size = min(params.batch_size, available)
+            return size, min(per_batch, allowed, size)
+        return min(params.batch_size, allowed, available), None
 
     def _busy(self) -> int:
         """Targets in flight that fill the window: all of them, except settle-only batches' once
-        they run side by side (SETTLE_LANES_PATCH; old histories replay the old count)."""
-        return self._running - (self._settle_running if self._settle_lanes else 0)
+        they run side by side (SETTLE_LANES_PATCH; old histories replay the old count) and the
+        ones a batch with batch_connections holds beyond its connections."""
+        settling = self._settle_running if self._settle_lanes else 0
+        return self._running - settling - self._beyond
 
     def _launch(
         self,
@@ -309,6 +331,8 @@ class MigrateFleetWorkflow:
         connections: int | None = None,
     ) -> None:
         state = self._require_state()
+        # An ordinary batch on fewer connections than targets fills only its connections.
+        beyond = 0 if settle or connections is None else len(batch) - connections
         if state.compact:
             state.start(batch)
         else:
@@ -319,7 +343,10 @@ class MigrateFleetWorkflow:
         if settle:
             self._settle_batches += 1
             self._settle_running += len(batch)
-        task = asyncio.create_task(self._run_batch(batch, settle=settle, connections=connections))
+        self._beyond += beyond
+        task = asyncio.create_task(
+            self._run_batch(batch, settle=settle, connections=connections, beyond=beyond)
+        )
         tasks.add(task)
         task.add_done_callback(tasks.discard)
 
@@ -343,7 +370,12 @@ class MigrateFleetWorkflow:
         state.selector_exhausted = page.after is None
 
     async def _run_batch(
-        self, batch: list[uuid.UUID], *, settle: bool = False, connections: int | None = None
+        self,
+        batch: list[uuid.UUID],
+        *,
+        settle: bool = False,
+        connections: int | None = None,
+        beyond: int = 0,
     ) -> None:
         params, state = self._require_params(), self._require_state()
         try:
@@ -364,8 +396,11 @@ class MigrateFleetWorkflow:
                     rollback_of=params.rollback_of,
                     # Settle-only batches exist since SETTLE_PATCH; False is the default.
                     settle_only=settle,
-                    # A settle-only batch's share of the window; None for the others.
+                    # A settle-only batch's share of the window, or an ordinary batch's
+                    # batch_connections; None (the default) for the others: replay-safe.
                     connections=connections,
+                    # Only batches with batch_connections run targets after others finished.
+                    stop_at_failure=beyond > 0,
                 ),
                 start_to_close_timeout=timedelta(hours=6),
                 heartbeat_timeout=timedelta(seconds=params.heartbeat_timeout_seconds),
@@ -389,6 +424,7 @@ class MigrateFleetWorkflow:
                     state.targets[str(database_id)] = failed
         finally:
             self._running -= len(batch)
+            self._beyond -= beyond
             if settle:
                 self._settle_batches -= 1
                 self._settle_running -= len(batch)

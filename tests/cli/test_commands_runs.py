@@ -164,7 +164,8 @@ async def test_a_fleet_run_detached_paused_resumed_and_rolled_back(
     ]
     started = await invoke(
         gateway_url, token, "migrate", "apply", "--set", name, "--selector", f"ctl={label}",
-        "--canary", "1", "--canary-wait", "--detach",
+        "--canary", "1", "--canary-wait", "--batch-size", "4", "--batch-connections", "2",
+        "--detach",
     )  # fmt: skip
     assert started.exit_code == 0, started.output
     run_id = started.stdout.strip()

@@ -277,6 +277,14 @@ async def test_unknown_runs_and_bad_requests(http: httpx.AsyncClient, tokens: To
         headers=operator,
     )
     assert two_selectors.status_code == 422
+    no_connection = await http.post(
+        "/api/v1/migrations",
+        json={"set": "x", "selector": {"all": True}, "batch_connections": 0},
+        headers=operator,
+    )
+    assert no_connection.status_code == 422
+    error = no_connection.json()["error"]
+    assert error["type"] == "validation_error" and "batch_connections" in str(error["details"])
     listed = await http.get("/api/v1/migrations", headers=tokens.headers("infra-viewer"))
     assert listed.status_code == 200
     assert "items" in listed.json()

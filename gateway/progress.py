@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from models.fleet import FleetCounts, FleetProgress, FleetRunInput, FleetStatus
+from models.fleet import FleetCounts, FleetProgress, FleetRunInput, FleetState, FleetStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,25 +56,15 @@ def event_id(progress: FleetProgress) -> str:
 
 
 def accepted_progress(params: FleetRunInput) -> FleetProgress:
-    """What the run's ``progress`` query answers before it has resolved its selector."""
+    """What the run's ``progress`` query answers before it has resolved its selector: the
+    workflow's own answer (``FleetProgress.of``) over the empty compact state it starts from,
+    so a dry run says so, and the per-target map is known to be partial, from the first
+    request on."""
     now = datetime.now(UTC)
-    return FleetProgress(
-        run_id=params.run_id,
-        kind=params.kind,
-        adopt_from=params.adopt_from,
-        set_name=params.set_name,
-        status=FleetStatus.RUNNING,
-        paused_reason=None,
-        total=0,
-        total_known=False,
-        counts=FleetCounts(),
-        concurrency=params.concurrency,
-        targets={},
-        started_at=now,
-        updated_at=now,
-        throughput_per_minute=0.0,
-        eta_seconds=None,
+    state = FleetState(
+        started_at=now, concurrency=params.concurrency, compact=True, counts=FleetCounts()
     )
+    return FleetProgress.of(params, state, FleetCounts(), FleetStatus.RUNNING, now)
 
 
 @dataclass(frozen=True)

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gateway.progress import ProgressCache, event_id
-from models.fleet import FleetCounts, FleetProgress, FleetStatus
+from gateway.progress import ProgressCache, accepted_progress, event_id
+from models.adoption import AdoptSource
+from models.fleet import FleetCounts, FleetProgress, FleetRunInput, FleetSelector, FleetStatus
+from models.migrations import TargetRunKind
 
 
 class Clock:
@@ -210,3 +212,32 @@ async def test_the_event_id_orders_states_and_ignores_the_clock() -> None:
         update={"counts": FleetCounts(succeeded=1), "status": FleetStatus.COMPLETED}
     )
     assert event_id(done).startswith("1-") and event_id(done) != first.event_id
+
+
+def test_a_just_accepted_run_answers_as_its_workflow_will() -> None:
+    """The progress served before the run's first query is the workflow's answer over its
+    empty compact state: a dry run says so, an adopt run names its tool, the map is partial."""
+    params = FleetRunInput(
+        run_id="r1",
+        set_name="core",
+        selector=FleetSelector(all=True),
+        concurrency=7,
+        dry_run=True,
+        kind=TargetRunKind.ADOPT,
+        adopt_from=AdoptSource.DBMATE,
+    )
+    accepted = accepted_progress(params)
+    assert (accepted.run_id, accepted.set_name, accepted.status) == (
+        "r1",
+        "core",
+        FleetStatus.RUNNING,
+    )
+    assert (accepted.dry_run, accepted.kind, accepted.adopt_from) == (
+        True,
+        TargetRunKind.ADOPT,
+        AdoptSource.DBMATE,
+    )
+    assert (accepted.total, accepted.total_known, accepted.concurrency) == (0, False, 7)
+    assert accepted.counts == FleetCounts() and accepted.targets == {}
+    assert not accepted.targets_complete and accepted.queued == []
+    assert (accepted.throughput_per_minute, accepted.eta_seconds) == (0.0, None)

@@ -335,7 +335,16 @@ async def main(options: argparse.Namespace) -> None:
         ):
             if a in medians and b in medians:
                 label = f"{names[a]} / {names[b]}"
-                print(f"{label:<28} = {medians[a] / medians[b]:.2f}")
+                line = f"{label:<28} = {medians[a] / medians[b]:.2f}"
+                if len(times[a]) > 1:
+                    # Paired within each round (the two ran seconds apart, the rounds minutes
+                    # apart): steadier where the shared machine's speed drifts between rounds.
+                    paired = [x / y for x, y in zip(times[a], times[b], strict=True)]
+                    line += (
+                        f" (per round {', '.join(f'{r:.2f}' for r in paired)}; "
+                        f"median {statistics.median(paired):.2f})"
+                    )
+                print(line)
         if "tf" in medians and "tfoff" in medians:
             ratio = medians["tf"] / medians["tfoff"]
             verdict = "within" if ratio <= 1.05 else "OVER"

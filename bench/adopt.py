@@ -32,7 +32,8 @@ import httpx
 
 from bench.fleet import EXAMPLE
 from bench.stack import Server, run_sql, start_tenantflow, stop_stack
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.migrations.loader import load_directory, to_format
 from models.migrations import MigrationFormat
 

@@ -66,7 +66,8 @@ from bench.targets import (
     read_ledger_plain,
     reset_targets,
 )
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.migrations.loader import load_directory
 
 ROOT = Path(__file__).resolve().parents[1]

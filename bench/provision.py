@@ -35,7 +35,8 @@ import httpx
 
 from bench.fleet import EXAMPLE
 from bench.stack import Server, percentile, run_sql, start_tenantflow, stop_stack
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.migrations.loader import load_directory
 from models.migrations import Migration
 

@@ -62,7 +62,8 @@ from bench.stack import (
     timed,
 )
 from bench.targets import apply_plain, connect_args
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.catalog.databases import DatabaseRepository
 from common.crypto import CredentialCipher, KeyRing
 from common.migrations.loader import parse_files

@@ -22,7 +22,8 @@ import httpx
 import uvicorn
 
 from cli.dev_issuer import DevIssuer, create_issuer_app
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import DEV_REALM
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -19,12 +19,8 @@ import httpx
 import typer
 
 from cli.dev_issuer import DevIssuer, dev_issuer_url
-from cli.stack import (
-    EmbeddedPostgres,
-    ManagedProcess,
-    TemporalDevServer,
-    ensure_ports_free,
-)
+from cli.stack import EmbeddedPostgres, ManagedProcess, ensure_ports_free
+from cli.temporal_server import TemporalDevServer
 from common.errors import DependencyUnavailable
 from common.settings import Settings
 

@@ -28,7 +28,8 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from cli.dev_issuer import DevIssuer, create_issuer_app
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.catalog import open_catalog
 from common.logging import JsonFormatter
 from common.settings import DEV_REALM, AuthSettings, Settings

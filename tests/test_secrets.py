@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer, temporal_binary
+from cli.stack import EmbeddedPostgres
+from cli.temporal_server import TemporalDevServer, temporal_binary
 from common.settings import Settings
 from gateway.app import create_app
 from tests.conftest import TargetDatabase, Tokens, make_settings, serve

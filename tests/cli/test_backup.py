@@ -24,7 +24,8 @@ from activities.ledger import LEDGER_TABLE
 from cli.backup import BackupFailed, CatalogContents, backup_catalog, echo_contents, human_size
 from cli.pg_tools import PgToolFailed
 from cli.restore import RestoreRefused, restore_catalog
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.catalog import open_catalog
 from common.catalog.databases import DatabaseRepository
 from common.catalog.migration_sets import MigrationSetRepository

@@ -4,7 +4,8 @@ session's real Temporal server and PostgreSQL, and a catalog port where nothing 
 from __future__ import annotations
 
 from cli.checks import check_dependencies
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import Settings
 from tests.conftest import make_settings
 

@@ -14,7 +14,8 @@ import pytest
 
 from cli.dev import DEV_WORKER_METRICS_PORT, _child_env, _wait_ready, _watch
 from cli.dev_issuer import DevIssuer, dev_issuer_url
-from cli.stack import ManagedProcess, TemporalDevServer, free_port
+from cli.stack import ManagedProcess, free_port
+from cli.temporal_server import TemporalDevServer
 from common.errors import DependencyUnavailable
 from common.settings import Settings
 

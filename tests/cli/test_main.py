@@ -12,7 +12,8 @@ from pathlib import Path
 
 import asyncpg
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.crypto import generate_key
 from common.settings import DEV_ENCRYPTION_KEY
 from tests.cli.test_backup import OwnCatalog, own

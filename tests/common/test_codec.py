@@ -23,7 +23,7 @@ with workflow.unsafe.imports_passed_through():
     from temporalio.converter import DataConverter
     from temporalio.worker import Worker
 
-    from cli.stack import TemporalDevServer
+    from cli.temporal_server import TemporalDevServer
     from common.codec import (
         ENCODING,
         EncryptionCodec,

@@ -18,7 +18,7 @@ import yaml
 from fastapi.routing import APIRoute
 from pydantic import BaseModel
 
-from cli.stack import SEARCH_ATTRIBUTES
+from cli.temporal_server import SEARCH_ATTRIBUTES
 from common.crypto import generate_key
 from common.settings import Profile, Settings, WorkerSettings
 from gateway.routers.health import router as health_router

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 
 from cli.dev_issuer import DevIssuer
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import Settings
 from common.version import __version__
 from gateway.app import create_app

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer
+from cli.stack import EmbeddedPostgres
+from cli.temporal_server import TemporalDevServer
 from common.settings import Settings
 from gateway.app import create_app
 from tests.conftest import Tokens, make_settings, serve

@@ -30,7 +30,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import Settings
 from common.temporal_client import connect_temporal
 from gateway.app import create_app

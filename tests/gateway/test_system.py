@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import httpx
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer
+from cli.stack import EmbeddedPostgres
+from cli.temporal_server import TemporalDevServer
 from common.catalog import load_catalog_migrations
 from common.settings import Settings
 from gateway.app import create_app

@@ -27,7 +27,8 @@ import httpx
 import pytest
 
 from cli.dev_issuer import DevIssuer
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from tests.conftest import TargetDatabase, Tokens
 from tests.integration.faults.fleet import (
     assert_consistent,

@@ -33,7 +33,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from cli.dev_issuer import DevIssuer
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.logging import JsonFormatter
 from common.settings import Settings, TelemetrySettings
 from common.telemetry.tracing import SqlAwareSampler, parse_headers, sanitize_sql, start_tracing

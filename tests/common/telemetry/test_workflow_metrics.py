@@ -18,7 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime, TelemetryConfig
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from cli.stack import TemporalDevServer
+from cli.temporal_server import TemporalDevServer
 from common.telemetry.metrics import (
     HEALTH_TARGETS,
     PROVISIONING_DURATION,

@@ -14,7 +14,8 @@ import asyncpg
 import httpx
 import pytest
 
-from cli.stack import EmbeddedPostgres, TemporalDevServer
+from cli.stack import EmbeddedPostgres
+from cli.temporal_server import TemporalDevServer
 from common.settings import AuthSettings, Settings
 from gateway.app import create_app
 from models.auth import ADMIN_PERMISSIONS

@@ -10,7 +10,8 @@ import httpx
 from fastapi import FastAPI
 
 from cli.dev_issuer import DevIssuer
-from cli.stack import EmbeddedPostgres, TemporalDevServer
+from cli.stack import EmbeddedPostgres
+from cli.temporal_server import TemporalDevServer
 from common.settings import Settings
 from gateway.app import create_app
 from tests.conftest import LEAK_CANARIES, Tokens, make_settings, serve

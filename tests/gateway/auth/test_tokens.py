@@ -28,7 +28,8 @@ from fastapi import FastAPI
 from pydantic import ValidationError
 
 from cli.dev_issuer import DevIssuer, create_issuer_app
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import (
     DEV_ISSUER_URL,
     DEV_KEY_ID_PREFIX,

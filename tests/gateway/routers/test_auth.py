@@ -12,7 +12,8 @@ import httpx
 import pytest
 
 from cli.dev_issuer import DevIssuer
-from cli.stack import EmbeddedPostgres, TemporalDevServer, free_port
+from cli.stack import EmbeddedPostgres, free_port
+from cli.temporal_server import TemporalDevServer
 from common.settings import AuthSettings, Settings
 from gateway.app import create_app
 from models.auth import OPERATOR_PERMISSIONS, VIEWER_PERMISSIONS

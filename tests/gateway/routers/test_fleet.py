@@ -15,7 +15,8 @@ import pytest
 from temporalio.client import Client
 
 from activities.migrations import LEDGER_TABLE
-from cli.stack import TemporalDevServer, free_port, temporal_binary
+from cli.stack import free_port
+from cli.temporal_server import TemporalDevServer, temporal_binary
 from common.settings import Settings
 from gateway.app import create_app
 from gateway.routers.migrations import QUERY_TIMEOUT_SECONDS

@@ -21,7 +21,8 @@ import asyncpg
 import httpx
 import uvicorn
 
-from cli.dev_issuer import DevIssuer, create_issuer_app
+from cli.dev_issuer import DevIssuer
+from cli.dev_issuer_app import create_issuer_app
 from cli.stack import EmbeddedPostgres, free_port
 from cli.temporal_server import TemporalDevServer
 from common.settings import DEV_REALM

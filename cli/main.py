@@ -171,7 +171,8 @@ def dev_issuer() -> None:
     """Serve the local Keycloak-shaped issuer (started by ``tenantflow dev``)."""
     import uvicorn
 
-    from cli.dev_issuer import DevIssuer, create_issuer_app, dev_issuer_url
+    from cli.dev_issuer import DevIssuer, dev_issuer_url
+    from cli.dev_issuer_app import create_issuer_app
 
     settings = load_settings()
     configure_logging(settings.log)

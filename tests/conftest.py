@@ -27,7 +27,8 @@ import uvicorn
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from cli.dev_issuer import DevIssuer, create_issuer_app
+from cli.dev_issuer import DevIssuer
+from cli.dev_issuer_app import create_issuer_app
 from cli.stack import EmbeddedPostgres, free_port
 from cli.temporal_server import TemporalDevServer
 from common.catalog import open_catalog

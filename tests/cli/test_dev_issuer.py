@@ -18,14 +18,8 @@ import jwt
 import pytest
 from fastapi import HTTPException
 
-from cli.dev_issuer import (
-    API_CLIENT,
-    CLI_CLIENT,
-    UI_CLIENT,
-    DevIssuer,
-    create_issuer_app,
-    dev_issuer_url,
-)
+from cli.dev_issuer import API_CLIENT, CLI_CLIENT, UI_CLIENT, DevIssuer, dev_issuer_url
+from cli.dev_issuer_app import create_issuer_app
 from common.settings import DEV_ISSUER_PORT, DEV_KEY_ID_PREFIX, DEV_REALM
 
 PROJECT = Path(__file__).resolve().parents[2]

@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from cli.dev_issuer import DevIssuer, create_issuer_app
+from cli.dev_issuer import DevIssuer
+from cli.dev_issuer_app import create_issuer_app
 from cli.stack import EmbeddedPostgres, free_port
 from cli.temporal_server import TemporalDevServer
 from common.settings import (

@@ -139,7 +139,8 @@ class FleetState(BaseModel):
         return landed
 
     def defer(self, database_id: uuid.UUID, *, in_flight: bool) -> None:
-        """A settle-only batch found work on ``database_id``: pending again, run next.
+        """A settle-only batch found work on ``database_id``, or a batch stopped at a failure
+        before starting it: pending again, run next.
         ``in_flight``: whether ``land`` took it out of flight."""
         assert self.counts is not None
         if in_flight:

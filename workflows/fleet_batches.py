@@ -247,9 +247,9 @@ class FleetBatches:
     def _record(
         self, batch: list[uuid.UUID], results: list[TargetRunResult], *, settle: bool
     ) -> None:
-        """A compact run's batch results: counted, deferred (settle-only: work left), and the
-        choice of settling the queue first (every target of a batch was up to date) or not
-        (half a settle-only batch had work)."""
+        """A compact run's batch results: counted, deferred (settle-only: work left; a batch
+        stopped at a failure: not started), and the choice of settling the queue first (every
+        target of a batch was up to date) or not (half a settle-only batch had work)."""
         params, state = self._require_params(), self._require_state()
         reported = {result.database_id: result for result in results}
         landed = state.land(batch)
